@@ -1,0 +1,242 @@
+"""The population loss of the sparse looped model, exactly, and its hand-derived gradient.
+
+This module is where the population loss is computed. With S = X X^T / n whitened
+(S = Rx S~ Rx, Rx = sigma_x^{1/2}), B = Rx A^T Rx, W = Rx sigma_w Rx, U = Rx u u^T Rx and
+H = I - B S (conventions.md, "The population loss in closed form"):
+
+  f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T) + (noise/n) E tr(G B S B^T G^T),
+
+with G = sum_{k<L} H^k. Expanding by the binomial theorem (B S commutes with I),
+  H^L = sum_k C(L, k) (-1)^k (B S)^k,   I - H^L = -sum_{k>=1} C(L, k) (-1)^k (B S)^k,
+  G B S = I - H^L, so G B = sum_{j<L} (-1)^j C(L, j+1) (B S)^j B,
+each part is a sum of traces of words in S, B, B^T and one W or U, which the engine
+(`looptheory.expectations`) turns into exact polynomials in 1/n over traces of constant words.
+
+Two choices keep the numbers right:
+- No square roots: every letter stands between two Rx's, so a trace of whitened letters is
+  the trace of the product of the raw letters each multiplied on the right by sigma_x
+  (B -> A^T sigma_x, W -> sigma_w sigma_x, U -> u u^T sigma_x). Rational inputs therefore give
+  an exact rational loss.
+- Stability: the n^0 part of the main term equals tr(E^L W E^{LT}) with E = I - B, and is
+  computed in that form, so a loss near the optimum at large n is not formed by cancelling
+  binomial terms of size C(2L, L).
+
+The gradient is derived by hand from the expansion: for tr(M_1 ... M_k) the derivative with
+respect to M_i is the transposed rest of the word (expectations.CompiledExpansion), and the
+chain rule through M_B = A^T sigma_x, M_Bt = A sigma_x, M_E = I - A^T sigma_x,
+M_Et = I - A sigma_x, M_U = u u^T sigma_x gives
+  grad_A = sigma_x (G_B - G_E)^T + (G_Bt - G_Et) sigma_x,
+  grad_u = G_U sigma_x u + sigma_x G_U^T u,
+where G_X = df/dM_X.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from fractions import Fraction
+from functools import lru_cache
+from math import comb
+
+import numpy as np
+
+from . import _validate as V
+from .expectations import Alphabet, CompiledExpansion, Engine, Expansion
+from .task import Task
+
+#: Loop counts the engine supports (the expansion's build cost grows about 100-fold per loop).
+MAX_LOOPS = 5
+
+ALPHABET = Alphabet(
+    names=("S", "B", "Bt", "E", "Et", "W", "U"),
+    transpose=(0, 2, 1, 4, 3, 5, 6),
+    random=0,
+    centred=False,
+)
+_S, _B, _BT, _E, _ET, _W, _U = range(7)
+_GRAD_LETTERS = (_B, _BT, _E, _ET, _U)
+
+PARTS = ("main", "u", "noise")
+
+
+def _power_words(coeffs):
+    """[(coef, (B S)^k)] from {k: coef}."""
+    return [(c, (_B, _S) * k) for k, c in coeffs.items() if c]
+
+
+def _sandwich(left, middle, right_coeffs=None):
+    """sum_{j,k} a_j a_k tr(Y_j middle Y_k^T) for Y_k = left words; grouped by canonical word."""
+    right = left if right_coeffs is None else right_coeffs
+    T = ALPHABET.transpose
+    out = defaultdict(int)
+    for c1, w1 in left:
+        for c2, w2 in right:
+            w2t = tuple(T[c] for c in reversed(w2))
+            out[w1 + middle + w2t] += c1 * c2
+    return [(c, [w]) for w, c in out.items() if c]
+
+
+@lru_cache(maxsize=None)
+def _engine():
+    return Engine(ALPHABET)
+
+
+@lru_cache(maxsize=None)
+def part_expansion(loops: int, part: str) -> Expansion:
+    """The exact expansion of one part of the loss for `loops` loops (cached).
+
+    main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `_main0`);
+    u:     E tr((I - H^L) U (I - H^L)^T);
+    noise: (1/n) E tr(G B S B^T G^T)  (multiply by the noise variance).
+    """
+    L = loops
+    eng = _engine()
+    if part == "main":
+        Y = _power_words({k: comb(L, k) * (-1) ** k for k in range(L + 1)})
+        full = eng.expect(_sandwich(Y, (_W,)))
+        return Expansion(ALPHABET, {k: v for k, v in full.items() if k[0] > 0})
+    if part == "u":
+        Y = _power_words({k: -comb(L, k) * (-1) ** k for k in range(1, L + 1)})
+        return eng.expect(_sandwich(Y, (_U,)))
+    if part == "noise":
+        # G B S B^T G^T = sum_{j,k} g_j g_k (B S)^j B S B^T (S B^T)^k
+        Y = [(c, w + (_B,)) for c, w in _power_words({j: (-1) ** j * comb(L, j + 1) for j in range(L)})]
+        e = eng.expect(_sandwich(Y, (_S,)))
+        return Expansion(ALPHABET, {(p + 1, ws): c for (p, ws), c in e.items()})
+    raise ValueError(f"part: expected one of {PARTS}, got {part!r}")
+
+
+def _main0(loops: int) -> Expansion:
+    """The n^0 part of the main term, tr(E^L W E^{LT}), as a one-word expansion."""
+    return Expansion(ALPHABET, {(0, ((_E,) * loops + (_W,) + (_ET,) * loops,)): 1})
+
+
+@lru_cache(maxsize=None)
+def _compiled(loops: int, part: str) -> CompiledExpansion:
+    exp = _main0(loops) if part == "main0" else part_expansion(loops, part)
+    return CompiledExpansion(exp, _GRAD_LETTERS)
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def _check(task, A, loops, u, exact):
+    if not isinstance(task, Task):
+        raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
+    loops = V.positive_int("loops", loops)
+    if loops > MAX_LOOPS:
+        raise ValueError(
+            f"loops: the exact engine supports loops <= {MAX_LOOPS}, got {loops} "
+            "(use monte_carlo_loss, or optimal_scale / the scalar family, for more loops)"
+        )
+    A = V.square_matrix("A", A, task.d, allow_exact=exact)
+    u = None if u is None else V.vector("u", u, task.d, allow_exact=exact)
+    return loops, A, u
+
+
+def _exact_matrix(name, M):
+    if M.dtype == object:
+        return M
+    out = np.empty(M.shape, dtype=object)
+    for idx, v in np.ndenumerate(M):
+        if not float(v).is_integer():
+            raise TypeError(
+                f"{name}: exact=True needs rational inputs (int, fractions.Fraction or SymPy Rational), "
+                f"got the float {v!r}"
+            )
+        out[idx] = Fraction(int(v))
+    return out
+
+
+def _letters(A, u, sigma_x, sigma_w, d, one):
+    """Raw letter matrices M_X = X_raw sigma_x, indexed by letter code."""
+    eye = np.eye(d, dtype=object if one is not None else float)
+    if one is not None:
+        eye = np.array([[one if i == j else 0 * one for j in range(d)] for i in range(d)], dtype=object)
+    mB = A.T.dot(sigma_x)
+    mBt = A.dot(sigma_x)
+    uu = np.outer(u, u) if u is not None else np.zeros((d, d), dtype=eye.dtype) * (one if one is not None else 1)
+    mats = [eye, mB, mBt, eye - mB, eye - mBt, sigma_w.dot(sigma_x), uu.dot(sigma_x)]
+    return mats
+
+
+def _parts_needed(task, u):
+    parts = ["main0", "main"]
+    if u is not None and np.any(u != 0):
+        parts.append("u")
+    if task.noise != 0 and not math.isinf(task.n):
+        parts.append("noise")
+    return parts
+
+
+def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
+    """The exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model.
+
+    conventions.md: f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T)
+    + (sigma^2/n) E tr(G B S B^T G^T) (whitened letters; see this module's docstring),
+    Gatmiry et al. (2024), Sec. 3; a polynomial in 1/n computed without sampling.
+
+    A: any real d x d matrix; u: vector of length d (None: 0); n may be math.inf (only the
+    n^0 part remains and the noise term drops). With exact=True every input must be rational
+    (ints, fractions.Fraction, SymPy Rationals; integer-valued floats are accepted) and the
+    result is a fractions.Fraction.
+    """
+    loops, A, u = _check(task, A, loops, u, exact)
+    if exact:
+        return _exact_loss(task, A, loops, u)
+    return _float_eval(task, A, loops, u, need_grad=False)[0]
+
+
+def population_loss_grad(task: Task, A, loops: int, u=None):
+    """(f, grad_A f, grad_u f) at (A, u), all exact up to float rounding.
+
+    The gradient is derived by hand from the expansion (derivative of each trace word; see
+    the module docstring), not by finite differences. grad_u is the gradient at the given u
+    (at u = 0 when u is None, where it vanishes since f is quadratic in u): always length d.
+    """
+    loops, A, u = _check(task, A, loops, u, exact=False)
+    return _float_eval(task, A, loops, u, need_grad=True)
+
+
+def _float_eval(task, A, loops, u, need_grad):
+    d = task.d
+    sx = np.asarray(task.sigma_x, dtype=float)
+    sw = np.asarray(task.sigma_w, dtype=float)
+    A = np.asarray(A, dtype=float)
+    uf = None if u is None else np.asarray(u, dtype=float)
+    mats = np.stack(_letters(A, uf, sx, sw, d, None))
+    value = 0.0
+    G = {g: np.zeros((d, d)) for g in _GRAD_LETTERS}
+    for part in _parts_needed(task, uf):
+        v, g = _compiled(loops, part).value_and_grad(mats, task.n, d, need_grad)
+        scale = float(task.noise) if part == "noise" else 1.0
+        value += scale * v
+        for k, m in g.items():
+            G[k] += scale * m
+    if not need_grad:
+        return value, None, None
+    grad_A = sx @ (G[_B] - G[_E]).T + (G[_BT] - G[_ET]) @ sx
+    if uf is None:
+        grad_u = np.zeros(d)
+    else:
+        grad_u = G[_U] @ sx @ uf + sx @ G[_U].T @ uf
+    return value, grad_A, grad_u
+
+
+def _exact_loss(task, A, loops, u):
+    d = task.d
+    sx = _exact_matrix("sigma_x", np.asarray(task.sigma_x))
+    sw = _exact_matrix("sigma_w", np.asarray(task.sigma_w))
+    A = _exact_matrix("A", A)
+    u = None if u is None else _exact_matrix("u", u)
+    noise = task.noise
+    if isinstance(noise, float):
+        if not noise.is_integer():
+            raise TypeError("noise: exact=True needs a rational noise variance (use fractions.Fraction)")
+        noise = Fraction(int(noise))
+    mats = _letters(A, u, sx, sw, d, Fraction(1))
+    total = Fraction(0)
+    for part in _parts_needed(task, u):
+        v = _compiled(loops, part).value_exact(mats, task.n, d)
+        total += noise * v if part == "noise" else v
+    return total
