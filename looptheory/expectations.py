@@ -142,6 +142,7 @@ class Engine:
         r = self._r
         consts, rands = [], []
         for w in words:
+            w = tuple(w)
             (rands if r in w else consts).append(self.canonical(w))
         consts.sort()
         rands.sort()

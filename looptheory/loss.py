@@ -45,7 +45,7 @@ from .expectations import Alphabet, CompiledExpansion, Engine, Expansion
 from .task import Task
 
 #: Loop counts the engine supports (the expansion's build cost grows about 100-fold per loop).
-MAX_LOOPS = 5
+MAX_LOOPS = 4
 
 ALPHABET = Alphabet(
     names=("S", "B", "Bt", "E", "Et", "W", "U"),
