@@ -14,6 +14,10 @@ from .model import (
     sparse_weights,
 )
 from .montecarlo import monte_carlo_loss
+from .loss import MAX_LOOPS, population_loss, population_loss_grad
+from .moments import trace_moments, wishart_trace_moments
+from .optimum import optimal_scale, scale_loss
+from .diagnostics import finite_difference_gradient, taylor_test
 
 __version__ = "0.1.0"
 
@@ -27,4 +31,13 @@ __all__ = [
     "prediction",
     "sparse_weights",
     "monte_carlo_loss",
+    "MAX_LOOPS",
+    "population_loss",
+    "population_loss_grad",
+    "trace_moments",
+    "wishart_trace_moments",
+    "optimal_scale",
+    "scale_loss",
+    "taylor_test",
+    "finite_difference_gradient",
 ]

@@ -17,7 +17,7 @@ It is the real-Wishart analogue of Ledoux's five-term recursion for GOE moments 
 Ann. IHP 45, 754-769; compare its first term (4p - 1)(2N - 1)), and plays the role the
 three-term Haagerup-Thorbjornsen recursion plays for complex Wishart. We obtained the
 coefficients by fitting an order-4 ansatz with coefficients of degree 5 in k to moments from the
-independent partition route (looptheory/_reference_moments.py) and then checked it, not just
+independent partition route (looptheory/reference.py) and then checked it, not just
 fitted it: it holds as an identity of polynomials in (n, d) for every k <= 24, at integer
 (n, d) in {1..5, 7, 10, 50} x {1..5, 8, 13, 100} up to k = 32, and at d = 1 and n = 1 it
 reproduces the chi-square moments m (m + 2) ... (m + 2k - 2) up to k = 200

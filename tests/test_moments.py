@@ -1,6 +1,6 @@
 """trace_moments (the four-step real-Wishart recurrence) against independent routes.
 
-Independent routes: Gaussian integration by parts over partitions (_reference_moments), the
+Independent routes: Gaussian integration by parts over partitions (looptheory.reference), the
 chi-square moments at d = 1 and at n = 1 (rank one: tr W^k = |x|^{2k}, |x|^2 ~ chi^2_d), the
 closed forms of conventions.md / exact-expectations.md, and the n <-> d symmetry of the
 partition route itself.
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from looptheory import moments
-from looptheory._reference_moments import partition_trace_moments, partition_wishart_moments
+from looptheory.reference import partition_trace_moments, partition_wishart_moments
 from looptheory.moments import trace_moments, wishart_trace_moments
 
 n_sym, d_sym = sympy.symbols("n d", positive=True)
@@ -66,7 +66,7 @@ def test_recurrence_equals_partition_route_symbolically():
 
 def test_recurrence_equals_partition_route_as_integer_polynomials_to_k22():
     # The same identity further, compared coefficient by coefficient (no SymPy simplification).
-    from looptheory._reference_moments import _BiPoly
+    from looptheory.reference import _BiPoly
 
     N, D = _BiPoly({(1, 0): 1}), _BiPoly({(0, 1): 1})
     ref = partition_wishart_moments(22, N, D)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from looptheory import Task, monte_carlo_loss
-from looptheory._reference_moments import partition_trace_moments
+from looptheory.reference import partition_trace_moments
 from looptheory.moments import trace_moments
 from looptheory.optimum import optimal_scale, scale_loss
 

@@ -1,0 +1,276 @@
+"""Consistency checks that `looptheory verify` runs: each states its parameters up front,
+computes, and returns a verdict with its evidence. Nothing here chooses where to look after
+seeing results: parameters, seeds and tolerances are fixed in the functions below.
+
+Verdicts: "pass" or "fail" for these internal cross-checks (the claims of the papers get
+"holds" / "fails" / "vacuous" in their own registry).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from .diagnostics import taylor_test
+from .loss import MAX_LOOPS, population_loss, population_loss_grad
+from .model import looped_forward, make_prompt, prediction, preconditioned_gd, sparse_weights
+from .moments import trace_moments
+from .montecarlo import monte_carlo_loss
+from .optimum import optimal_scale, scale_loss
+from .task import Task
+
+
+@dataclass
+class CheckResult:
+    id: str
+    title: str
+    verdict: str
+    summary: str
+    params: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
+
+
+def check_gd_equivalence(quick: bool) -> CheckResult:
+    """The sparse looped model's prediction and label row equal preconditioned GD (B = A^T)."""
+    cases = [(d, n, L, with_u) for d in (1, 3, 5) for n in (2, 10) for L in (1, 3, 6) for with_u in (False, True)]
+    rng = np.random.default_rng(2024)
+    worst = 0.0
+    for d, n, L, with_u in cases:
+        X = rng.standard_normal((20, d, n))
+        y = rng.standard_normal((20, n))
+        x_q = rng.standard_normal((20, d))
+        A = rng.standard_normal((d, d)) * 0.5 / math.sqrt(d)
+        u = rng.standard_normal(d) if with_u else None
+        P, Q = sparse_weights(A, u)
+        ZL = looped_forward(make_prompt(X, y, x_q), P, Q, L)
+        labels = y if u is None else y + np.einsum("bdn,d->bn", X, u)
+        w = preconditioned_gd(X, labels, A.T, L)
+        worst = max(worst, _rel(prediction(ZL), np.einsum("bd,bd->b", x_q, w)))
+        worst = max(worst, _rel(ZL[:, d, :n], y - np.einsum("bdn,bd->bn", X, w)))
+    ok = worst < 1e-10
+    return CheckResult(
+        "gd_equivalence",
+        "Sparse looped attention = preconditioned GD",
+        "pass" if ok else "fail",
+        f"max relative difference {worst:.1e} over {len(cases)} settings x 20 prompts (tolerance 1e-10)",
+        {"d": [1, 3, 5], "n": [2, 10], "loops": [1, 3, 6], "u": "zero and random", "seed": 2024},
+        {"max_relative_difference": worst},
+    )
+
+
+def check_mc_one_loop(quick: bool) -> CheckResult:
+    """Monte Carlo of the real forward pass against the loops = 1 closed form of conventions.md."""
+    samples = 50_000 if quick else 400_000
+    rows = []
+    for seed, (d, n) in enumerate([(2, 5), (3, 10), (5, 20)]):
+        rng = np.random.default_rng(300 + seed)
+        M = rng.standard_normal((d, d))
+        sx = M @ M.T / d + 0.5 * np.eye(d)
+        task = Task.gatmiry(d, n, sx)
+        A = np.linalg.inv(sx) * 0.6 + 0.1 * rng.standard_normal((d, d))
+        ev, q = np.linalg.eigh(sx)
+        rx = (q * np.sqrt(ev)) @ q.T
+        At = rx @ A @ rx
+        closed = d - 2 * np.trace(At) + (n + d + 1) / n * np.sum(At * At)
+        mean, se = monte_carlo_loss(task, A, 1, samples=samples, seed=seed)
+        rows.append({"d": d, "n": n, "closed_form": closed, "monte_carlo": mean, "stderr": se, "z": (mean - closed) / se})
+    zmax = max(abs(r["z"]) for r in rows)
+    return CheckResult(
+        "mc_one_loop_closed_form",
+        "Monte Carlo = loops-1 closed form",
+        "pass" if zmax < 4 else "fail",
+        f"max |z| = {zmax:.2f} over {len(rows)} settings ({samples} prompts each; pass if < 4)",
+        {"samples": samples, "seeds": [0, 1, 2], "settings": [(r["d"], r["n"]) for r in rows]},
+        {"rows": rows},
+    )
+
+
+def _rational_task(rng, d, n):
+    def rmat():
+        return np.array([[Fraction(int(rng.integers(-5, 6)), 7) for _ in range(d)] for _ in range(d)], dtype=object)
+
+    R, M = rmat(), rmat()
+    sx = R.dot(R.T) + np.eye(d, dtype=object) * Fraction(1, 2)
+    return Task(d, n, sx, M.dot(M.T), noise=Fraction(1, 4)), rmat()
+
+
+def check_exact_vs_reference(quick: bool) -> CheckResult:
+    """Engine (exact rational mode) against the entry-wise Isserlis reference, which integrates
+    the GD recursion polynomial in the entries of X and shares no code with the engine."""
+    from .reference import isserlis_loss
+
+    cases = [(1, 2, 3), (2, 1, 2), (2, 2, 3), (2, 3, 2)] + ([] if quick else [(2, 2, 4), (2, 3, 3), (1, 3, 4)])
+    rows = []
+    for k, (d, n, L) in enumerate(cases):
+        rng = np.random.default_rng(400 + k)
+        task, A = _rational_task(rng, d, n)
+        u = np.array([Fraction(int(rng.integers(-3, 4)), 5) for _ in range(d)], dtype=object)
+        a = population_loss(task, A, L, u, exact=True)
+        b = isserlis_loss(task, A, L, u)
+        rows.append({"d": d, "n": n, "loops": L, "engine": str(a), "reference": str(b), "equal": a == b})
+    ok = all(r["equal"] for r in rows)
+    return CheckResult(
+        "exact_vs_isserlis",
+        "Exact loss = Isserlis reference (rational)",
+        "pass" if ok else "fail",
+        f"{sum(r['equal'] for r in rows)}/{len(rows)} cases equal as exact rationals (u, noise, general sigma_x, sigma_w)",
+        {"cases (d, n, loops)": cases},
+        {"rows": rows},
+    )
+
+
+def check_exact_vs_monte_carlo(quick: bool) -> CheckResult:
+    """Engine (float) against Monte Carlo of the forward pass, loops 1 to 3, non-symmetric A,
+    general sigma_x, sigma_w, u and noise, in a light-tailed region (n = 6, |A_ij| <= 0.6)."""
+    samples = 50_000 if quick else 300_000
+    rows = []
+    for L in (1, 2, 3):
+        rng = np.random.default_rng(500 + L)
+        d, n = 3, 6
+        M = rng.standard_normal((d, d))
+        sx = M @ M.T / 4 + 0.5 * np.eye(d)
+        sw = np.diag([1.0, 0.5, 0.25])
+        task = Task(d, n, sx, sw, noise=0.2)
+        A = rng.uniform(-0.3, 0.3, (d, d)) + 0.3 * np.eye(d)
+        u = rng.uniform(-0.3, 0.3, d)
+        exact = population_loss(task, A, L, u)
+        mean, se = monte_carlo_loss(task, A, L, u, samples=samples, seed=L)
+        rows.append({"loops": L, "exact": exact, "monte_carlo": mean, "stderr": se, "z": (mean - exact) / se})
+    zmax = max(abs(r["z"]) for r in rows)
+    return CheckResult(
+        "exact_vs_monte_carlo",
+        "Exact loss = Monte Carlo of the forward pass",
+        "pass" if zmax < 4 else "fail",
+        f"max |z| = {zmax:.2f} for loops 1-3 ({samples} prompts each; pass if < 4)",
+        {"d": 3, "n": 6, "samples": samples, "seeds": [1, 2, 3]},
+        {"rows": rows},
+    )
+
+
+def check_gradient(quick: bool) -> CheckResult:
+    """Hand-derived gradient: Taylor remainder slope ~2 for every supported loop count."""
+    rows = []
+    for L in range(1, MAX_LOOPS + 1):
+        rng = np.random.default_rng(600 + L)
+        d = 3
+        M = rng.standard_normal((d, d))
+        task = Task(d, 8, M @ M.T / d + np.eye(d), np.eye(d), noise=0.3)
+        x0 = np.concatenate([0.3 * rng.standard_normal(d * d), rng.standard_normal(d)])
+        v = rng.standard_normal(d * d + d)
+
+        def f(z):
+            return population_loss(task, z[: d * d].reshape(d, d), L, z[d * d:])
+
+        def g(z):
+            _, gA, gu = population_loss_grad(task, z[: d * d].reshape(d, d), L, z[d * d:])
+            return np.concatenate([gA.ravel(), gu])
+
+        res = taylor_test(f, g, x0, v)
+        rows.append({"loops": L, "slope": res.slope, "remainders": res.remainder.tolist(), "h": res.h.tolist()})
+    ok = all(r["slope"] > 1.8 for r in rows)
+    return CheckResult(
+        "gradient_taylor",
+        "Hand-derived gradient passes the Taylor test",
+        "pass" if ok else "fail",
+        "slopes " + ", ".join(f"L={r['loops']}: {r['slope']:.2f}" for r in rows) + " (pass if > 1.8; a wrong gradient gives ~1)",
+        {"d": 3, "n": 8, "noise": 0.3, "loops": list(range(1, MAX_LOOPS + 1))},
+        {"rows": rows},
+    )
+
+
+def check_trace_moments(quick: bool) -> CheckResult:
+    """Moment recurrence against the partition (integration-by-parts) route and chi-square."""
+    from .reference import partition_trace_moments
+
+    kmax = 10 if quick else 14
+    bad = []
+    for n, d in [(1, 1), (3, 2), (7, 5), (20, 10)]:
+        if trace_moments(kmax, n, d) != partition_trace_moments(kmax, n, d):
+            bad.append((n, d))
+    for n in (1, 2, 9):
+        chi = [Fraction(math.prod(n + 2 * i for i in range(k)), n**k) for k in range(41)]
+        if trace_moments(40, n, 1) != chi:
+            bad.append((n, 1, "chi-square"))
+    return CheckResult(
+        "trace_moments",
+        "E tr S^k recurrence = partition route and chi-square",
+        "pass" if not bad else "fail",
+        f"k <= {kmax} against the partition route at 4 (n, d); k <= 40 against chi-square at d = 1"
+        + ("" if not bad else f"; mismatches {bad}"),
+        {"kmax": kmax},
+        {"mismatches": bad},
+    )
+
+
+def check_optimal_scale(quick: bool) -> CheckResult:
+    """optimal_scale at loops = 1 equals n/(n+d+1) (conventions.md), and is stationary."""
+    rows = []
+    for d, n in [(2, 3), (5, 20), (10, 100)]:
+        task = Task(d, n)
+        g1 = optimal_scale(task, 1)
+        rows.append({"d": d, "n": n, "gamma_1": g1, "n/(n+d+1)": n / (n + d + 1)})
+    err = max(abs(r["gamma_1"] - r["n/(n+d+1)"]) / r["n/(n+d+1)"] for r in rows)
+    table = []
+    for n in (5, 20, 100):
+        task = Task(5, n)
+        table.append({"n": n, "gammas": [optimal_scale(task, L) for L in range(1, 21)]})
+    return CheckResult(
+        "optimal_scale_one_loop",
+        "optimal_scale(loops=1) = n/(n+d+1)",
+        "pass" if err < 1e-12 else "fail",
+        f"max relative error {err:.1e} at 3 (d, n)",
+        {"cases (d, n)": [(r["d"], r["n"]) for r in rows]},
+        {"rows": rows, "gamma_table_d5": table},
+    )
+
+
+def loss_curve_data(quick: bool) -> dict:
+    """Loss at the optimal scale against loops (scalar family, exact), with exact-engine and
+    Monte Carlo points: the data of the report's first figure."""
+    d = 5
+    out = {"d": d, "curves": []}
+    for n in (10, 40, 200):
+        task = Task(d, n)
+        Ls = list(range(1, 21))
+        gam = [optimal_scale(task, L) for L in Ls]
+        exact = [scale_loss(task, L, g) for L, g in zip(Ls, gam)]
+        eng = [population_loss(task, g * np.eye(d), L) for L, g in zip(Ls[:MAX_LOOPS], gam)]
+        mc = [monte_carlo_loss(task, g * np.eye(d), L, samples=5_000 if quick else 40_000, seed=L) for L, g in zip(Ls[:3], gam)]
+        out["curves"].append({"n": n, "loops": Ls, "gamma": gam, "loss": exact, "engine": eng, "mc": mc})
+    return out
+
+
+ALL_CHECKS = [
+    check_gd_equivalence,
+    check_mc_one_loop,
+    check_exact_vs_reference,
+    check_exact_vs_monte_carlo,
+    check_gradient,
+    check_trace_moments,
+    check_optimal_scale,
+]
+
+
+def run_checks(quick: bool = False, progress=None) -> list[CheckResult]:
+    """Run every check; `progress(i, total, result)` is called after each."""
+    results = []
+    for i, fn in enumerate(ALL_CHECKS):
+        t0 = time.perf_counter()
+        try:
+            res = fn(quick)
+        except Exception as exc:  # a crashing check is a failed check, reported, not hidden
+            res = CheckResult(fn.__name__.removeprefix("check_"), fn.__doc__.strip().splitlines()[0], "fail", f"error: {exc!r}")
+        res.seconds = time.perf_counter() - t0
+        results.append(res)
+        if progress:
+            progress(i + 1, len(ALL_CHECKS), res)
+    return results

@@ -1,0 +1,121 @@
+"""The verification report: runs the checks, writes DIR/report.md, DIR/results.json and figures.
+
+Nothing the user had is overwritten: the folder must be new or empty unless force=True.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from . import __version__
+from .checks import loss_curve_data, run_checks
+
+
+def prepare_out_dir(out: str | None, force: bool = False) -> str:
+    """A new timestamped folder when out is None; otherwise out must not exist, or be an empty
+    folder, or force must be set. Raises ValueError naming --out otherwise."""
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = f"looptheory-verify-{stamp}"
+        k = 1
+        while os.path.exists(out):
+            k += 1
+            out = f"looptheory-verify-{stamp}-{k}"
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise ValueError(f"--out: {out!r} exists and is not a folder")
+        if os.listdir(out) and not force:
+            raise ValueError(f"--out: folder {out!r} is not empty; choose a new folder or pass --force")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else str(v)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_report(out_dir: str, quick: bool, progress=None) -> dict:
+    """Run every check, write the report and figures into out_dir, return the results dict."""
+    from .plots import plot_loss_against_loops, plot_optimal_scale
+
+    t0 = time.perf_counter()
+    results = run_checks(quick=quick, progress=progress)
+    curve = loss_curve_data(quick)
+    figs = plot_loss_against_loops(curve, out_dir) + plot_optimal_scale(curve, out_dir)
+    total = time.perf_counter() - t0
+    meta = {
+        "looptheory": __version__,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "seconds": total,
+    }
+    payload = {"meta": meta, "checks": [asdict(r) for r in results], "figures": [os.path.basename(f) for f in figs],
+               "loss_curve": curve}
+    with open(os.path.join(out_dir, "results.json"), "w") as fh:
+        json.dump(_jsonable(payload), fh, indent=1)
+    lines = [
+        "# looptheory verification report",
+        "",
+        f"looptheory {meta['looptheory']}, {meta['mode']} run, {meta['date']}, {total:.1f} s "
+        f"(Python {meta['python']}, NumPy {meta['numpy']}).",
+        "",
+        "Conventions: ../shared/design/conventions.md (loss not divided by d, no factor 1/2;",
+        "prediction -[Z_L]_{d+1,n+1}; sparse weights Q = [[A,0],[0,0]], P = [[0,0],[u^T,1]]).",
+        "",
+        "## Checks",
+        "",
+        "| check | verdict | evidence | seconds |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r.title} (`{r.id}`) | **{r.verdict}** | {r.summary} | {r.seconds:.1f} |")
+    passed = sum(r.verdict == "pass" for r in results)
+    lines += ["", f"{passed} passed, {len(results) - passed} failed.", "", "## Figures", ""]
+    for f in figs:
+        if f.endswith(".png"):
+            lines.append(f"![{os.path.basename(f)}]({os.path.basename(f)})")
+            lines.append("")
+    lines += ["## Details", ""]
+    for r in results:
+        lines += [f"### {r.title}", "", f"Verdict: **{r.verdict}**. {r.summary}", "", "Parameters (fixed before running):", ""]
+        for k, v in r.params.items():
+            lines.append(f"- {k}: {_fmt(v)}")
+        rows = r.evidence.get("rows")
+        if rows and isinstance(rows, list) and isinstance(rows[0], dict):
+            keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]
+            lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            for row in rows:
+                lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
+        lines.append("")
+    with open(os.path.join(out_dir, "report.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return payload
