@@ -229,18 +229,27 @@ def expect(alphabet: Alphabet, terms) -> Expansion:
 
 
 class CompiledExpansion:
-    """An Expansion laid out for fast evaluation of its value and of its gradient with respect
-    to each constant letter matrix.
+    """Expansions laid out for fast evaluation of their (weighted) sum and of its gradient with
+    respect to each constant letter matrix.
 
-    Word products are computed once per distinct prefix (a trie evaluated level by level with
-    batched matrix products). For tr(M_1 ... M_k) the derivative with respect to M_i is
-    (M_{i+1} ... M_k M_1 ... M_{i-1})^T, so the gradient with respect to a letter is
-    sum over its occurrences of (df/dtr(w)) times the transposed rest of the word.
+    Several expansions (the parts of a loss) share one layout; each evaluation weighs part k
+    by scales[k]. Word products are computed once per distinct prefix (a trie evaluated level by
+    level with batched matrix products). Factors tr(()) = d are folded into a power of d. For
+    tr(M_1 ... M_k) the derivative with respect to M_i is (M_{i+1} ... M_k M_1 ... M_{i-1})^T,
+    so the gradient with respect to a letter is the sum over its occurrences of
+    (df/dtr(w)) times the transposed rest of the word.
     """
 
-    def __init__(self, expansion: Expansion, grad_letters=()):
-        self.alphabet = expansion.alphabet
-        words = expansion.constant_words()
+    def __init__(self, expansions, grad_letters=()):
+        if isinstance(expansions, Expansion):
+            expansions = [expansions]
+        self.alphabet = expansions[0].alphabet
+        seen = {}
+        for e in expansions:
+            for w in e.constant_words():
+                if w:
+                    seen.setdefault(w, None)
+        words = sorted(seen, key=lambda w: (len(w), w))
         self.words = words
         widx = {w: i for i, w in enumerate(words)}
         nodes = {(): 0}
@@ -260,30 +269,47 @@ class CompiledExpansion:
             return k
 
         self.word_node = np.array([node_of(w) for w in words], dtype=np.intp)
-        self.empty_word = np.array([len(w) == 0 for w in words], dtype=bool)
         self.grad_letters = tuple(grad_letters)
         occ = {g: ([], []) for g in self.grad_letters}
         for i, w in enumerate(words):
             for j, c in enumerate(w):
                 if c in occ:
-                    rest = w[j + 1:] + w[:j]
                     occ[c][0].append(i)
-                    occ[c][1].append(node_of(rest))
+                    occ[c][1].append(node_of(w[j + 1:] + w[:j]))
         self.occurrences = {g: (np.array(a, dtype=np.intp), np.array(b, dtype=np.intp)) for g, (a, b) in occ.items()}
         self.parent = np.array(parent, dtype=np.intp)
         self.letter = np.array(letter, dtype=np.intp)
         depth = np.array(depth)
         self.levels = [np.flatnonzero(depth == k) for k in range(1, int(depth.max()) + 1)] if len(depth) > 1 else []
-        items = list(expansion.items())
-        self.coef = [c for _, c in items]
-        self.power = np.array([p for (p, _), _ in items], dtype=np.intp)
-        kmax = max((len(ws) for (_, ws), _ in items), default=0)
-        fac = np.full((len(items), max(kmax, 1)), len(words), dtype=np.intp)  # pad: a trace of 1
-        for t, ((_, ws), _) in enumerate(items):
-            fac[t, : len(ws)] = [widx[w] for w in ws]
-        self.factors = fac
-        self.coef_float = np.array([float(c) for c in self.coef])
+        # Within a level, nodes that append the same letter form one (k d) x d by d x d GEMM.
+        self._steps = []
+        for ids in self.levels:
+            let = self.letter[ids]
+            for c in np.unique(let):
+                sel = ids[let == c]
+                self._steps.append((sel, self.parent[sel], int(c)))
         self.n_nodes = len(parent)
+        coef, power, dpow, part, facs = [], [], [], [], []
+        for k, e in enumerate(expansions):
+            for (p, ws), c in e.items():
+                coef.append(c)
+                power.append(p)
+                dpow.append(sum(1 for w in ws if not w))
+                part.append(k)
+                facs.append([widx[w] for w in ws if w])
+        kmax = max((len(f) for f in facs), default=0)
+        fac = np.full((len(facs), max(kmax, 1)), len(words), dtype=np.intp)  # pad: a trace of 1
+        for t, f in enumerate(facs):
+            fac[t, : len(f)] = f
+        self.factors = fac
+        self._factors_t = np.ascontiguousarray(fac.T)  # one contiguous row per factor slot
+        self._factors_flat = self._factors_t.ravel()
+        self.coef = coef
+        self.coef_float = np.array([float(c) for c in coef])
+        self.power = np.array(power, dtype=np.intp)
+        self.dpow = np.array(dpow, dtype=np.intp)
+        self.part = np.array(part, dtype=np.intp)
+        self.n_parts = len(expansions)
 
     def __len__(self):
         return len(self.coef)
@@ -291,64 +317,67 @@ class CompiledExpansion:
     def _products(self, mats, d):
         P = np.empty((self.n_nodes, d, d))
         P[0] = np.eye(d)
-        for ids in self.levels:
-            P[ids] = P[self.parent[ids]] @ mats[self.letter[ids]]
+        for sel, par, c in self._steps:
+            P[sel] = (P[par].reshape(-1, d) @ mats[c]).reshape(-1, d, d)
         return P
 
-    def _weights(self, n):
-        if n == float("inf"):
-            return np.where(self.power == 0, self.coef_float, 0.0)
-        return self.coef_float * float(n) ** (-self.power.astype(float))
+    def _weights(self, n, d, scales):
+        s = np.ones(self.n_parts) if scales is None else np.asarray(scales, dtype=float)
+        dn = float(d) ** np.arange(self.dpow.max() + 1)
+        nn = (np.arange(self.power.max() + 1) == 0).astype(float) if n == float("inf") else float(n) ** -np.arange(self.power.max() + 1.0)
+        # one small table, gathered per term: no per-term powers
+        table = s[:, None, None] * dn[None, :, None] * nn[None, None, :]
+        return self.coef_float * table[self.part, self.dpow, self.power]
 
-    def value_and_grad(self, mats, n, d, need_grad=True):
-        """Float evaluation. mats: array (letters, d, d) indexed by letter code.
-        Returns (value, {letter code: df/dM_letter})."""
+    def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
+        """Float evaluation. mats: array (letters, d, d) indexed by letter code; scales: one
+        weight per part (default 1). Returns (value, {letter code: df/dM_letter})."""
         mats = np.asarray(mats, dtype=float)
         P = self._products(mats, d)
         t = np.trace(P[self.word_node], axis1=1, axis2=2)
-        t = np.where(self.empty_word, float(d), t)
         tt = np.append(t, 1.0)
-        vals = tt[self.factors]
-        w = self._weights(n)
-        terms = w * np.prod(vals, axis=1)
-        value = float(np.sum(terms))
+        vals = tt[self._factors_t]  # (slots, terms)
+        w = self._weights(n, d, scales)
+        k = vals.shape[0]
         if not need_grad:
-            return value, {}
+            return float(np.dot(w, np.prod(vals, axis=0))), {}
         # df/dtr(w): product of the other factors, by prefix and suffix products (no division).
-        k = vals.shape[1]
-        pre = np.ones_like(vals)
-        suf = np.ones_like(vals)
+        pre = np.empty_like(vals)
+        suf = np.empty_like(vals)
+        pre[0] = w
+        suf[k - 1] = 1.0
         for j in range(1, k):
-            pre[:, j] = pre[:, j - 1] * vals[:, j - 1]
-            suf[:, k - 1 - j] = suf[:, k - j] * vals[:, k - j]
-        dterm = w[:, None] * pre * suf
-        dt = np.zeros(len(tt))
-        np.add.at(dt, self.factors.ravel(), dterm.ravel())
+            np.multiply(pre[j - 1], vals[j - 1], out=pre[j])
+            np.multiply(suf[k - j], vals[k - j], out=suf[k - 1 - j])
+        value = float(np.dot(pre[k - 1], vals[k - 1]))
+        pre *= suf
+        dt = np.bincount(self._factors_flat, weights=pre.ravel(), minlength=len(tt))
         grads = {}
         for g, (wi, rest) in self.occurrences.items():
             if len(wi) == 0:
                 grads[g] = np.zeros((d, d))
             else:
-                grads[g] = np.einsum("k,kij->ji", dt[wi], P[rest])
+                grads[g] = np.tensordot(dt[wi], P[rest], axes=1).T
         return value, grads
 
-    def value_exact(self, mats, n, d):
-        """Exact evaluation: mats maps letter code to an object array of Fractions;
-        n an int (or math.inf). Returns a Fraction."""
+    def value_exact(self, mats, n, d, scales=None):
+        """Exact evaluation: mats maps letter code to an object array of Fractions; n an int
+        (or math.inf); scales one exact weight per part. Returns a Fraction."""
         prods = {0: np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object)}
         for ids in self.levels:
             for k in ids:
                 prods[int(k)] = prods[int(self.parent[k])].dot(mats[int(self.letter[k])])
-        t = []
-        for i, node in enumerate(self.word_node):
-            t.append(Fraction(d) if self.empty_word[i] else sum(np.diagonal(prods[int(node)]), Fraction(0)))
+        t = [sum(np.diagonal(prods[int(node)]), Fraction(0)) for node in self.word_node]
         t.append(Fraction(1))
+        s = [Fraction(1)] * self.n_parts if scales is None else [Fraction(x) for x in scales]
         inv_n = Fraction(0) if n == float("inf") else Fraction(1, int(n))
         total = Fraction(0)
-        for c, p, fac in zip(self.coef, self.power, self.factors):
+        for c, p, dp, part, fac in zip(self.coef, self.power, self.dpow, self.part, self.factors):
             if p and n == float("inf"):
                 continue
-            term = Fraction(c) * inv_n ** int(p)
+            if s[part] == 0:
+                continue
+            term = Fraction(c) * s[part] * inv_n ** int(p) * Fraction(d) ** int(dp)
             for f in fac:
                 term *= t[f]
             total += term

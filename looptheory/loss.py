@@ -112,9 +112,10 @@ def _main0(loops: int) -> Expansion:
 
 
 @lru_cache(maxsize=None)
-def _compiled(loops: int, part: str) -> CompiledExpansion:
-    exp = _main0(loops) if part == "main0" else part_expansion(loops, part)
-    return CompiledExpansion(exp, _GRAD_LETTERS)
+def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
+    """One layout for the requested parts ("main0" is the n^0 part of the main term)."""
+    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    return CompiledExpansion(exps, _GRAD_LETTERS)
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -160,13 +161,16 @@ def _letters(A, u, sigma_x, sigma_w, d, one):
     return mats
 
 
-def _parts_needed(task, u):
-    parts = ["main0", "main"]
-    if u is not None and np.any(u != 0):
+def _parts_needed(n, noise, u):
+    """The parts that can be non-zero, and their weights (the noise part's is the variance)."""
+    parts, scales = ["main0", "main"], [1, 1]
+    if u is not None and any(x != 0 for x in u):
         parts.append("u")
-    if task.noise != 0 and not math.isinf(task.n):
+        scales.append(1)
+    if noise != 0 and not math.isinf(n):
         parts.append("noise")
-    return parts
+        scales.append(noise)
+    return tuple(parts), scales
 
 
 def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
@@ -205,14 +209,8 @@ def _float_eval(task, A, loops, u, need_grad):
     A = np.asarray(A, dtype=float)
     uf = None if u is None else np.asarray(u, dtype=float)
     mats = np.stack(_letters(A, uf, sx, sw, d, None))
-    value = 0.0
-    G = {g: np.zeros((d, d)) for g in _GRAD_LETTERS}
-    for part in _parts_needed(task, uf):
-        v, g = _compiled(loops, part).value_and_grad(mats, task.n, d, need_grad)
-        scale = float(task.noise) if part == "noise" else 1.0
-        value += scale * v
-        for k, m in g.items():
-            G[k] += scale * m
+    parts, scales = _parts_needed(task.n, task.noise, uf)
+    value, G = _compiled(loops, parts).value_and_grad(mats, task.n, d, need_grad, scales=[float(s) for s in scales])
     if not need_grad:
         return value, None, None
     grad_A = sx @ (G[_B] - G[_E]).T + (G[_BT] - G[_ET]) @ sx
@@ -235,8 +233,5 @@ def _exact_loss(task, A, loops, u):
             raise TypeError("noise: exact=True needs a rational noise variance (use fractions.Fraction)")
         noise = Fraction(int(noise))
     mats = _letters(A, u, sx, sw, d, Fraction(1))
-    total = Fraction(0)
-    for part in _parts_needed(task, u):
-        v = _compiled(loops, part).value_exact(mats, task.n, d)
-        total += noise * v if part == "noise" else v
-    return total
+    parts, scales = _parts_needed(task.n, noise, u)
+    return _compiled(loops, parts).value_exact(mats, task.n, d, scales=scales)
