@@ -260,10 +260,33 @@ ALL_CHECKS = [
 ]
 
 
+def _proof_checks():
+    """The symbolic checks of proofs_check, each as a report row."""
+    try:
+        from proofs_check import CHECKS
+    except ImportError:  # proofs_check ships with looptheory; absent only in a broken install
+        return []
+
+    def make(name):
+        def fn(quick):
+            from proofs_check import run
+
+            r = run(name)[0]
+            return CheckResult(f"proofs_check.{name}", f"Symbolic: {name}", "pass" if r.passed else "fail", r.detail)
+
+        fn.__name__ = f"check_proofs_{name}"
+        fn.__doc__ = (CHECKS[name].__doc__ or name).strip()
+        return fn
+
+    return [make(name) for name in CHECKS]
+
+
 def run_checks(quick: bool = False, progress=None) -> list[CheckResult]:
-    """Run every check; `progress(i, total, result)` is called after each."""
+    """Run every check, then the symbolic ones of proofs_check; `progress(i, total, result)`
+    is called after each."""
+    checks = ALL_CHECKS + _proof_checks()
     results = []
-    for i, fn in enumerate(ALL_CHECKS):
+    for i, fn in enumerate(checks):
         t0 = time.perf_counter()
         try:
             res = fn(quick)
@@ -272,5 +295,5 @@ def run_checks(quick: bool = False, progress=None) -> list[CheckResult]:
         res.seconds = time.perf_counter() - t0
         results.append(res)
         if progress:
-            progress(i + 1, len(ALL_CHECKS), res)
+            progress(i + 1, len(checks), res)
     return results

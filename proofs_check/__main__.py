@@ -1,0 +1,31 @@
+import argparse
+import json
+import sys
+
+from .runner import CHECKS, run
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m proofs_check", description="Symbolic checks of the derivations (SymPy).")
+    ap.add_argument("--list", action="store_true", help="list the checks and exit")
+    ap.add_argument("--only", metavar="NAME", help="run one check")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, fn in CHECKS.items():
+            print(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    try:
+        results = run(args.only)
+    except ValueError as exc:
+        print(f"proofs_check: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([{"name": r.name, "passed": r.passed, "detail": r.detail, "seconds": r.seconds} for r in results], indent=1))
+    else:
+        for r in results:
+            print(f"{'PASS' if r.passed else 'FAIL'} {r.name} {r.seconds:.2f}s  {r.detail}")
+    return 0 if all(r.passed for r in results) else 1
+
+
+sys.exit(main())
