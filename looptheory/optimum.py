@@ -32,7 +32,7 @@ from . import _validate as V
 from .moments import trace_moments
 from .task import Task
 
-__all__ = ["optimal_scale", "scale_loss"]
+__all__ = ["optimal_scale", "scale_loss", "optimal_preconditioner", "OptimumResult"]
 
 # Roots of f' are located on the grid 2^-_BITS before the final, relative-precision refinement.
 _BITS = 64
@@ -236,3 +236,114 @@ def optimal_scale(task: Task, loops: int) -> float:
         raise ArithmeticError("optimal_scale: no critical point found in (0, 2)")
     best = min(crit, key=lambda x: _eval(A, x, bits))
     return float(_refine(_derivative(A), best, bits))
+
+
+# --- the global minimiser over all (A, u) -------------------------------------------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+from scipy import optimize as _opt  # noqa: E402
+
+from .loss import population_loss_grad  # noqa: E402
+
+
+@dataclass(frozen=True)
+class OptimumResult:
+    """The best (A, u) found and how it compares with the structured candidates.
+
+    A, u, loss, grad_norm: the minimiser found, its loss and gradient norm (A and u together).
+    start_losses: the final loss from each start (start 0 is A = 0, u = 0).
+    agree: how many starts ended within 1e-9 relative of the best loss.
+    scale: optimal_scale(task, loops) when sigma_w = sigma_x^{-1} (else None);
+    distance_to_scale: ||A - scale sigma_x^{-1}||_F / ||scale sigma_x^{-1}||_F (else None);
+    u_norm: ||u||; commutator: ||A sigma_x - sigma_x A||_F / (||A||_F ||sigma_x||_F).
+    """
+
+    A: np.ndarray
+    u: np.ndarray
+    loss: float
+    grad_norm: float
+    start_losses: tuple
+    agree: int
+    scale: float | None
+    distance_to_scale: float | None
+    u_norm: float
+    commutator: float
+
+
+def _is_gatmiry_prior(task: Task) -> bool:
+    sx = np.asarray(task.sigma_x, dtype=float)
+    sw = np.asarray(task.sigma_w, dtype=float)
+    return np.allclose(sw @ sx, np.eye(task.d), rtol=0, atol=1e-12 * task.d)
+
+
+def _newton_polish(fg, z, steps=4):
+    """Newton steps with a Hessian from central differences of the exact gradient; a step is
+    kept only if it lowers the gradient norm (so it cannot make things worse)."""
+    f, g = fg(z)
+    for _ in range(steps):
+        m = z.size
+        h = 1e-5 * (1.0 + np.linalg.norm(z)) / np.sqrt(m)
+        H = np.empty((m, m))
+        for i in range(m):
+            e = np.zeros(m)
+            e[i] = h
+            H[:, i] = (fg(z + e)[1] - fg(z - e)[1]) / (2 * h)
+        H = (H + H.T) / 2
+        try:
+            step = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            break
+        z_new = z - step
+        f_new, g_new = fg(z_new)
+        if not np.isfinite(f_new) or np.linalg.norm(g_new) >= np.linalg.norm(g):
+            break
+        z, f, g = z_new, f_new, g_new
+    return z, f, g
+
+
+def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 0, with_u: bool = True) -> OptimumResult:
+    """The global minimiser of the exact population loss over all real d x d A (not only
+    symmetric) and all u, found without being told the answer: L-BFGS with the exact gradient
+    from A = 0 and `starts - 1` random non-symmetric starts, then Newton polishing with a
+    finite-difference Hessian of the exact gradient. The structured candidate
+    gamma_L sigma_x^{-1} (Gatmiry et al., Thm. on the global minimiser) is compared with the
+    result, never substituted for it. with_u=False fixes u = 0.
+    """
+    loops = _check(task, loops)
+    starts = V.positive_int("starts", starts)
+    d = task.d
+    rng = np.random.default_rng(seed)
+    sx = np.asarray(task.sigma_x, dtype=float)
+    sx_inv = np.linalg.inv(sx)
+    m = d * d + (d if with_u else 0)
+
+    def fg(z):
+        A = z[: d * d].reshape(d, d)
+        u = z[d * d:] if with_u else None
+        f, gA, gu = population_loss_grad(task, A, loops, u)
+        return f, (np.concatenate([gA.ravel(), gu]) if with_u else gA.ravel())
+
+    inits = [np.zeros(m)]
+    for _ in range(starts - 1):
+        A0 = rng.standard_normal((d, d)) * 0.5 / np.sqrt(d) @ sx_inv
+        u0 = rng.standard_normal(d) * 0.3 if with_u else np.zeros(0)
+        inits.append(np.concatenate([A0.ravel(), u0]))
+    finals = []
+    for z0 in inits:
+        res = _opt.minimize(fg, z0, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-12, "ftol": 1e-15})
+        z, f, g = _newton_polish(fg, res.x)
+        finals.append((f, z, g))
+    f_best, z, g = min(finals, key=lambda t: t[0])
+    agree = sum(1 for f, _, _ in finals if abs(f - f_best) <= 1e-9 * max(abs(f_best), 1e-300))
+    A = z[: d * d].reshape(d, d)
+    u = z[d * d:] if with_u else np.zeros(d)
+    scale = dist = None
+    if _is_gatmiry_prior(task) and (task.noise == 0 or math.isinf(task.n)):
+        scale = optimal_scale(task, loops)
+        ref = scale * sx_inv
+        dist = float(np.linalg.norm(A - ref) / np.linalg.norm(ref))
+    nA = np.linalg.norm(A)
+    comm = float(np.linalg.norm(A @ sx - sx @ A) / (nA * np.linalg.norm(sx))) if nA > 0 else 0.0
+    return OptimumResult(A, u, float(f_best), float(np.linalg.norm(g)), tuple(float(f) for f, _, _ in finals), agree,
+                         scale, dist, float(np.linalg.norm(u)), comm)
