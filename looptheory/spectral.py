@@ -50,36 +50,47 @@ def _polynomial(loops: int, with_noise: bool):
     return items, types
 
 
-def _check(a, n, loops, noise):
+def _check(a, n, loops, noise, multiplicity):
     a = V.as_real_array("a", a, 1, allow_exact=False)
     if a.size < 1:
         raise ValueError("a: expected at least one eigenvalue")
+    if multiplicity is None:
+        mult = np.ones(a.size)
+    else:
+        mult = np.asarray(multiplicity)
+        if mult.shape != a.shape or mult.dtype.kind not in "iu" or np.any(mult < 1):
+            raise ValueError(f"multiplicity: expected positive integers, one per eigenvalue in a (shape {a.shape})")
+        mult = mult.astype(float)
     n = V.context_length("n", n)
     loops = V.positive_int("loops", loops)
     if loops > MAX_LOOPS:
         raise ValueError(f"loops: the exact engine supports loops <= {MAX_LOOPS}, got {loops}")
     noise = V.nonnegative_scalar("noise", noise)
-    return a, n, loops, float(noise)
+    return a, n, loops, float(noise), mult
 
 
-def spectral_loss_grad(a, n, loops: int, noise=0.0):
+def spectral_loss_grad(a, n, loops: int, noise=0.0, multiplicity=None):
     """(f, df/da) for the whitened symmetric preconditioner with eigenvalues a
     (sigma_w = sigma_x^{-1}, u = 0). f equals population_loss(Task.gatmiry(d, n, sigma_x, noise), A, loops)
-    for any sigma_x and A with Rx A^T Rx = Q diag(a) Q^T."""
-    a, n, loops, noise = _check(a, n, loops, noise)
-    d = a.size
+    for any sigma_x and A with Rx A^T Rx = Q diag(a) Q^T.
+
+    multiplicity: optional positive integers, eigenvalue a[i] repeated multiplicity[i] times
+    (d = sum of them), so that a d = 10^6 matrix with few distinct eigenvalues costs O(1);
+    df/da[i] is then the derivative of one copy (the same for every copy)."""
+    a, n, loops, noise, mult = _check(a, n, loops, noise, multiplicity)
+    d = int(round(mult.sum()))
     with_noise = noise != 0 and not math.isinf(n)
     items, types = _polynomial(loops, with_noise)
     one_minus = 1.0 - a
     jmax = max((j for j, _ in types), default=0)
     kmax = max((k for _, k in types), default=0)
-    apow = [np.ones(d)]
+    apow = [np.ones(a.size)]
     for _ in range(jmax):
         apow.append(apow[-1] * a)
-    epow = [np.ones(d)]
+    epow = [np.ones(a.size)]
     for _ in range(kmax):
         epow.append(epow[-1] * one_minus)
-    T = {t: float(np.sum(apow[t[0]] * epow[t[1]])) for t in types}
+    T = {t: float(np.sum(mult * apow[t[0]] * epow[t[1]])) for t in types}
     dT = {}
     f = 0.0
     for (part, p, dpow, ts), c in items:
@@ -90,9 +101,9 @@ def spectral_loss_grad(a, n, loops: int, noise=0.0):
         f += w * math.prod(vals)
         for i, t in enumerate(ts):
             dT[t] = dT.get(t, 0.0) + w * math.prod(vals[:i] + vals[i + 1:])
-    grad = np.zeros(d)
+    grad = np.zeros(a.size)
     for (j, k), g in dT.items():
-        term = np.zeros(d)
+        term = np.zeros(a.size)
         if j:
             term += j * apow[j - 1] * epow[k]
         if k:
@@ -101,6 +112,6 @@ def spectral_loss_grad(a, n, loops: int, noise=0.0):
     return f, grad
 
 
-def spectral_loss(a, n, loops: int, noise=0.0) -> float:
+def spectral_loss(a, n, loops: int, noise=0.0, multiplicity=None) -> float:
     """The loss alone (see spectral_loss_grad)."""
-    return spectral_loss_grad(a, n, loops, noise)[0]
+    return spectral_loss_grad(a, n, loops, noise, multiplicity)[0]

@@ -62,3 +62,12 @@ def test_bad_input():
         spectral_loss([0.5], 3, lt.MAX_LOOPS + 1)
     with pytest.raises(ValueError, match="noise"):
         spectral_loss([0.5], 3, 1, noise=-1)
+
+
+def test_multiplicity_equals_repeated_eigenvalues():
+    a = np.array([0.2, 0.9, 1.3])
+    m = np.array([3, 1, 2])
+    f1, g1 = spectral_loss_grad(a, 7, 3, 0.2, multiplicity=m)
+    f2, g2 = spectral_loss_grad(np.repeat(a, m), 7, 3, 0.2)
+    assert f1 == pytest.approx(f2, rel=1e-13)
+    assert np.allclose(g1, g2[np.cumsum(m) - 1], rtol=1e-12)

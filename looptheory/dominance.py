@@ -1,0 +1,182 @@
+"""Gradient dominance of the exact loss (claim G2 of conventions.md; Gatmiry et al. 2024).
+
+The reported condition is ||grad_A f||_F^2 >= mu f^{(2L-1)/L} with mu = 1/16 "where the loss is
+not already tiny". At finite n, f* > 0 and grad f(A*) = 0, so the condition on f itself must
+fail near A*; we therefore measure both
+
+  ratio(A)        = ||grad_A f(A)||_F^2 / f(A)^{(2L-1)/L},
+  excess_ratio(A) = ||grad_A f(A)||_F^2 / (f(A) - f*)^{(2L-1)/L},
+
+and search for their smallest values over regions declared before searching,
+  R(rho) = {A : f(A) - f* >= rho (f(0) - f*)},
+with u = 0 and sigma_w = sigma_x^{-1} (the setting of G2 is sigma_x = I; the loss depends on
+sigma_x only through the whitened A, so sigma_x = I loses no generality).
+
+At n = inf and A = a I the ratio equals 4 L^2 d^{-(L-1)/L}; any critical point other than the
+global minimum (a saddle or a local minimum) has excess_ratio = 0 and defeats any mu > 0 in
+every region that contains it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize as opt
+
+from . import _validate as V
+from .loss import population_loss_grad
+from .spectral import spectral_loss_grad
+from .task import Task
+
+
+def ratio_at_scalar_infinite_n(d: int, loops: int) -> float:
+    """4 L^2 d^{-(L-1)/L}: the ratio at n = inf, A = a I (any a != 1)."""
+    return 4.0 * loops**2 * d ** (-(loops - 1) / loops)
+
+
+def dominance_ratio(task: Task, A, loops: int, f_star: float | None = None):
+    """(ratio, excess_ratio) at A (u = 0); excess_ratio is nan unless f_star is given."""
+    loops = V.positive_int("loops", loops)
+    f, gA, _ = population_loss_grad(task, A, loops)
+    g2 = float(np.sum(gA * gA))
+    p = (2 * loops - 1) / loops
+    ratio = g2 / f**p if f > 0 else math.inf
+    if f_star is None:
+        return ratio, math.nan
+    ex = f - f_star
+    return ratio, (g2 / ex**p if ex > 0 else math.inf)
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The smallest value found of `quantity` over R(rho), and where.
+
+    value: the smallest ratio found; A (or eigenvalues a in the spectral family): where;
+    rho, f_star, f0 = f(0): the region; starts: how many starts; found_by: "search" or the
+    name of a structured candidate that was evaluated (e.g. "scalar critical point").
+    """
+
+    quantity: str
+    value: float
+    A: np.ndarray
+    rho: float
+    f_star: float
+    f0: float
+    starts: int
+    found_by: str
+
+
+def _hvp(grad, x, v, h=None):
+    """Hessian-vector product by central differences of the exact gradient."""
+    nv = np.linalg.norm(v)
+    if nv == 0:
+        return np.zeros_like(x)
+    h = h or 1e-6 * (1.0 + np.linalg.norm(x)) / nv
+    return (grad(x + h * v) - grad(x - h * v)) / (2 * h)
+
+
+def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), full_g2=None):
+    """Minimise log(ratio) over {f - f* >= rho (f0 - f*)} by SLSQP from each init.
+
+    fg(x) -> (f, gradient in x). When x parameterises A redundantly (the spectral groups),
+    full_g2(x) gives ||grad_A f||_F^2 and the objective's gradient is taken by central
+    differences in the few parameters; otherwise it is exact up to a finite-difference
+    Hessian-vector product of the exact gradient."""
+    p = (2 * loops - 1) / loops
+    floor = rho * (f0 - f_star)
+
+    def value(x):
+        f, g = fg(x)
+        b = (f - f_star) if excess else f
+        g2 = float(g @ g) if full_g2 is None else full_g2(x)
+        if b <= 0 or g2 <= 0:
+            return -700.0, f, g, b, g2
+        return math.log(g2) - p * math.log(b), f, g, b, g2
+
+    def obj(x):
+        val, f, g, b, g2 = value(x)
+        if val == -700.0:
+            return val, np.zeros_like(x)
+        if full_g2 is None:
+            hv = _hvp(lambda z: fg(z)[1], x, g)
+            return val, 2 * hv / g2 - p * g / b
+        h = 1e-6 * (1.0 + np.abs(x))
+        grad = np.array([(value(x + h[i] * e)[0] - value(x - h[i] * e)[0]) / (2 * h[i]) for i, e in enumerate(np.eye(len(x)))])
+        return val, grad
+
+    cons = {"type": "ineq", "fun": lambda x: fg(x)[0] - f_star - floor, "jac": lambda x: fg(x)[1]}
+    best_val, best_x, how = math.inf, None, "search"
+    for x, name in extra_points:
+        if fg(x)[0] - f_star - floor >= 0:
+            v = obj(x)[0]
+            if v < best_val:
+                best_val, best_x, how = v, x, name
+    for x0 in inits:
+        if fg(x0)[0] - f_star - floor < 0:
+            continue
+        try:
+            res = opt.minimize(obj, x0, jac=True, method="SLSQP", constraints=[cons], options={"maxiter": 300, "ftol": 1e-10})
+            x = res.x
+        except (ValueError, FloatingPointError, OverflowError):
+            continue
+        if not np.all(np.isfinite(x)) or fg(x)[0] - f_star - floor < -1e-9 * abs(floor + 1e-300):
+            continue
+        v = obj(x)[0]
+        if v < best_val:
+            best_val, best_x, how = v, x, "search"
+    return (math.exp(best_val) if best_x is not None else math.nan), best_x, how
+
+
+def worst_dominance(task: Task, loops: int, rho: float, f_star: float, excess: bool = True, starts: int = 6,
+                    seed: int = 0, candidates=()) -> WorstCase:
+    """Smallest ratio (excess=False) or excess ratio (excess=True) found over R(rho) for general
+    real A (u = 0). candidates: (A, name) pairs evaluated besides the search (e.g. the scalar
+    critical point), declared by the caller before the search."""
+    loops = V.positive_int("loops", loops)
+    d = task.d
+
+    def fg(x):
+        f, gA, _ = population_loss_grad(task, x.reshape(d, d), loops)
+        return f, gA.ravel()
+
+    f0 = fg(np.zeros(d * d))[0]
+    rng = np.random.default_rng(seed)
+    sx_inv = np.linalg.inv(np.asarray(task.sigma_x, float))
+    inits = [(rng.uniform(-1, 2) * np.eye(d) @ sx_inv + rng.standard_normal((d, d)) * rng.uniform(0.05, 1.0) / math.sqrt(d)).ravel()
+             for _ in range(starts)]
+    extra = [(np.asarray(A, float).ravel(), name) for A, name in candidates]
+    val, x, how = _search(fg, d * d, f_star, f0, rho, loops, excess, inits, extra)
+    return WorstCase("excess_ratio" if excess else "ratio", val, None if x is None else x.reshape(d, d), rho, f_star, f0, starts, how)
+
+
+def worst_dominance_spectral(d: int, n, loops: int, rho: float, f_star: float, excess: bool = True, starts: int = 6,
+                             seed: int = 0, groups: int = 4) -> WorstCase:
+    """The same search in the symmetric (spectral) family, where the loss depends only on the
+    eigenvalues a of the whitened preconditioner: any d, 10^6 included. To keep the search
+    dimension small at large d, the eigenvalues take `groups` distinct values with fixed
+    multiplicities d/groups (rounded); the gradient is exact for that parameterisation."""
+    loops = V.positive_int("loops", loops)
+    sizes = np.diff(np.round(np.linspace(0, d, min(groups, d) + 1)).astype(int))
+    sizes = sizes[sizes > 0]
+
+    def expand(x):
+        return np.repeat(x, sizes)
+
+    def fg(x):
+        f, g = spectral_loss_grad(x, n, loops, multiplicity=sizes)
+        # one parameter moves a whole group: its derivative is the group's sum
+        return f, g * sizes
+
+    def full_g2(x):
+        # ||grad_A f||_F^2 = sum_i (df/da_i)^2 for a spectral function of a symmetric A
+        g = spectral_loss_grad(x, n, loops, multiplicity=sizes)[1]
+        return float(np.sum(sizes * g * g))
+
+    k = len(sizes)
+    f0 = fg(np.zeros(k))[0]
+    rng = np.random.default_rng(seed)
+    inits = [rng.uniform(-0.5, 1.8, k) for _ in range(starts)]
+    val, x, how = _search(fg, k, f_star, f0, rho, loops, excess, inits, full_g2=full_g2)
+    return WorstCase("excess_ratio" if excess else "ratio", val, None if x is None else expand(x), rho, f_star, f0, starts, how)
