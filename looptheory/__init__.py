@@ -16,7 +16,10 @@ from .model import (
 from .montecarlo import monte_carlo_loss
 from .loss import MAX_LOOPS, population_loss, population_loss_grad
 from .moments import trace_moments, wishart_trace_moments
-from .optimum import optimal_scale, scale_loss
+from .optimum import OptimumResult, optimal_preconditioner, optimal_scale, scale_loss
+from .spectral import spectral_loss, spectral_loss_grad
+from .flow import FlowResult, gradient_flow
+from .dominance import WorstCase, dominance_ratio, worst_dominance, worst_dominance_spectral
 from .diagnostics import finite_difference_gradient, taylor_test
 
 __version__ = "0.1.0"
@@ -38,6 +41,16 @@ __all__ = [
     "wishart_trace_moments",
     "optimal_scale",
     "scale_loss",
+    "OptimumResult",
+    "optimal_preconditioner",
+    "spectral_loss",
+    "spectral_loss_grad",
+    "FlowResult",
+    "gradient_flow",
+    "WorstCase",
+    "dominance_ratio",
+    "worst_dominance",
+    "worst_dominance_spectral",
     "taylor_test",
     "finite_difference_gradient",
 ]
