@@ -1,26 +1,21 @@
 """The exact engine: E[prod_j tr(V_j)] for words V_j in one Wishart letter and constant letters.
 
-The random letter is S = X X^T / n (X a d x n matrix of i.i.d. N(0, 1) entries) or its
-centred form D = S - I; every other letter is a constant d x d matrix, and each letter has a
-named transpose. The engine knows trace words and matrices, not models: `looptheory.loss`
+The random letter is S = X X^T / n (X a d x n matrix of i.i.d. N(0, 1) entries); every other
+letter is a constant d x d matrix, and each letter has a named transpose. The engine knows trace words and matrices, not models: `looptheory.loss`
 turns the looped model into words.
 
 Mathematics (docs/derivations.md, ../shared/design/exact-expectations.md): Gaussian
 integration by parts (Stein's identity) on the columns of X removes one random letter at a
-time. For the uncentred letter, with the first factor rotated to tr(S R) and F the other factors,
+time. With the factor holding the chosen S rotated to tr(S R) and F the other factors,
 
   E[tr(S R) F] = E[tr(R) F]
      + (1/n) sum_{R = R1 S R2}        E[tr(R1^T S R2) F] + E[tr(R1 S) tr(R2) F]
      + (1/n) sum_{S in V, V in F}     E[tr(K S R) F'] + E[tr(K^T S R) F'],   K = V2 V1, F' = F / tr(V).
 
-For D = S - I the first term vanishes and every S produced on the right is I + D, so each
-right-hand term splits in two; every term still has fewer random letters. Results are exact
-polynomials in 1/n with integer coefficients over products of traces of constant words; the
-empty word's trace is d. States (multisets of words) are memoised under a canonical key:
-a trace is invariant under rotation and under reversal-with-transposition, and factors commute.
-
-The centred letter is what makes float evaluation stable near the optimum at large n: moments
-of D are O(1/n), so small losses are never formed by cancelling large terms.
+Every term has one S fewer. Results are exact polynomials in 1/n with integer coefficients
+over products of traces of constant words; the empty word's trace is d. States (multisets of
+words) are keyed canonically: a trace is invariant under rotation and under
+reversal-with-transposition, and factors commute.
 """
 
 from __future__ import annotations
@@ -36,21 +31,21 @@ Word = tuple  # tuple of letter codes (ints)
 
 @dataclass(frozen=True)
 class Alphabet:
-    """Letter names, the code of each letter's transpose, and which letter is random.
+    """Letter names, the code of each letter's transpose, and which letter is the random S.
 
-    `names[c]` is the name of code c, `transpose[c]` the code of its transpose (itself for a
-    symmetric letter), `random` the code of the random letter, `centred` whether that letter
-    is D = S - I (True) or S (False).
+    `names[c]` is the name of code c (at most 256 letters), `transpose[c]` the code of its
+    transpose (itself for a symmetric letter), `random` the code of S = X X^T / n.
     """
 
     names: tuple
     transpose: tuple
     random: int
-    centred: bool
 
     def __post_init__(self):
         k = len(self.names)
-        if len(self.transpose) != k or sorted(set(self.transpose)) != sorted(self.transpose):
+        if not 0 < k <= 256:
+            raise ValueError("names: expected 1 to 256 letters")
+        if sorted(self.transpose) != list(range(k)):
             raise ValueError("transpose: expected a permutation of the letter codes")
         if any(self.transpose[self.transpose[c]] != c for c in range(k)):
             raise ValueError("transpose: must be an involution")
@@ -70,7 +65,8 @@ class Alphabet:
 
 class Expansion(dict):
     """An exact expectation: {(p, words): integer coefficient} meaning
-    sum coef * n^{-p} * prod_{w in words} tr(w), with tr(()) = d."""
+    sum coef * n^{-p} * prod_{w in words} tr(w), with tr(()) = d. Words are canonical tuples of
+    letter codes, sorted within a key."""
 
     def __init__(self, alphabet: Alphabet, *args):
         super().__init__(*args)
@@ -101,6 +97,23 @@ class Expansion(dict):
             total = total + (term / n**p if p else term)
         return total
 
+    def to_json(self) -> dict:
+        """A JSON-able form: letters as characters chr(48 + code), one string per word."""
+        return {
+            "format": 1,
+            "names": list(self.alphabet.names),
+            "transpose": list(self.alphabet.transpose),
+            "random": self.alphabet.random,
+            "terms": [[p, c, ["".join(chr(48 + x) for x in w) for w in ws]] for (p, ws), c in sorted(self.items())],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Expansion":
+        if data.get("format") != 1:
+            raise ValueError(f"data: unknown expansion format {data.get('format')!r}")
+        al = Alphabet(tuple(data["names"]), tuple(data["transpose"]), data["random"])
+        return cls(al, {(p, tuple(tuple(ord(ch) - 48 for ch in w) for w in ws)): c for p, c, ws in data["terms"]})
+
     def __repr__(self):
         parts = []
         for (p, words), c in sorted(self.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -109,120 +122,199 @@ class Expansion(dict):
         return "Expansion(" + "; ".join(parts) + ")"
 
 
+_P = 1 << 40  # a key packs (power of 1/n) * _P + (id of the multiset of constant words)
+
+
 class Engine:
-    """Memoised Gaussian integration by parts over canonical states of one alphabet."""
+    """Gaussian integration by parts, organised as a push over levels of S-count.
+
+    Every application of Stein's identity removes exactly one S, so the states (multisets of
+    canonical words that contain S) fall into levels by their number of S. Level m holds
+    {state: {key: coefficient}}, the key recording the power of 1/n and the constant traces
+    split off so far. Each state is expanded once and its whole combination pushed into its
+    children on level m - 1; the answer is the empty state on level 0. Only two levels live at
+    a time and no per-state results are stored, so the cost is the number of (state, key)
+    pairs pushed, not the size of memoised sub-results (loops = 6: 1.3 M states, under a
+    minute, about 1 GB; the earlier memoised pull needed hours).
+
+    Any choice of which S to eliminate gives the same (canonical) result; the choice changes
+    how many states are reached. With a `hint` letter (one that occurs once per word, like W in
+    tr(... W ...)) the S right after it is taken, else the first S of the longest factor:
+    this reaches about 4 times fewer states than "the first S" for the loss's words.
+    Words are bytes internally (one byte per letter code).
+    """
 
     def __init__(self, alphabet: Alphabet):
         self.alphabet = alphabet
-        self._T = alphabet.transpose
-        self._r = alphabet.random
-        self._canon = {}
-        self._memo = {(): {(0, ()): 1}}
+        self._Ttab = bytes(alphabet.transpose) + bytes(range(len(alphabet.transpose), 256))
+        self._rb = bytes([alphabet.random])
+        self._can = {}
+        self._word_id = {}
+        self._words = []
+        self._ms_id = {(): 0}
+        self._ms = [()]
+        self._c_id = {(): 0}
+        self._cs = [()]
+        self._kmaps = {}
+        self.states = 0
 
     # --- words -------------------------------------------------------------------------
     def transpose(self, w: Word) -> Word:
-        T = self._T
+        T = self.alphabet.transpose
         return tuple(T[c] for c in reversed(w))
 
     def canonical(self, w: Word) -> Word:
-        """Smallest rotation of w or of its transpose: one key per trace value."""
-        c = self._canon.get(w)
-        if c is None:
-            if len(w) <= 1:
-                c = w
+        """The canonical representative of tr(w): the least rotation of w or of its transpose
+        (for a word with S, the least among rotations that start with S)."""
+        return tuple(self._canon(bytes(w)))
+
+    def _canon(self, w: bytes) -> bytes:
+        c = self._can.get(w)
+        if c is not None:
+            return c
+        k = len(w)
+        wt = w[::-1].translate(self._Ttab)
+        if k <= 1:
+            c = min(w, wt)
+        else:
+            ww, tt = w + w, wt + wt
+            r = self.alphabet.random
+            if r in w:
+                cands = [ww[i:i + k] for i in range(k) if w[i] == r] + [tt[i:i + k] for i in range(k) if wt[i] == r]
             else:
-                wt = self.transpose(w)
-                k = len(w)
-                c = min(min(w[i:] + w[:i] for i in range(k)), min(wt[i:] + wt[:i] for i in range(k)))
-            self._canon[w] = c
+                cands = [ww[i:i + k] for i in range(k)] + [tt[i:i + k] for i in range(k)]
+            c = min(cands)
+        self._can[w] = c
         return c
 
-    def _split(self, words):
-        """(sorted constant words, sorted random words), each canonical."""
-        r = self._r
-        consts, rands = [], []
-        for w in words:
-            w = tuple(w)
-            (rands if r in w else consts).append(self.canonical(w))
-        consts.sort()
-        rands.sort()
-        return tuple(consts), tuple(rands)
+    def _cid(self, consts) -> int:
+        """Id of the sorted multiset of canonical constant words."""
+        ids = []
+        for w in consts:
+            c = self._canon(w)
+            i = self._word_id.get(c)
+            if i is None:
+                i = self._word_id[c] = len(self._words)
+                self._words.append(c)
+            ids.append(i)
+        t = tuple(sorted(ids))
+        j = self._c_id.get(t)
+        if j is None:
+            j = self._c_id[t] = len(self._cs)
+            self._cs.append(t)
+        return j
 
-    # --- the recursion -------------------------------------------------------------------
-    def _children(self, state):
-        """Stein's identity on the first random letter of the first factor:
-        yields (power of 1/n added, list of words) with coefficient 1 each."""
-        r, tr = self._r, self.transpose
-        w = state[0]
-        F = list(state[1:])
-        i = w.index(r)
+    def _new_key(self, k, dp, cid):
+        t = tuple(sorted(self._ms[k % _P] + self._cs[cid]))
+        v = self._ms_id.get(t)
+        if v is None:
+            v = self._ms_id[t] = len(self._ms)
+            self._ms.append(t)
+        return (k // _P + dp) * _P + v
+
+    # --- Stein's identity ----------------------------------------------------------------
+    def _pick(self, state, hint):
+        rb = self._rb
+        if hint is not None:
+            for a, w in enumerate(state):
+                iw = w.find(hint)
+                if iw >= 0:
+                    j = w.find(rb, iw + 1)
+                    return a, (j if j >= 0 else w.find(rb))
+        a = max(range(len(state)), key=lambda a: (len(state[a]), -a))
+        return a, state[a].find(rb)
+
+    def _children(self, state, hint):
+        """{(dp, constants id, child state): multiplicity} for Stein's identity on the picked S
+        (the formula in the module docstring, with R the rest of its word read from after it)."""
+        rb, Tt, canon = self._rb, self._Ttab, self._canon
+        a, i = self._pick(state, hint)
+        w = state[a]
+        F = state[:a] + state[a + 1:]
         R = w[i + 1:] + w[:i]
-        centred = self.alphabet.centred
-        if not centred:
-            yield 0, [R] + F
-        for j, c in enumerate(R):
-            if c != r:
-                continue
+        g = defaultdict(int)
+        if rb in R:
+            g[(0, 0, tuple(sorted(F + (canon(R),))))] += 1
+        else:
+            g[(0, self._cid([R]), F)] += 1
+        j = R.find(rb)
+        while j >= 0:
             R1, R2 = R[:j], R[j + 1:]
-            t1 = tr(R1)
-            if centred:
-                yield 1, [t1 + R2] + F
-                yield 1, [R1, R2] + F
-            yield 1, [t1 + (r,) + R2] + F
-            yield 1, [R1 + (r,), R2] + F
-        for a, V in enumerate(F):
-            Fp = F[:a] + F[a + 1:]
-            for j, c in enumerate(V):
-                if c != r:
-                    continue
+            g[(1, 0, tuple(sorted(F + (canon(R1[::-1].translate(Tt) + rb + R2),))))] += 1
+            x = canon(R1 + rb)
+            if rb in R2:
+                g[(1, 0, tuple(sorted(F + (x, canon(R2)))))] += 1
+            else:
+                g[(1, self._cid([R2]), tuple(sorted(F + (x,))))] += 1
+            j = R.find(rb, j + 1)
+        nF = len(F)
+        for b in range(nF):
+            V = F[b]
+            if b and V == F[b - 1]:
+                continue  # equal factors: counted once with their multiplicity
+            mult = 1
+            while b + mult < nF and F[b + mult] == V:
+                mult += 1
+            Fp = F[:b] + F[b + 1:]
+            j = V.find(rb)
+            while j >= 0:
                 K = V[j + 1:] + V[:j]
-                tK = tr(K)
-                if centred:
-                    yield 1, [K + R] + Fp
-                    yield 1, [tK + R] + Fp
-                yield 1, [K + (r,) + R] + Fp
-                yield 1, [tK + (r,) + R] + Fp
+                g[(1, 0, tuple(sorted(Fp + (canon(K + rb + R),))))] += mult
+                g[(1, 0, tuple(sorted(Fp + (canon(K[::-1].translate(Tt) + rb + R),))))] += mult
+                j = V.find(rb, j + 1)
+        return g
 
-    def _expect_state(self, state):
-        hit = self._memo.get(state)
-        if hit is not None:
-            return hit
-        grouped = defaultdict(int)
-        for dp, words in self._children(state):
-            consts, rands = self._split(words)
-            grouped[(dp, rands, consts)] += 1
-        out = defaultdict(int)
-        for (dp, rands, consts), mult in grouped.items():
-            sub = self._expect_state(rands)
-            for (p, ck), c in sub.items():
-                key = (p + dp, tuple(sorted(ck + consts)) if consts else ck)
-                out[key] += mult * c
-        res = {k: v for k, v in out.items() if v}
-        self._memo[state] = res
-        return res
-
-    def expect(self, terms) -> Expansion:
-        """E[sum_k coef_k prod_j tr(words_kj)] for terms = iterable of (int coef, words)."""
-        grouped = defaultdict(int)
+    def expect(self, terms, hint=None) -> Expansion:
+        """E[sum_k coef_k prod_j tr(words_kj)] for terms = iterable of (int coef, words), each
+        word a sequence of letter codes. hint: a letter code to steer the elimination order
+        (see the class docstring); it never changes the result."""
+        rb = self._rb
+        hint_b = None if hint is None else bytes([hint])
+        levels = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
         for coef, words in terms:
-            consts, rands = self._split(words)
-            grouped[(rands, consts)] += coef
-        out = defaultdict(int)
-        for (rands, consts), coef in grouped.items():
             if not coef:
                 continue
-            for (p, ck), c in self._expect_state(rands).items():
-                out[(p, tuple(sorted(ck + consts)) if consts else ck)] += coef * c
-        return Expansion(self.alphabet, {k: v for k, v in out.items() if v})
+            words = [bytes(tuple(w)) for w in words]
+            consts = [w for w in words if rb not in w]
+            rands = tuple(sorted(self._canon(w) for w in words if rb in w))
+            key = self._new_key(0, 0, self._cid(consts) if consts else 0)
+            levels[sum(w.count(rb) for w in rands)][rands][key] += coef
+        top = max(levels, default=0)
+        kmaps, new_key = self._kmaps, self._new_key
+        for m in range(top, 0, -1):
+            cur = levels.pop(m, {})
+            nxt = levels[m - 1]
+            for state, poly in cur.items():
+                self.states += 1
+                items = [(k, c) for k, c in poly.items() if c]
+                if not items:
+                    continue
+                for (dp, cid, child), mult in self._children(state, hint_b).items():
+                    tgt = nxt[child]
+                    if cid:
+                        km = kmaps.get((dp, cid))
+                        if km is None:
+                            km = kmaps[(dp, cid)] = {}
+                        for k, c in items:
+                            nk = km.get(k)
+                            if nk is None:
+                                nk = km[k] = new_key(k, dp, cid)
+                            tgt[nk] += mult * c
+                    else:
+                        sh = dp * _P
+                        for k, c in items:
+                            tgt[k + sh] += mult * c
+            del cur
+        out = {}
+        for k, c in levels[0].get((), {}).items():
+            if c:
+                out[(k // _P, tuple(sorted(tuple(self._words[i]) for i in self._ms[k % _P])))] = c
+        return Expansion(self.alphabet, out)
 
-    @property
-    def states(self) -> int:
-        return len(self._memo)
 
-
-def expect(alphabet: Alphabet, terms) -> Expansion:
+def expect(alphabet: Alphabet, terms, hint=None) -> Expansion:
     """One-off expectation with a fresh engine (see Engine.expect)."""
-    return Engine(alphabet).expect(terms)
+    return Engine(alphabet).expect(terms, hint)
 
 
 # --- fast evaluation -------------------------------------------------------------------------
@@ -233,11 +325,14 @@ class CompiledExpansion:
     respect to each constant letter matrix.
 
     Several expansions (the parts of a loss) share one layout; each evaluation weighs part k
-    by scales[k]. Word products are computed once per distinct prefix (a trie evaluated level by
-    level with batched matrix products). Factors tr(()) = d are folded into a power of d. For
-    tr(M_1 ... M_k) the derivative with respect to M_i is (M_{i+1} ... M_k M_1 ... M_{i-1})^T,
-    so the gradient with respect to a letter is the sum over its occurrences of
-    (df/dtr(w)) times the transposed rest of the word.
+    by scales[k]. Factors tr(()) = d are folded into a power of d. Every distinct prefix of
+    every word is a node of a trie, computed once: P_node = P_parent M_letter, level by level,
+    one GEMM per (level, letter). The gradient is reverse mode through the same trie: with
+    c_w = df/dtr(w) (the product of the other factors of each term), the adjoint of a node is
+    G_node = c_w I (if it ends word w) + sum over its children of G_child M_child^T, and
+    df/dM_c = sum over nodes that append c of P_parent^T G_node. This is the derivative of each
+    trace word written out by hand (for tr(M_1 ... M_k), d/dM_i is the transposed rest of the
+    word), organised so that shared prefixes are shared.
     """
 
     def __init__(self, expansions, grad_letters=()):
@@ -256,39 +351,32 @@ class CompiledExpansion:
         parent = [0]
         letter = [-1]
         depth = [0]
-
-        def node_of(seq):
-            k = nodes.get(seq)
-            if k is None:
-                pk = node_of(seq[:-1])
-                k = len(parent)
-                nodes[seq] = k
-                parent.append(pk)
-                letter.append(seq[-1])
-                depth.append(len(seq))
-            return k
-
-        self.word_node = np.array([node_of(w) for w in words], dtype=np.intp)
+        for w in words:
+            for k in range(1, len(w) + 1):
+                seq = w[:k]
+                if seq not in nodes:
+                    nodes[seq] = len(parent)
+                    parent.append(nodes[w[: k - 1]])
+                    letter.append(w[k - 1])
+                    depth.append(k)
+        self.word_node = np.array([nodes[w] for w in words], dtype=np.intp)
         self.grad_letters = tuple(grad_letters)
-        occ = {g: ([], []) for g in self.grad_letters}
-        for i, w in enumerate(words):
-            for j, c in enumerate(w):
-                if c in occ:
-                    occ[c][0].append(i)
-                    occ[c][1].append(node_of(w[j + 1:] + w[:j]))
-        self.occurrences = {g: (np.array(a, dtype=np.intp), np.array(b, dtype=np.intp)) for g, (a, b) in occ.items()}
         self.parent = np.array(parent, dtype=np.intp)
         self.letter = np.array(letter, dtype=np.intp)
         depth = np.array(depth)
+        self.n_nodes = len(parent)
         self.levels = [np.flatnonzero(depth == k) for k in range(1, int(depth.max()) + 1)] if len(depth) > 1 else []
-        # Within a level, nodes that append the same letter form one (k d) x d by d x d GEMM.
+        # One step per (level, letter): the nodes it makes, their parents, and, for the
+        # backward pass, the parents' scatter-add as a sorted reduceat.
         self._steps = []
         for ids in self.levels:
             let = self.letter[ids]
             for c in np.unique(let):
                 sel = ids[let == c]
-                self._steps.append((sel, self.parent[sel], int(c)))
-        self.n_nodes = len(parent)
+                par = self.parent[sel]
+                order = np.argsort(par, kind="stable")
+                upar, starts = np.unique(par[order], return_index=True)
+                self._steps.append((sel, par, int(c), order, upar, starts))
         coef, power, dpow, part, facs = [], [], [], [], []
         for k, e in enumerate(expansions):
             for (p, ws), c in e.items():
@@ -302,8 +390,13 @@ class CompiledExpansion:
         for t, f in enumerate(facs):
             fac[t, : len(f)] = f
         self.factors = fac
-        self._factors_t = np.ascontiguousarray(fac.T)  # one contiguous row per factor slot
-        self._factors_flat = self._factors_t.ravel()
+        # Terms grouped by their number of factors k: (term ids, (k, terms) factor indices), so
+        # that products cost sum_k k n_k rather than kmax times the number of terms.
+        counts = np.array([len(f) for f in facs], dtype=np.intp)
+        self._groups = []
+        for kk in np.unique(counts) if len(counts) else []:
+            ids = np.flatnonzero(counts == kk)
+            self._groups.append((ids, np.ascontiguousarray(fac[ids, :kk].T)))
         self.coef = coef
         self.coef_float = np.array([float(c) for c in coef])
         self.power = np.array(power, dtype=np.intp)
@@ -317,7 +410,7 @@ class CompiledExpansion:
     def _products(self, mats, d):
         P = np.empty((self.n_nodes, d, d))
         P[0] = np.eye(d)
-        for sel, par, c in self._steps:
+        for sel, par, c, *_ in self._steps:
             P[sel] = (P[par].reshape(-1, d) @ mats[c]).reshape(-1, d, d)
         return P
 
@@ -335,29 +428,43 @@ class CompiledExpansion:
         mats = np.asarray(mats, dtype=float)
         P = self._products(mats, d)
         t = np.trace(P[self.word_node], axis1=1, axis2=2)
-        tt = np.append(t, 1.0)
-        vals = tt[self._factors_t]  # (slots, terms)
-        w = self._weights(n, d, scales)
-        k = vals.shape[0]
+        w_all = self._weights(n, d, scales)
+        value = 0.0
+        dt = np.zeros(len(t))
+        for ids, fac in self._groups:
+            w = w_all[ids]
+            k = fac.shape[0]
+            if k == 0:
+                value += float(np.sum(w))
+                continue
+            vals = t[fac]  # (k, terms)
+            if not need_grad:
+                value += float(np.dot(w, np.prod(vals, axis=0)))
+                continue
+            # df/dtr(w): product of the other factors, by prefix and suffix products (no division)
+            pre = np.empty_like(vals)
+            suf = np.empty_like(vals)
+            pre[0] = w
+            suf[k - 1] = 1.0
+            for j in range(1, k):
+                np.multiply(pre[j - 1], vals[j - 1], out=pre[j])
+                np.multiply(suf[k - j], vals[k - j], out=suf[k - 1 - j])
+            value += float(np.dot(pre[k - 1], vals[k - 1]))
+            pre *= suf
+            dt += np.bincount(fac.ravel(), weights=pre.ravel(), minlength=len(t))
         if not need_grad:
-            return float(np.dot(w, np.prod(vals, axis=0))), {}
-        # df/dtr(w): product of the other factors, by prefix and suffix products (no division).
-        pre = np.empty_like(vals)
-        suf = np.empty_like(vals)
-        pre[0] = w
-        suf[k - 1] = 1.0
-        for j in range(1, k):
-            np.multiply(pre[j - 1], vals[j - 1], out=pre[j])
-            np.multiply(suf[k - j], vals[k - j], out=suf[k - 1 - j])
-        value = float(np.dot(pre[k - 1], vals[k - 1]))
-        pre *= suf
-        dt = np.bincount(self._factors_flat, weights=pre.ravel(), minlength=len(tt))
-        grads = {}
-        for g, (wi, rest) in self.occurrences.items():
-            if len(wi) == 0:
-                grads[g] = np.zeros((d, d))
-            else:
-                grads[g] = np.tensordot(dt[wi], P[rest], axes=1).T
+            return value, {}
+        # reverse mode through the trie
+        G = np.zeros((self.n_nodes, d, d))
+        idx = np.arange(d)
+        G[self.word_node[:, None], idx, idx] += dt[: len(self.words), None]  # word nodes are distinct
+        grads = {g: np.zeros((d, d)) for g in self.grad_letters}
+        for sel, par, c, order, upar, starts in reversed(self._steps):
+            Gs = G[sel]
+            if c in grads:
+                grads[c] += P[par].reshape(-1, d).T @ Gs.reshape(-1, d)
+            back = (Gs.reshape(-1, d) @ mats[c].T).reshape(-1, d, d)
+            G[upar] += np.add.reduceat(back[order], starts, axis=0)
         return value, grads
 
     def value_exact(self, mats, n, d, scales=None):

@@ -32,7 +32,10 @@ where G_X = df/dM_X.
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
+import os
 from collections import defaultdict
 from fractions import Fraction
 from functools import lru_cache
@@ -44,14 +47,14 @@ from . import _validate as V
 from .expectations import Alphabet, CompiledExpansion, Engine, Expansion
 from .task import Task
 
-#: Loop counts the engine supports (the expansion's build cost grows about 100-fold per loop).
-MAX_LOOPS = 4
+#: Loop counts the engine supports. Expansions for every supported loop count ship as package
+#: data (looptheory/data); building loops = 7 would take tens of minutes and several GB.
+MAX_LOOPS = 6
 
 ALPHABET = Alphabet(
     names=("S", "B", "Bt", "E", "Et", "W", "U"),
     transpose=(0, 2, 1, 4, 3, 5, 6),
     random=0,
-    centred=False,
 )
 _S, _B, _BT, _E, _ET, _W, _U = range(7)
 _GRAD_LETTERS = (_B, _BT, _E, _ET, _U)
@@ -81,9 +84,8 @@ def _engine():
     return Engine(ALPHABET)
 
 
-@lru_cache(maxsize=None)
-def part_expansion(loops: int, part: str) -> Expansion:
-    """The exact expansion of one part of the loss for `loops` loops (cached).
+def build_part_expansion(loops: int, part: str) -> Expansion:
+    """Build one part of the loss's expansion with the engine (no shipped data).
 
     main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `_main0`);
     u:     E tr((I - H^L) U (I - H^L)^T);
@@ -93,17 +95,41 @@ def part_expansion(loops: int, part: str) -> Expansion:
     eng = _engine()
     if part == "main":
         Y = _power_words({k: comb(L, k) * (-1) ** k for k in range(L + 1)})
-        full = eng.expect(_sandwich(Y, (_W,)))
+        full = eng.expect(_sandwich(Y, (_W,)), hint=_W)
         return Expansion(ALPHABET, {k: v for k, v in full.items() if k[0] > 0})
     if part == "u":
         Y = _power_words({k: -comb(L, k) * (-1) ** k for k in range(1, L + 1)})
-        return eng.expect(_sandwich(Y, (_U,)))
+        return eng.expect(_sandwich(Y, (_U,)), hint=_U)
     if part == "noise":
         # G B S B^T G^T = sum_{j,k} g_j g_k (B S)^j B S B^T (S B^T)^k
         Y = [(c, w + (_B,)) for c, w in _power_words({j: (-1) ** j * comb(L, j + 1) for j in range(L)})]
         e = eng.expect(_sandwich(Y, (_S,)))
         return Expansion(ALPHABET, {(p + 1, ws): c for (p, ws), c in e.items()})
     raise ValueError(f"part: expected one of {PARTS}, got {part!r}")
+
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+
+
+def data_path(loops: int, part: str) -> str:
+    return os.path.join(DATA_DIR, f"loss_L{loops}_{part}.json.gz")
+
+
+@lru_cache(maxsize=None)
+def part_expansion(loops: int, part: str) -> Expansion:
+    """One part of the loss's exact expansion (see build_part_expansion), loaded from the
+    package data when shipped (scripts/build_expansions.py regenerates it; the tests check it
+    against a fresh build and against independent routes), else built."""
+    if part not in PARTS:
+        raise ValueError(f"part: expected one of {PARTS}, got {part!r}")
+    path = data_path(loops, part)
+    if os.path.exists(path):
+        with gzip.open(path, "rt") as fh:
+            e = Expansion.from_json(json.load(fh))
+        if e.alphabet != ALPHABET:
+            raise ValueError(f"{path}: the shipped expansion's alphabet differs from the loss's")
+        return e
+    return build_part_expansion(loops, part)
 
 
 def _main0(loops: int) -> Expansion:

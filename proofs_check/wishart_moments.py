@@ -27,7 +27,7 @@ KNOWN = {
 
 
 def engine_moment(k: int):
-    eng = Engine(Alphabet(("S",), (0,), 0, False))
+    eng = Engine(Alphabet(("S",), (0,), 0))
     return sp.expand(eng.expect([(1, [(0,) * k])]).evaluate({(): d}, n) * n**k)
 
 

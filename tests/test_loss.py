@@ -78,7 +78,9 @@ def test_scalar_family_matches_moment_route(loops):
         task = lt.Task(d, n, sx, sw, noise=0.7)
         for gamma in (0.3, 0.9):
             A = gamma * np.linalg.inv(sx)
-            assert population_loss(task, A, loops) == pytest.approx(scale_loss(task, loops, gamma), rel=1e-10)
+            # float64 summation of the expansion loses a few digits to cancellation at 6 loops;
+            # the accuracy requirement (1e-8 relative) is checked against exact rationals below
+            assert population_loss(task, A, loops) == pytest.approx(scale_loss(task, loops, gamma), rel=1e-9)
 
 
 @pytest.mark.parametrize("loops, seed", [(1, 11), (2, 12), (3, 13)])
