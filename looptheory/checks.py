@@ -264,8 +264,11 @@ def _proof_checks():
     """The symbolic checks of proofs_check, each as a report row."""
     try:
         from proofs_check import CHECKS
-    except ImportError:  # proofs_check ships with looptheory; absent only in a broken install
-        return []
+    except ImportError as exc:  # proofs_check ships with looptheory: its absence is a failure
+        def missing(quick, exc=exc):
+            return CheckResult("proofs_check", "Symbolic checks (proofs_check)", "fail", f"cannot import proofs_check: {exc}")
+
+        return [missing]
 
     def make(name):
         def fn(quick):

@@ -67,12 +67,16 @@ def _verify(args) -> int:
     print(f"looptheory verify ({'quick' if args.quick else 'full'}) -> {out}", file=sys.stderr)
 
     def progress(i, total, res):
-        print(f"[{i}/{total}] {res.verdict.upper():4s} {res.id} ({res.seconds:.1f} s): {res.summary}", file=sys.stderr, flush=True)
+        where = f"[{i}/{total}]" if total else "[claim]"
+        took = f" ({res.seconds:.1f} s)" if hasattr(res, "seconds") else ""
+        print(f"{where} {res.verdict.upper():7s} {res.id}{took}: {res.summary}", file=sys.stderr, flush=True)
 
     payload = write_report(out, quick=args.quick, progress=progress)
     failed = [c["id"] for c in payload["checks"] if c["verdict"] == "fail"]
-    print(f"wrote {out}/report.md in {time.perf_counter() - t0:.1f} s; "
-          f"{len(payload['checks']) - len(failed)} passed, {len(failed)} failed", file=sys.stderr)
+    verdicts = ", ".join(f"{c['id']} {c['verdict']}" for c in payload["claims"])
+    print(f"wrote {out}/report.md in {time.perf_counter() - t0:.1f} s; checks: "
+          f"{len(payload['checks']) - len(failed)} passed, {len(failed)} failed; claims: {verdicts}", file=sys.stderr)
+    # A claim that fails is a finding, not an error of the toolkit: only failed checks set the status.
     return 1 if failed else 0
 
 

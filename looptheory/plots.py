@@ -52,3 +52,91 @@ def plot_optimal_scale(data: dict, out_dir: str):
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return _save(fig, out_dir, "optimal_scale_vs_loops")
+
+
+def plot_flows(g3_evidence: dict, out_dir: str):
+    """Gradient flows (claim G3): f - f* against time with the mu = 1/16 bound, the
+    eigenvalues (real parts) of A(t), and the dominance ratio along the path."""
+    flows = g3_evidence["flows"]
+    paths = []
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    for fl in flows:
+        t = [x for x in fl["t"]]
+        ex = [max(e, 1e-14) for e in fl["excess"]]  # below 1e-14 the difference is rounding
+        (line,) = ax.loglog([max(x, 1e-6) for x in t], ex, "-", label=fl["label"])
+        ax.loglog([max(x, 1e-6) for x in t], fl["bound"], "--", color=line.get_color(), lw=0.8)
+    ax.set_xlabel("time t")
+    ax.set_ylabel("f(A(t)) − f*  (floored at 1e-14)")
+    ax.set_ylim(bottom=1e-14)
+    ax.set_title("Gradient flow (solid) and the G3 bound with μ = 1/16 (dashed)")
+    ax.legend(fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    paths += _save(fig, out_dir, "flow_excess")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for fl in flows:
+        for i, col in enumerate(zip(*fl["eigs"])):
+            ax.semilogx([max(x, 1e-6) for x in fl["eig_t"]], col, "-", lw=0.8, label=fl["label"] if i == 0 else None)
+    ax.set_xlabel("time t")
+    ax.set_ylabel("Re eig A(t)")
+    ax.set_title("Eigenvalues of A(t) along the flows")
+    ax.legend(fontsize=6)
+    ax.grid(True, alpha=0.3)
+    paths += _save(fig, out_dir, "flow_eigenvalues")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for fl in flows:
+        ax.loglog([max(x, 1e-6) for x in fl["t"]], [max(v, 1e-300) for v in fl["dominance"]], "-", label=fl["label"])
+    ax.axhline(1 / 16, color="k", ls=":", label="1/16")
+    ax.set_xlabel("time t")
+    ax.set_ylabel("||∇f||² / f^((2L−1)/L)")
+    ax.set_title("Dominance ratio along the flows")
+    ax.legend(fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    paths += _save(fig, out_dir, "flow_dominance")
+    return paths
+
+
+def plot_dominance(g2_evidence: dict, out_dir: str):
+    """Smallest excess dominance ratio found (claim G2) against d, with 4 L^2 d^{-(L-1)/L} and 1/16."""
+    import math
+
+    rows = g2_evidence["rows"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for L in sorted({r["loops"] for r in rows}):
+        sp = sorted((r["d"], r["min_excess_ratio"]) for r in rows if r["family"] == "spectral" and r["loops"] == L and math.isinf(r["n"]))
+        if sp:
+            (line,) = ax.loglog([x for x, _ in sp], [y for _, y in sp], "o-", label=f"L = {L}, spectral, n = ∞")
+            ds = [x for x, _ in sp]
+            ax.loglog(ds, [4 * L * L * x ** (-(L - 1) / L) for x in ds], ":", color=line.get_color())
+        ge = [(r["d"], r["min_excess_ratio"]) for r in rows if r["family"] == "general" and r["loops"] == L]
+        if ge:
+            ax.loglog([x for x, _ in ge], [max(y, 1e-12) for _, y in ge], "x", label=f"L = {L}, general A (all n, ρ)")
+    ax.axhline(1 / 16, color="k", ls="--", label="reported 1/16")
+    ax.set_xlabel("d")
+    ax.set_ylabel("smallest ||∇f||² / (f − f*)^((2L−1)/L) found")
+    ax.set_title("Gradient dominance: worst case found (dotted: 4L² d^(−(L−1)/L))")
+    ax.legend(fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, out_dir, "dominance_vs_d")
+
+
+def plot_optimal_loss(g5_evidence: dict, out_dir: str):
+    """Optimal loss against loops (claim G5): general A and the scalar family; and a model
+    trained with 2 and 5 loops looped more at test time (mean exact, median by simulation)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    ol = g5_evidence["optimal_losses"]
+    a1.semilogy([r["loops"] for r in ol], [r["f*_general"] for r in ol], "o-", label="all real A (blind optimum)")
+    a1.semilogy(range(1, len(g5_evidence["scalar_curve"]) + 1), g5_evidence["scalar_curve"], "-", label="A = γ_L Σx⁻¹")
+    a1.set_xlabel("loops L")
+    a1.set_ylabel("optimal loss")
+    a1.set_title("Optimal loss against loops (d = 5, n = 20)")
+    a1.legend(fontsize=7)
+    a1.grid(True, which="both", alpha=0.3)
+    for t in g5_evidence["trained"]:
+        (line,) = a2.loglog(t["test_loops"], t["median_mc"], "o-", label=f"trained L = {t['train_loops']}: median")
+        a2.loglog(t["test_loops"], t["mean_exact"], "--", color=line.get_color(), label=f"trained L = {t['train_loops']}: mean (exact)")
+    a2.set_xlabel("loops at test time")
+    a2.set_ylabel("loss")
+    a2.set_title("Looping a trained model longer")
+    a2.legend(fontsize=7)
+    a2.grid(True, which="both", alpha=0.3)
+    return _save(fig, out_dir, "optimal_loss_and_test_loops")

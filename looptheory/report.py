@@ -56,19 +56,28 @@ def _jsonable(x):
 
 
 def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
+    """A table cell: numbers to 6 significant digits, and '|' escaped for Markdown tables."""
+    text = f"{v:.6g}" if isinstance(v, float) else str(v)
+    return text.replace("|", "\\|")
 
 
 def write_report(out_dir: str, quick: bool, progress=None) -> dict:
     """Run every check, write the report and figures into out_dir, return the results dict."""
-    from .plots import plot_loss_against_loops, plot_optimal_scale
+    from .claims import check_claims
+    from .plots import plot_dominance, plot_flows, plot_loss_against_loops, plot_optimal_loss, plot_optimal_scale
 
     t0 = time.perf_counter()
     results = run_checks(quick=quick, progress=progress)
+    claims = check_claims(quick=quick, progress=(lambda r: progress(0, 0, r)) if progress else None)
     curve = loss_curve_data(quick)
     figs = plot_loss_against_loops(curve, out_dir) + plot_optimal_scale(curve, out_dir)
+    by_id = {c.id: c for c in claims}
+    if "G3" in by_id:
+        figs += plot_flows(by_id["G3"].evidence, out_dir)
+    if "G2" in by_id:
+        figs += plot_dominance(by_id["G2"].evidence, out_dir)
+    if "G5" in by_id:
+        figs += plot_optimal_loss(by_id["G5"].evidence, out_dir)
     total = time.perf_counter() - t0
     meta = {
         "looptheory": __version__,
@@ -78,8 +87,8 @@ def write_report(out_dir: str, quick: bool, progress=None) -> dict:
         "numpy": np.__version__,
         "seconds": total,
     }
-    payload = {"meta": meta, "checks": [asdict(r) for r in results], "figures": [os.path.basename(f) for f in figs],
-               "loss_curve": curve}
+    payload = {"meta": meta, "claims": [asdict(c) for c in claims], "checks": [asdict(r) for r in results],
+               "figures": [os.path.basename(f) for f in figs], "loss_curve": curve}
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump(_jsonable(payload), fh, indent=1)
     lines = [
@@ -91,20 +100,44 @@ def write_report(out_dir: str, quick: bool, progress=None) -> dict:
         "Conventions: ../shared/design/conventions.md (loss not divided by d, no factor 1/2;",
         "prediction -[Z_L]_{d+1,n+1}; sparse weights Q = [[A,0],[0,0]], P = [[0,0],[u^T,1]]).",
         "",
-        "## Checks",
+        "## Claims of the papers",
+        "",
+        "Verdicts: holds / fails (with the counterexample) / vacuous (true only because the bound is trivial).",
+        "Parameters and regions are declared in `looptheory/claims.py` before any result is seen.",
+        "",
+        "| claim | statement | verdict | evidence |",
+        "|---|---|---|---|",
+    ]
+    for c in claims:
+        lines.append(f"| {c.id} | {_fmt(c.statement)} | **{c.verdict}** | {_fmt(c.summary)} |")
+    lines += [
+        "",
+        "## Checks of the toolkit",
         "",
         "| check | verdict | evidence | seconds |",
         "|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r.title} (`{r.id}`) | **{r.verdict}** | {r.summary} | {r.seconds:.1f} |")
+        lines.append(f"| {_fmt(r.title)} (`{r.id}`) | **{r.verdict}** | {_fmt(r.summary)} | {r.seconds:.1f} |")
     passed = sum(r.verdict == "pass" for r in results)
     lines += ["", f"{passed} passed, {len(results) - passed} failed.", "", "## Figures", ""]
     for f in figs:
         if f.endswith(".png"):
             lines.append(f"![{os.path.basename(f)}]({os.path.basename(f)})")
             lines.append("")
-    lines += ["## Details", ""]
+    lines += ["## Claim details", ""]
+    for c in claims:
+        lines += [f"### {c.id}: {c.statement}", "", f"Verdict: **{c.verdict}**. {c.summary}", "", "Declared parameters:", ""]
+        for k, v in c.params.items():
+            lines.append(f"- {k}: {_fmt(v)}")
+        rows = c.evidence.get("rows")
+        if rows and isinstance(rows, list) and isinstance(rows[0], dict):
+            keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]
+            lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            for row in rows:
+                lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
+        lines.append("")
+    lines += ["## Check details", ""]
     for r in results:
         lines += [f"### {r.title}", "", f"Verdict: **{r.verdict}**. {r.summary}", "", "Parameters (fixed before running):", ""]
         for k, v in r.params.items():
