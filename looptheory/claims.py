@@ -115,27 +115,33 @@ def claim_g1(quick: bool) -> list[ClaimResult]:
 def claim_g2(quick: bool) -> ClaimResult:
     """G2: ||grad_A f||^2 >= (1/16) f^{(2L-1)/L} where the loss is not already tiny; tested on f
     and on the excess f - f*, over R(rho) = {f - f* >= rho (f(0) - f*)}, sigma_x = I, u = 0."""
-    rhos = [0.1, 0.01] if quick else [0.5, 0.1, 0.01, 0.001]
-    ds = [2, 5] if quick else [2, 5, 10]
-    loops_list = [L for L in (2, 3, 4, 5, 6) if L <= MAX_LOOPS]
+    # Declared grid: (d, loops, rhos). The search is costly at large d and loops, so the full
+    # run spends its budget where the claim is most at risk (small rho, every loop count at
+    # small d) and keeps one region at d = 10.
+    all_loops = [L for L in (2, 3, 4, 5, 6) if L <= MAX_LOOPS]
     if quick:
-        loops_list = loops_list[:2]
+        grid = [(2, L, [0.1, 0.01]) for L in all_loops[:2]] + [(5, L, [0.1]) for L in all_loops[:2]]
+    else:
+        grid = ([(2, L, [0.1, 0.01, 0.001]) for L in all_loops] + [(5, L, [0.1, 0.01]) for L in all_loops]
+                + [(10, L, [0.1]) for L in all_loops if L <= 4])
+    rhos = sorted({r for _, _, rs in grid for r in rs}, reverse=True)
+    ds = sorted({d for d, _, _ in grid})
+    loops_list = all_loops[:2] if quick else all_loops
     rows = []
-    for d in ds:
-        for L in loops_list:
-            for n in (d, 4 * d, 100 * d, math.inf):
-                task = Task(d, n)
-                f_star = 0.0 if math.isinf(n) else optimal_preconditioner(task, L, starts=3, seed=1).loss
-                g = optimal_scale(task, L)
-                for rho in rhos:
-                    cand = [(g * np.eye(d), "scalar critical point")] if not math.isinf(n) else []
-                    ex = worst_dominance(task, L, rho, f_star, excess=True, starts=2 if quick else 4, seed=2, candidates=cand)
-                    plain = worst_dominance(task, L, rho, f_star, excess=False, starts=2 if quick else 4, seed=3)
-                    rows.append({"family": "general", "d": d, "loops": L, "n": n, "rho": rho, "f*": f_star,
-                                 "min_excess_ratio": ex.value, "excess_found_by": ex.found_by,
-                                 "min_ratio": plain.value,
-                                 "scalar_inf_n": ratio_at_scalar_infinite_n(d, L),
-                                 "A_excess": None if ex.A is None else ex.A.tolist()})
+    for d, L, cell_rhos in grid:
+        for n in (d, 4 * d, 100 * d, math.inf):
+            task = Task(d, n)
+            f_star = 0.0 if math.isinf(n) else optimal_preconditioner(task, L, starts=3, seed=1).loss
+            g = optimal_scale(task, L)
+            for rho in cell_rhos:
+                cand = [(g * np.eye(d), "scalar critical point")] if not math.isinf(n) else []
+                ex = worst_dominance(task, L, rho, f_star, excess=True, starts=2, seed=2, candidates=cand)
+                plain = worst_dominance(task, L, rho, f_star, excess=False, starts=2, seed=3)
+                rows.append({"family": "general", "d": d, "loops": L, "n": n, "rho": rho, "f*": f_star,
+                             "min_excess_ratio": ex.value, "excess_found_by": ex.found_by,
+                             "min_ratio": plain.value,
+                             "scalar_inf_n": ratio_at_scalar_infinite_n(d, L),
+                             "A_excess": None if ex.A is None else ex.A.tolist()})
     spectral_d = [2, 100, 10**4, 10**6] if quick else [2, 10, 100, 10**4, 10**6]
     for d in spectral_d:
         for L in loops_list:
@@ -157,7 +163,7 @@ def claim_g2(quick: bool) -> ClaimResult:
         (f"excess ratio below 1/16 in {len(below)}/{len(rows)} (family, d, L, n, ρ) cells; smallest "
          f"{worst['min_excess_ratio']:.3g} at {worst['family']} d = {worst['d']}, L = {worst['loops']}, n = {worst['n']}, "
          f"ρ = {worst['rho']}" if below else f"smallest excess ratio {worst['min_excess_ratio']:.3g} ≥ 1/16 in all {len(rows)} cells"),
-        {"rho": rhos, "d (general)": ds, "d (spectral)": spectral_d, "loops": loops_list, "n": "d, 4d, 100d, inf",
+        {"grid (d, loops, rhos), general A": grid, "d (spectral)": spectral_d, "loops (spectral)": loops_list, "n": "d, 4d, 100d, inf",
          "sigma_x": "I", "u": 0, "searched": "SLSQP from random starts, plus the scalar critical point"},
         {"rows": rows},
     )
