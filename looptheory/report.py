@@ -61,6 +61,19 @@ def _fmt(v):
     return text.replace("|", "\\|")
 
 
+def _details(title, verdict, summary, params_heading, params, evidence) -> list:
+    """A report section: verdict, declared parameters, and the evidence rows as a table
+    (list-valued columns, such as matrices, stay in results.json)."""
+    lines = [f"### {title}", "", f"Verdict: **{verdict}**. {summary}", "", params_heading, ""]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in params.items()]
+    rows = evidence.get("rows")
+    if rows and isinstance(rows, list) and isinstance(rows[0], dict):
+        keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]
+        lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |" for row in rows]
+    return lines + [""]
+
+
 def write_report(out_dir: str, quick: bool, progress=None) -> dict:
     """Run every check, write the report and figures into out_dir, return the results dict."""
     from .claims import check_claims
@@ -127,28 +140,10 @@ def write_report(out_dir: str, quick: bool, progress=None) -> dict:
             lines.append("")
     lines += ["## Claim details", ""]
     for c in claims:
-        lines += [f"### {c.id}: {c.statement}", "", f"Verdict: **{c.verdict}**. {c.summary}", "", "Declared parameters:", ""]
-        for k, v in c.params.items():
-            lines.append(f"- {k}: {_fmt(v)}")
-        rows = c.evidence.get("rows")
-        if rows and isinstance(rows, list) and isinstance(rows[0], dict):
-            keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]
-            lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            for row in rows:
-                lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
-        lines.append("")
+        lines += _details(f"{c.id}: {c.statement}", c.verdict, c.summary, "Declared parameters:", c.params, c.evidence)
     lines += ["## Check details", ""]
     for r in results:
-        lines += [f"### {r.title}", "", f"Verdict: **{r.verdict}**. {r.summary}", "", "Parameters (fixed before running):", ""]
-        for k, v in r.params.items():
-            lines.append(f"- {k}: {_fmt(v)}")
-        rows = r.evidence.get("rows")
-        if rows and isinstance(rows, list) and isinstance(rows[0], dict):
-            keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]
-            lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            for row in rows:
-                lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
-        lines.append("")
+        lines += _details(r.title, r.verdict, r.summary, "Parameters (fixed before running):", r.params, r.evidence)
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     return payload

@@ -217,27 +217,6 @@ def test_bad_input(args, kwargs, exc, match):
 # --- large n and the gradient against independent exact routes ----------------------------------
 
 
-def _wick_closed_form(loops, n, R, Sw, A, u, noise):
-    """The whitened closed form of conventions.md with every expectation taken by brute-force
-    Wick pairings (reference.wick_expectation, exact rationals): independent of the engine."""
-    from test_reference import _wadd, _wexpect, _wmul, _wtranspose
-
-    Bw = R.dot(A.T).dot(R)
-    Ru = R.dot(u)
-    letters = {"B": Bw, "Bt": Bw.T.copy(), "W": R.dot(Sw).dot(R), "U": np.outer(Ru, Ru)}
-    one = {(): F(1)}
-    H = {(): F(1), ("B", "S"): F(-1)}
-    HL, G = one, {}
-    for _ in range(loops):
-        G = _wadd(G, HL)
-        HL = _wmul(HL, H)
-    IH = _wadd(one, HL, -1)
-    term_w = _wmul(_wmul(HL, {("W",): F(1)}), _wtranspose(HL))
-    term_u = _wmul(_wmul(IH, {("U",): F(1)}), _wtranspose(IH))
-    term_e = _wmul(_wmul(G, {("B", "S", "Bt"): F(1)}), _wtranspose(G))
-    return _wexpect(term_w, letters, n) + _wexpect(term_u, letters, n) + noise / n * _wexpect(term_e, letters, n)
-
-
 @pytest.mark.parametrize("loops", [1, 2, 3])
 @pytest.mark.parametrize("n", [10, 1000, 10**6])
 def test_large_n_against_wick_pairings(loops, n):
@@ -250,7 +229,9 @@ def test_large_n_against_wick_pairings(loops, n):
     u = np.array([F(1, 2), F(-1, 3)], dtype=object)
     noise = F(1, 4)
     task = lt.Task(2, n, R.dot(R), Sw, noise=noise)
-    assert population_loss(task, A, loops, u, exact=True) == _wick_closed_form(loops, n, R, Sw, A, u, noise)
+    from test_reference import wick_closed_form
+
+    assert population_loss(task, A, loops, u, exact=True) == wick_closed_form(loops, n, R, Sw, A, u, noise)
 
 
 @pytest.mark.parametrize("loops", [1, 2, 3, 4, 5])

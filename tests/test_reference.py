@@ -200,19 +200,9 @@ def _wexpect(p, letters, n):
     return sum((c * wick_expectation([list(w)], letters, n=n) for w, c in p.items() if c), F(0))
 
 
-@pytest.mark.parametrize("loops", [1, 2, 3])
-def test_isserlis_matches_whitened_closed_form_via_wick(loops):
-    # The two reference routes are independent: the whitened closed form of conventions.md
-    # evaluated with brute-force Wick pairings must equal the Isserlis loss exactly.
-    d, n = 2, 3
-    R = frac_matrix([[1, F(1, 2)], [F(1, 2), 1]])
-    Sx = R @ R
-    Sw = frac_matrix([[1, F(1, 3)], [F(1, 3), F(1, 2)]])
-    A = frac_matrix([[F(3, 10), F(-1, 5)], [F(1, 10), F(2, 5)]])
-    u = np.array([F(1, 2), F(-1, 3)], dtype=object)
-    noise = F(1, 4)
-    task = lt.Task(d, n, sigma_x=Sx, sigma_w=Sw, noise=noise)
-
+def wick_closed_form(loops, n, R, Sw, A, u, noise):
+    """The whitened closed form of conventions.md (sigma_x = R^2) with every expectation taken
+    by brute-force Wick pairings: a route that shares nothing with the engine or Isserlis."""
     Bw = R @ A.T @ R
     Ru = R @ u
     letters = {"B": Bw, "Bt": Bw.T, "W": R @ Sw @ R, "U": np.outer(Ru, Ru)}
@@ -226,9 +216,23 @@ def test_isserlis_matches_whitened_closed_form_via_wick(loops):
     term_w = _wmul(_wmul(HL, {("W",): F(1)}), _wtranspose(HL))
     term_u = _wmul(_wmul(IH, {("U",): F(1)}), _wtranspose(IH))
     term_e = _wmul(_wmul(G, {("B", "S", "Bt"): F(1)}), _wtranspose(G))
-    expected = (_wexpect(term_w, letters, n) + _wexpect(term_u, letters, n)
-                + noise / n * _wexpect(term_e, letters, n))
-    assert isserlis_loss(task, A, loops, u) == expected
+    return (_wexpect(term_w, letters, n) + _wexpect(term_u, letters, n)
+            + noise / n * _wexpect(term_e, letters, n))
+
+
+@pytest.mark.parametrize("loops", [1, 2, 3])
+def test_isserlis_matches_whitened_closed_form_via_wick(loops):
+    # The two reference routes are independent: the whitened closed form of conventions.md
+    # evaluated with brute-force Wick pairings must equal the Isserlis loss exactly.
+    d, n = 2, 3
+    R = frac_matrix([[1, F(1, 2)], [F(1, 2), 1]])
+    Sx = R @ R
+    Sw = frac_matrix([[1, F(1, 3)], [F(1, 3), F(1, 2)]])
+    A = frac_matrix([[F(3, 10), F(-1, 5)], [F(1, 10), F(2, 5)]])
+    u = np.array([F(1, 2), F(-1, 3)], dtype=object)
+    noise = F(1, 4)
+    task = lt.Task(d, n, sigma_x=Sx, sigma_w=Sw, noise=noise)
+    assert isserlis_loss(task, A, loops, u) == wick_closed_form(loops, n, R, Sw, A, u, noise)
 
 
 @pytest.mark.parametrize("loops, seed", [(1, 11), (2, 12), (3, 13)])
