@@ -20,6 +20,7 @@ from .optimum import OptimumResult, optimal_preconditioner, optimal_scale, scale
 from .spectral import spectral_loss, spectral_loss_grad
 from .flow import FlowResult, gradient_flow
 from .dominance import WorstCase, dominance_ratio, worst_dominance, worst_dominance_spectral
+from .claims import ClaimResult, check_claims
 from .diagnostics import finite_difference_gradient, taylor_test
 
 __version__ = "0.1.0"
@@ -51,6 +52,8 @@ __all__ = [
     "dominance_ratio",
     "worst_dominance",
     "worst_dominance_spectral",
+    "ClaimResult",
+    "check_claims",
     "taylor_test",
     "finite_difference_gradient",
 ]

@@ -140,3 +140,92 @@ def plot_optimal_loss(g5_evidence: dict, out_dir: str):
     a2.legend(fontsize=7)
     a2.grid(True, which="both", alpha=0.3)
     return _save(fig, out_dir, "optimal_loss_and_test_loops")
+
+
+# --- Chen et al. (claims C1, C2): data from looptheory.chen.chen_figure_data --------------------
+
+
+def plot_chen_error_vs_loops(data: dict, out_dir: str):
+    """||w_L - w_LS|| against loops for one prompt per n/d (chen_figure_data()["error_curves"]),
+    with the linear-rate bound (1 - 1/κ)^L α (dotted) and Chen et al.'s α exp(-L/(2κ)) (dashed)."""
+    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    for c in data["error_curves"]:
+        err = [max(e, 1e-300) for e in c["error"]]
+        (line,) = ax.semilogy(c["loops"], err, "-", label=f"n/d = {c['ratio']:g} (κ = {c['kappa']:.3g})")
+        ax.semilogy(c["loops"], c["linear"], ":", color=line.get_color(), lw=1)
+        ax.semilogy(c["loops"], c["chen"], "--", color=line.get_color(), lw=1)
+    ax.set_xlabel("loops L")
+    ax.set_ylabel("||w_L − w_LS||₂")
+    ax.set_ylim(bottom=1e-16)
+    d = data["error_curves"][0]["d"] if data["error_curves"] else "?"
+    ax.set_title(f"GD with η = 1/λ_max(S), d = {d}: error (solid), (1−1/κ)^L α (dotted), α e^(−L/2κ) (dashed)", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, out_dir, "chen_error_vs_loops")
+
+
+def plot_chen_kappa(data: dict, out_dir: str):
+    """κ(S) of Gaussian designs against n/d (chen_figure_data()["kappa"]): simulated median and
+    5-95% band per d, the Davidson-Szarek bound (probability >= 1 - δ) and the MP limit."""
+    rows = data["kappa"]
+    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    for d in sorted({r["d"] for r in rows}):
+        rr = sorted((r for r in rows if r["d"] == d), key=lambda r: r["ratio"])
+        x = [r["ratio"] for r in rr]
+        qs = list(rr[0]["quantiles"])
+        lo = [r["quantiles"][qs[0]] for r in rr]
+        md = [r["quantiles"][qs[len(qs) // 2]] for r in rr]
+        hi = [r["quantiles"][qs[-1]] for r in rr]
+        (line,) = ax.loglog(x, md, "o-", ms=3, label=f"d = {d}: simulated median, {qs[0]}–{qs[-1]} band")
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+        ds_x = [r["ratio"] for r in rr if r["davidson_szarek"] != float("inf")]
+        ds_y = [r["davidson_szarek"] for r in rr if r["davidson_szarek"] != float("inf")]
+        ax.loglog(ds_x, ds_y, "--", color=line.get_color(), label=f"d = {d}: Davidson–Szarek, δ = {rr[0]['delta']}")
+    mp = sorted({(r["ratio"], r["marchenko_pastur"]) for r in rows})
+    ax.loglog([m[0] for m in mp], [m[1] for m in mp], "k:", lw=2, label="Marchenko–Pastur limit")
+    ax.set_xlabel("n / d")
+    ax.set_ylabel("κ(S) = λ_max / λ_min")
+    ax.set_title("Condition number of the empirical covariance (Σx = I)")
+    ax.legend(fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, out_dir, "chen_kappa_vs_ratio")
+
+
+def plot_chen_divergence(data: dict, out_dir: str):
+    """P(λ_max(S) > 2 λ_max(Σx)) against n/d (chen_figure_data()["divergence"]): the fixed
+    population step 1/λ_max(Σx) diverges on the prompt; the MP threshold (1 + √2)² marked."""
+    rows = data["divergence"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for d in sorted({r["d"] for r in rows}):
+        rr = sorted((r for r in rows if r["d"] == d), key=lambda r: r["ratio"])
+        ax.errorbar([r["ratio"] for r in rr], [r["p_diverge"] for r in rr], yerr=[2 * r["stderr"] for r in rr],
+                    fmt="o-", ms=3, capsize=2, label=f"d = {d}")
+    ax.axvline(data["divergence_threshold"], color="k", ls=":", label="(1 + √2)² ≈ 5.83")
+    ax.set_xscale("log")
+    ax.set_xlabel("n / d")
+    ax.set_ylabel("P(λ_max(S) > 2)")
+    ax.set_title("Probability that the population step 1/λ_max(Σx) diverges")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, out_dir, "chen_divergence_vs_ratio")
+
+
+def plot_chen_sample_complexity(data: dict, out_dir: str):
+    """log10 of the required n against loops (chen_figure_data()["sample_complexity"]):
+    G1's n > 64 L² d⁴ (8/ε)^{4L} against C2's n (MP ratio × d and Davidson–Szarek), which is
+    infinite (not plotted) for L <= 2 log(1/ε)."""
+    rows = data["sample_complexity"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (d, eps) in sorted({(r["d"], r["eps"]) for r in rows}):
+        rr = sorted((r for r in rows if r["d"] == d and r["eps"] == eps), key=lambda r: r["loops"])
+        (line,) = ax.plot([r["loops"] for r in rr], [r["log10_n_g1"] for r in rr], "-", label=f"G1, d = {d}, ε = {eps}")
+        fin = [r for r in rr if r["c2_achievable"]]
+        ax.plot([r["loops"] for r in fin], [r["log10_n_c2_mp"] for r in fin], "--", label=f"C2 (MP), d = {d}, ε = {eps}")
+        ax.plot([r["loops"] for r in fin], [r["log10_n_c2_ds"] for r in fin], ":", label=f"C2 (Davidson–Szarek), d = {d}, ε = {eps}")
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xlabel("loops L")
+    ax.set_ylabel("log10 of required n")
+    ax.set_title("Examples needed: G1's constants vs C2 (constant κ)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, out_dir, "chen_sample_complexity")

@@ -1,0 +1,244 @@
+"""Gradient dominance at n = inf (claim G2): the constant 4 L^2 d^{-(L-1)/L}, its d-threshold, and I - J_3.
+
+At n = inf with sigma_x = sigma_w = I and u = 0 the loss is f(A) = ||(I - A^T)^L||_F^2. For a
+diagonal A = diag(a_i) (and, by orthogonal invariance, any symmetric A, via its eigenvalues)
+
+    f = sum_i (1 - a_i)^{2L},    ||grad_A f||_F^2 = 4 L^2 sum_i (1 - a_i)^{2(2L-1)}.
+
+With s_i = (1 - a_i)^{2L} >= 0 and p = (2L-1)/L this reads ||grad f||^2 = 4 L^2 sum_i s_i^p, and
+the power-mean inequality sum_i s_i^p >= d^{1-p} (sum_i s_i)^p gives
+
+    ||grad f||_F^2 >= 4 L^2 d^{-(L-1)/L} f^{(2L-1)/L},
+
+with equality exactly when all |1 - a_i| are equal (strict convexity of x^p for L >= 2). So the
+d-free constant 1/16 of G2 fails once 4 L^2 d^{-(L-1)/L} < 1/16, i.e. d > (64 L^2)^{L/(L-1)}.
+A non-symmetric A goes lower: A = I - c J_3 (J_3 the upper nilpotent 3x3 Jordan block), L = 2,
+has ratio ||grad f||^2 / f^{3/2} = 8 for every c != 0, below 16 / sqrt(3) = 9.24 at d = 3.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import sympy as sp
+
+from .runner import CheckOutcome
+
+G2_CONSTANT = sp.Rational(1, 16)
+
+
+def constant(L, d):
+    """The claimed sharp constant over symmetric A: 4 L^2 d^{-(L-1)/L}."""
+    return 4 * L**2 * d ** (-(L - 1) / sp.sympify(L))
+
+
+def threshold(L):
+    """The claimed boundary: 4 L^2 d^{-(L-1)/L} < 1/16 iff d > (64 L^2)^{L/(L-1)}."""
+    return (64 * sp.sympify(L) ** 2) ** (sp.sympify(L) / (L - 1))
+
+
+@functools.lru_cache(maxsize=None)
+def loss_and_grad(d: int, L: int):
+    """(A, f, grad) for a generic symbolic d x d matrix A: f = ||(I - A^T)^L||_F^2 expanded,
+    grad the matrix of partial derivatives df/dA_ij. Differentiating the loss itself (not a
+    matrix-calculus formula) keeps the check independent of any hand-derived gradient."""
+    A = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"a{i}_{j}", real=True))
+    HL = ((sp.eye(d) - A.T) ** L).expand()
+    f = sp.expand(sum(e**2 for e in HL))
+    grad = A.applyfunc(lambda a: sp.diff(f, a))
+    return A, f, grad
+
+
+def at(d: int, L: int, values: sp.Matrix):
+    """(f, ||grad f||_F^2) at the matrix `values` (entries may be symbols)."""
+    A, f, grad = loss_and_grad(d, L)
+    sub = dict(zip(list(A), list(values)))
+    return sp.expand(f.subs(sub)), sp.expand(sum(g.subs(sub) ** 2 for g in grad))
+
+
+def diagonal_formulas_hold(d: int, L: int) -> bool:
+    """f and ||grad f||^2 at diag(a_i) equal the two sums (symbolic a_i); this also checks that
+    the off-diagonal partial derivatives vanish there, since they enter ||grad f||^2."""
+    a = sp.symbols(f"b0:{d}", real=True)
+    f, g2 = at(d, L, sp.diag(*a))
+    return (
+        sp.expand(f - sum((1 - x) ** (2 * L) for x in a)) == 0
+        and sp.expand(g2 - 4 * L**2 * sum((1 - x) ** (2 * (2 * L - 1)) for x in a)) == 0
+    )
+
+
+def symmetric_reduces_to_spectrum(L: int = 2) -> bool:
+    """For symmetric A (2 x 2, symbolic): f = tr H^{2L} and ||grad f||^2 = 4 L^2 tr H^{2(2L-1)},
+    H = I - A, i.e. functions of the eigenvalues only, so the diagonal analysis covers all
+    symmetric A."""
+    a, b, c = sp.symbols("p q r", real=True)
+    S = sp.Matrix([[a, b], [b, c]])
+    f, g2 = at(2, L, S)
+    H = sp.eye(2) - S
+    return sp.expand(f - (H ** (2 * L)).trace()) == 0 and sp.expand(g2 - 4 * L**2 * (H ** (2 * (2 * L - 1))).trace()) == 0
+
+
+def tangent_identity_holds(d: int) -> bool:
+    """sum s_i^p - d m^p = m^p sum_i h(s_i / m), m = mean(s), h(x) = x^p - 1 - p (x - 1),
+    for symbolic p > 0: the tangent-line form of Jensen, so h >= 0 gives the power mean."""
+    p = sp.Symbol("p", positive=True)
+    s = sp.symbols(f"s0:{d}", positive=True)
+    m = sum(s) / d
+    h = lambda x: x**p - 1 - p * (x - 1)  # noqa: E731
+    expr = sum(si**p for si in s) - d * m**p - m**p * sum(h(si / m) for si in s)
+    return sp.simplify(sp.expand(sp.powsimp(sp.expand_power_base(expr)))) == 0
+
+
+def convexity_certificate():
+    """h(x) = x^p - 1 - p (x - 1), p = (2L-1)/L, L = 1 + m with m > 0 symbolic:
+    (h(1), h'(1), h''(x) > 0 for x > 0, h(0)). h(1) = h'(1) = 0 and h'' > 0 make x = 1 the
+    unique zero of h on [0, inf), hence equality iff all s_i are equal."""
+    m = sp.Symbol("m", positive=True)
+    x = sp.Symbol("x", positive=True)
+    L = 1 + m
+    p = (2 * L - 1) / L
+    h = x**p - 1 - p * (x - 1)
+    return (
+        sp.simplify(h.subs(x, 1)),
+        sp.simplify(sp.diff(h, x).subs(x, 1)),
+        sp.simplify(sp.diff(h, x, 2)).is_positive,
+        sp.simplify(h.subs(x, 0)),
+    )
+
+
+def d2_certificate(L: int, d_power=None) -> bool:
+    """An independent certificate at d = 2 with r_i = (1 - a_i)^2 >= 0: raising the inequality
+    to the power L gives E(a, b) = 2^{L-1} (a^{2L-1} + b^{2L-1})^L - (a^L + b^L)^{2L-1} >= 0;
+    check E = (a - b)^2 Q with all coefficients of Q positive (Q > 0 off the origin, so
+    equality iff a = b). d_power overrides L - 1 (negative control)."""
+    a, b = sp.symbols("a b", nonnegative=True)
+    k = L - 1 if d_power is None else d_power
+    E = sp.expand(2**k * (a ** (2 * L - 1) + b ** (2 * L - 1)) ** L - (a**L + b**L) ** (2 * L - 1))
+    Q, r = sp.div(E, sp.expand((a - b) ** 2), a, b)
+    if r != 0 or Q == 0:
+        return False
+    return all(c > 0 for c in sp.Poly(Q, a, b).coeffs())
+
+
+def integer_threshold(L: int, thr=threshold) -> int:
+    """The smallest integer d with d > thr(L)."""
+    return int(sp.floor(sp.nsimplify(thr(L)))) + 1
+
+
+def jordan_ratio():
+    """(f, ||grad f||^2, ratio) at A = I - c J_3, L = 2, with symbolic c > 0."""
+    c = sp.Symbol("c", positive=True)
+    J = sp.Matrix(3, 3, lambda i, j: 1 if j == i + 1 else 0)
+    f, g2 = at(3, 2, sp.eye(3) - c * J)
+    return f, g2, sp.simplify(g2 / f ** sp.Rational(3, 2))
+
+
+def numeric_cross_check(rng_seed: int = 0, tol: float = 1e-9):
+    """Relative errors of looptheory.dominance_ratio against the closed forms."""
+    from looptheory import Task, dominance_ratio
+
+    rng = np.random.default_rng(rng_seed)
+    errs = []
+    for d, L in [(3, 2), (3, 3), (4, 4), (2, 5)]:
+        a = rng.uniform(-0.5, 1.5, d)
+        r, _ = dominance_ratio(Task(d, math.inf), np.diag(a), L)
+        t = np.abs(1 - a)
+        exact = 4 * L**2 * np.sum(t ** (2 * (2 * L - 1))) / np.sum(t ** (2 * L)) ** ((2 * L - 1) / L)
+        errs.append(("diag", d, L, abs(r / exact - 1)))
+    for d, L in [(5, 3), (7, 2)]:
+        r, _ = dominance_ratio(Task(d, math.inf), 0.3 * np.eye(d), L)
+        errs.append(("scalar", d, L, abs(r / (4 * L**2 * d ** (-(L - 1) / L)) - 1)))
+    J = np.diag([1.0, 1.0], 1)
+    r, _ = dominance_ratio(Task(3, math.inf), np.eye(3) - 0.7 * J, 2)
+    errs.append(("I - 0.7 J_3", 3, 2, abs(r / 8 - 1)))
+    return [e for e in errs if not e[3] < tol], errs
+
+
+def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOutcome:
+    """n = inf: ||grad f||^2 >= 4 L^2 d^{-(L-1)/L} f^{(2L-1)/L} (sharp, symmetric A); 1/16 fails for d > (64 L^2)^{L/(L-1)}; I - J_3 goes lower."""
+    fails, data = [], {}
+    Lsym, dsym = sp.symbols("L d", positive=True)
+
+    # 1. The loss and gradient formulas, by differentiating the loss of a generic matrix.
+    for d, L in [(2, 2), (2, 3), (3, 2), (3, 3)]:
+        if not diagonal_formulas_hold(d, L):
+            fails.append(f"diagonal formulas at (d, L) = {(d, L)}")
+    if not symmetric_reduces_to_spectrum(2):
+        fails.append("symmetric A is not a function of its spectrum")
+
+    # 2. Power mean for every d and L >= 2: the tangent identity and the convexity of h.
+    for d in (2, 3):
+        if not tangent_identity_holds(d):
+            fails.append(f"tangent identity at d = {d}")
+    h1, dh1, h2pos, h0 = convexity_certificate()
+    if not (h1 == 0 and dh1 == 0 and h2pos is True and h0.is_positive):
+        fails.append(f"convexity certificate (h(1), h'(1), h''>0, h(0)) = {(h1, dh1, h2pos, h0)}")
+    p = (2 * Lsym - 1) / Lsym
+    derived = 4 * Lsym**2 * dsym ** (1 - p)  # 4 L^2 * d m^p / f^p with m = f / d
+    if sp.simplify(sp.powsimp(derived - constant(Lsym, dsym), force=True)) != 0:
+        fails.append(f"derived constant {derived} != claimed {constant(Lsym, dsym)}")
+    for L in (2, 3, 4, 5):
+        if not d2_certificate(L):
+            fails.append(f"d = 2 polynomial certificate at L = {L}")
+
+    # 3. Sharpness at A = aI, strictness away from it (exact algebraic numbers).
+    t = sp.Symbol("t", positive=True)  # t = 1 - a
+    for d, L in [(2, 2), (2, 3), (3, 2), (3, 3)]:
+        f = d * t ** (2 * L)
+        g2 = 4 * L**2 * d * t ** (2 * (2 * L - 1))
+        f_chk, g2_chk = at(d, L, (1 - t) * sp.eye(d))
+        if sp.expand(f_chk - f) != 0 or sp.expand(g2_chk - g2) != 0:
+            fails.append(f"scalar-matrix loss at {(d, L)}")
+        r = sp.simplify(g2 / f ** sp.Rational(2 * L - 1, L))
+        if sp.simplify(r - constant(L, d)) != 0:
+            fails.append(f"ratio at aI, (d, L) = {(d, L)}: {r} != constant {constant(L, d)}")
+        pts = [sp.Rational(k, 7) for k in (-3, 2, 5, 9, 1, 4)][:d]
+        f_u, g_u = at(d, L, sp.diag(*pts))
+        gap = (g_u / f_u ** sp.Rational(2 * L - 1, L) - constant(L, d)).evalf(50)
+        if not gap > 0:
+            fails.append(f"not strictly above the constant at diag{tuple(pts)}, {(d, L)}: gap {gap}")
+
+    # 4. Where the d-free 1/16 fails. Solving at each L, then the general-L identity.
+    thresholds = {}
+    for L in Ls:
+        sols = sp.solve(sp.Eq(constant(L, dsym), G2_CONSTANT), dsym)
+        if len(sols) != 1 or sp.simplify(sols[0] - threshold(L)) != 0:
+            fails.append(f"L = {L}: solve gives {sols}, claimed threshold {threshold(L)}")
+            continue
+        D = integer_threshold(L, threshold)
+        # Exact decision at D and D - 1: d^{L-1} vs (64 L^2)^L for the stated constant.
+        below = sp.simplify(constant(L, D) - G2_CONSTANT).is_negative
+        not_below_prev = sp.simplify(constant(L, D - 1) - G2_CONSTANT).is_nonnegative
+        if not (below and not_below_prev):
+            fails.append(f"L = {L}: integer threshold {D} not the first d below 1/16")
+        thresholds[L] = D
+    m = sp.Symbol("m", positive=True)  # L = 1 + m > 1
+    on_boundary = sp.simplify(sp.powsimp(constant(1 + m, threshold(1 + m)), force=True) - G2_CONSTANT)
+    slope = sp.simplify(sp.diff(constant(1 + m, dsym), dsym))
+    if on_boundary != 0 or slope.is_negative is not True:
+        fails.append(f"general L: constant at threshold - 1/16 = {on_boundary}, d-slope {slope}")
+    data["integer_thresholds"] = thresholds
+
+    # 5. The non-symmetric example: lower than the symmetric infimum at d = 3, L = 2.
+    fJ, gJ, rJ = jordan_ratio()
+    c3 = constant(2, 3)
+    if not (rJ == 8 and sp.simplify(c3 - rJ).is_positive):
+        fails.append(f"I - c J_3: ratio {rJ} (f = {fJ}, |grad|^2 = {gJ}) not below {c3}")
+    data["jordan"] = {"f": str(fJ), "grad2": str(gJ), "ratio": str(rJ), "symmetric_inf_d3_L2": str(c3)}
+
+    # 6. The project's numerical dominance ratio agrees with the closed forms.
+    bad_num, errs = numeric_cross_check()
+    if bad_num:
+        fails.append(f"looptheory.dominance_ratio disagrees: {bad_num}")
+    data["numeric_max_rel_err"] = max(e[3] for e in errs)
+
+    detail = (
+        "f = sum (1-a_i)^{2L}, |grad|^2 = 4L^2 sum (1-a_i)^{2(2L-1)} (d, L <= 3, symbolic); power mean via tangent "
+        "identity + convexity (all d, L >= 2) and d = 2 certificates; equality iff |1-a_i| equal; "
+        f"1/16 fails for d >= {thresholds}; I - cJ_3 (L = 2) ratio {rJ} < 16/sqrt(3)"
+    )
+    if fails:
+        detail += "; failures: " + "; ".join(fails)
+    return CheckOutcome("dominance_infinite_n", not fails, detail, data=data)
