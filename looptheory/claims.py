@@ -122,8 +122,8 @@ def claim_g2(quick: bool) -> ClaimResult:
     if quick:
         grid = [(2, L, [0.1, 0.01]) for L in all_loops[:2]] + [(5, L, [0.1]) for L in all_loops[:2]]
     else:
-        grid = ([(2, L, [0.1, 0.01, 0.001]) for L in all_loops] + [(5, L, [0.1, 0.01]) for L in all_loops]
-                + [(10, L, [0.1]) for L in all_loops if L <= 4])
+        grid = ([(2, L, [0.1, 0.01, 0.001]) for L in all_loops] + [(5, L, [0.1, 0.01]) for L in all_loops if L <= 4]
+                + [(10, L, [0.1]) for L in all_loops if L <= 3])
     rhos = sorted({r for _, _, rs in grid for r in rs}, reverse=True)
     ds = sorted({d for d, _, _ in grid})
     loops_list = all_loops[:2] if quick else all_loops
