@@ -324,7 +324,21 @@ def claim_g5(quick: bool) -> ClaimResult:
     )
 
 
-REGISTRY = {"G1": claim_g1, "G2": claim_g2, "G3": claim_g3, "G4": claim_g4, "G5": claim_g5}
+def claim_c1(quick: bool) -> ClaimResult:
+    """C1 (Chen et al.): L loops implement L steps of GD on the prompt exactly (looptheory.chen)."""
+    from .chen import claim_c1 as run  # chen builds ClaimResults, so it is imported late
+
+    return run(quick)
+
+
+def claim_c2(quick: bool) -> ClaimResult:
+    """C2 (Chen et al.): error after L loops <= |alpha| exp(-L/(2 kappa)) (looptheory.chen)."""
+    from .chen import claim_c2 as run
+
+    return run(quick)
+
+
+REGISTRY = {"G1": claim_g1, "G2": claim_g2, "G3": claim_g3, "G4": claim_g4, "G5": claim_g5, "C1": claim_c1, "C2": claim_c2}
 
 
 def check_claims(ids=None, quick: bool = False, progress=None) -> list[ClaimResult]:

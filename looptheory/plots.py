@@ -156,7 +156,8 @@ def plot_chen_error_vs_loops(data: dict, out_dir: str):
         ax.semilogy(c["loops"], c["chen"], "--", color=line.get_color(), lw=1)
     ax.set_xlabel("loops L")
     ax.set_ylabel("||w_L − w_LS||₂")
-    ax.set_ylim(bottom=1e-16)
+    top = max((c["alpha"] for c in data["error_curves"]), default=1.0)
+    ax.set_ylim(1e-16, 10 * top)  # errors below 1e-16 relative are rounding, not signal
     d = data["error_curves"][0]["d"] if data["error_curves"] else "?"
     ax.set_title(f"GD with η = 1/λ_max(S), d = {d}: error (solid), (1−1/κ)^L α (dotted), α e^(−L/2κ) (dashed)", fontsize=8)
     ax.legend(fontsize=7)

@@ -77,7 +77,18 @@ def _details(title, verdict, summary, params_heading, params, evidence) -> list:
 def write_report(out_dir: str, quick: bool, progress=None) -> dict:
     """Run every check, write the report and figures into out_dir, return the results dict."""
     from .claims import check_claims
-    from .plots import plot_dominance, plot_flows, plot_loss_against_loops, plot_optimal_loss, plot_optimal_scale
+    from .chen import chen_figure_data
+    from .plots import (
+        plot_chen_divergence,
+        plot_chen_error_vs_loops,
+        plot_chen_kappa,
+        plot_chen_sample_complexity,
+        plot_dominance,
+        plot_flows,
+        plot_loss_against_loops,
+        plot_optimal_loss,
+        plot_optimal_scale,
+    )
 
     t0 = time.perf_counter()
     results = run_checks(quick=quick, progress=progress)
@@ -91,6 +102,9 @@ def write_report(out_dir: str, quick: bool, progress=None) -> dict:
         figs += plot_dominance(by_id["G2"].evidence, out_dir)
     if "G5" in by_id:
         figs += plot_optimal_loss(by_id["G5"].evidence, out_dir)
+    chen = chen_figure_data(quick)
+    for plot in (plot_chen_error_vs_loops, plot_chen_kappa, plot_chen_divergence, plot_chen_sample_complexity):
+        figs += plot(chen, out_dir)
     total = time.perf_counter() - t0
     meta = {
         "looptheory": __version__,
