@@ -54,8 +54,8 @@ def loss_and_grad(d: int, L: int):
 def at(d: int, L: int, values: sp.Matrix):
     """(f, ||grad f||_F^2) at the matrix `values` (entries may be symbols)."""
     A, f, grad = loss_and_grad(d, L)
-    sub = dict(zip(list(A), list(values)))
-    return sp.expand(f.subs(sub)), sp.expand(sum(g.subs(sub) ** 2 for g in grad))
+    sub = dict(zip(list(A), [sp.sympify(v) for v in values]))
+    return sp.expand(f.xreplace(sub)), sp.expand(sum(g.xreplace(sub) ** 2 for g in grad))
 
 
 def diagonal_formulas_hold(d: int, L: int) -> bool:

@@ -19,18 +19,22 @@ gamma_L. Derived here, for L <= 4:
     c_4 = (35d^4 + 247d^3 + 1074d^2 + 2083d + 1601) / (35d^3 + 154d^2 + 364d + 287)
   (checked against n (1 - gamma_L) at n = 10^6);
 - grad_A f(gamma_L sigma_x^{-1}) = 0 over all (non-symmetric) A: numerically with the engine's
-  hand-derived gradient at a random sigma_x, and symbolically for d = 2, L = 2, where
-  grad_A f(gamma I) = (phi_2'(gamma)/2) I holds as an identity in (gamma, n) for the exact loss
-  built independently of the engine (polynomial in the entries of S, then Wick moments of the
-  Wishart entries with symbolic n from looptheory.reference.wick_expectation).
+  hand-derived gradient at a random sigma_x, and symbolically for d = 2, L <= 4, where
+  f(gamma I) = phi_L(gamma) and grad_A f(gamma I) = (phi_L'(gamma)/2) I hold as identities in
+  (gamma, n) for the exact loss built independently of the engine (a polynomial in the entries
+  of S, then exact moments of the Wishart entries from the Wishart moment generating function,
+  themselves checked against looptheory.reference.wick_expectation up to degree 4).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from math import factorial
 
 import numpy as np
 import sympy as sp
+from sympy.polys.domains import QQ
+from sympy.polys.rings import ring
 
 from looptheory import Task, optimal_scale, population_loss_grad, trace_moments
 from looptheory.reference import wick_expectation
@@ -74,66 +78,146 @@ def real_roots_at(dphi, nn: int, dd: int):
 
 
 def asymptotic_constant(dphi, loops: int):
-    """(vanishing, c): with gamma = 1 - s t, n = 1/t, the t-expansion of phi_L' has its terms of
-    order t^0 .. t^{L-1} identically 0 (vanishing) and a t^L term linear in s; c is its root,
-    so gamma_L = 1 - c/n + O(1/n^2)."""
+    """(ok, c): with gamma = 1 - s t, n = 1/t, the t-expansion of phi_L' must have its terms of
+    order t^0 .. t^{L-1} identically 0 and a t^L term a1(d) s + a0(d) linear in s with a1 < 0
+    for d > 0 (all coefficients of -a1 in d positive); c = -a0/a1 is then its simple root, and
+    since phi_L' is increasing in gamma the implicit function theorem in (s, t) gives
+    gamma_L = 1 - c/n + O(1/n^2)."""
     e = sp.expand(dphi.subs({gamma: 1 - s * t, n: 1 / t}))
     poly = sp.Poly(e, t)
     low = [sp.expand(poly.coeff_monomial(t**k)) for k in range(loops)]
     lead = sp.Poly(poly.coeff_monomial(t**loops), s)
-    vanishing = all(c == 0 for c in low)
-    if lead.degree() != 1:
-        return vanishing, None
+    if any(c != 0 for c in low) or lead.degree() != 1:
+        return False, None
     a1, a0 = lead.all_coeffs()
-    return vanishing, sp.factor(-a0 / a1)
+    slope_ok = all(c > 0 for c in sp.Poly(-a1, d).coeffs())
+    return slope_ok, sp.factor(-a0 / a1)
 
 
-# --- the exact loss at d = 2, Sigma = I, built without the engine -----------------------------------
+# --- the exact loss at d = 2, sigma_x = I, built without the engine ---------------------------------
+#
+# Route: expand the loss as a polynomial in the entries of a symbolic symmetric S (and of A, u),
+# then replace each monomial S_00^i S_01^j S_11^k by its exact Wishart moment, a polynomial in
+# m = 1/n. The moments come from the Wishart moment generating function, for W = n S,
+#   E exp(tr(T W)) = det(I - 2T)^{-n/2} = exp((n/2) sum_k tr((2T)^k)/k),
+# with T = [[t00, t01/2], [t01/2, t11]] so that tr(T W) = t00 W_00 + t01 W_01 + t11 W_11;
+# E[W_00^i W_01^j W_11^k] = i! j! k! [t00^i t01^j t11^k] of the series. Up to degree 4 they are
+# checked against the brute-force Wick pairings of looptheory.reference (symbolic n).
 
-
-_SYM = [sp.Symbol("s00"), sp.Symbol("s01"), sp.Symbol("s11")]
+RING, *_GENS = ring("a00 a01 a10 a11 u0 u1 m", QQ)
+_SRING, *_SGENS = ring("a00 a01 a10 a11 u0 u1 s00 s01 s11", QQ)
 _BASIS = {f"E{i}{j}": np.array([[int(a == i and b == j) for b in range(2)] for a in range(2)]) for i in range(2) for j in range(2)}
 
 
 @lru_cache(maxsize=None)
-def wishart_entry_moment(e00: int, e01: int, e11: int):
+def mgf_entry_moments(kmax: int) -> dict:
+    """{(i, j, k): E[S_00^i S_01^j S_11^k] as an element of QQ[m], m = 1/n} for i + j + k <= kmax, d = 2."""
+    Rt, t00, t01, t11, nn = ring("t00 t01 t11 n", QQ)
+
+    def trunc(p):
+        return Rt({e: c for e, c in p.items() if e[0] + e[1] + e[2] <= kmax})
+
+    T = [[t00, t01 / 2], [t01 / 2, t11]]
+    P, log_series = T, Rt.zero
+    for k in range(1, kmax + 1):
+        log_series += QQ(2**k, k) * (P[0][0] + P[1][1])
+        P = [[trunc(P[i][0] * T[0][j] + P[i][1] * T[1][j]) for j in range(2)] for i in range(2)]
+    X = nn * log_series / 2
+    mgf, term = Rt.one, Rt.one
+    for j in range(1, kmax + 1):
+        term = trunc(term * X) / j
+        mgf += term
+    Rm, m = ring("m", QQ)
+    out = {}
+    for (i, j, k, p), c in mgf.items():
+        # E[S^alpha] = E[W^alpha] / n^|alpha|, and n^p / n^|alpha| = m^(|alpha| - p)
+        key = (i, j, k)
+        out[key] = out.get(key, Rm.zero) + c * factorial(i) * factorial(j) * factorial(k) * m ** (i + j + k - p)
+    return out
+
+
+@lru_cache(maxsize=None)
+def wick_entry_moment(e00: int, e01: int, e11: int):
     """E[S_00^e00 S_01^e01 S_11^e11], d = 2, symbolic n, by Wick pairings: S_ij = tr(S E_ji)."""
-    if e01 % 2:
-        return sp.Integer(0)  # x_0 -> -x_0 flips S_01 and fixes S_00, S_11
     factors = [["S", "E00"]] * e00 + [["S", "E10"]] * e01 + [["S", "E11"]] * e11
     if not factors:
         return sp.Integer(1)
     return wick_expectation(factors, _BASIS, n=n)
 
 
-def exact_loss_d2(loops: int, A, W=None, U=None):
-    """E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T), H = I - A^T S, d = 2, sigma_x = I,
-    W = sigma_w (default I), U = u u^T (default 0), as a polynomial in the entries of A, u, W
-    and 1/n: expand in the entries of a symbolic symmetric S, then replace each monomial in
-    them by its Wishart moment. Independent of looptheory.loss and looptheory.moments."""
-    S = sp.Matrix([[_SYM[0], _SYM[1]], [_SYM[1], _SYM[2]]])
-    I = sp.eye(2)
-    W = I if W is None else W
-    HL = (I - A.T * S) ** loops
-    expr = (HL * W * HL.T).trace()
-    if U is not None:
-        expr += ((I - HL) * U * (I - HL).T).trace()
-    poly = sp.Poly(sp.expand(expr), *_SYM)
-    return sp.expand(sum(c * wishart_entry_moment(*e) for e, c in poly.terms()))
+def entry_moments_agree(kmax: int = 4) -> bool:
+    """The MGF moments equal the Wick-pairing moments for every monomial of degree <= kmax."""
+    mom = mgf_entry_moments(kmax)
+    msym = sp.Symbol("m")
+    for i in range(kmax + 1):
+        for j in range(kmax + 1 - i):
+            for k in range(kmax + 1 - i - j):
+                val = mom[(i, j, k)].as_expr().subs(msym, 1 / n) if (i, j, k) in mom else 0
+                if sp.expand(val - wick_entry_moment(i, j, k)) != 0:
+                    return False
+    return True
+
+
+def exact_loss_d2(loops: int, W=None, with_u: bool = False):
+    """E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T), H = I - A^T S, U = u u^T, d = 2,
+    sigma_x = I, W = sigma_w (rational 2 x 2, default I), as an element of
+    QQ[a00, a01, a10, a11, u0, u1, m], m = 1/n. Independent of looptheory.loss and
+    looptheory.moments (see the comment above)."""
+    a00, a01, a10, a11, u0, u1, s00, s01, s11 = _SGENS
+    one, zero = _SRING.one, _SRING.zero
+    W = [[one, zero], [zero, one]] if W is None else [[_SRING(QQ(x.numerator, x.denominator)) for x in r] for r in W]
+
+    def mul(X, Y):
+        return [[X[i][0] * Y[0][j] + X[i][1] * Y[1][j] for j in range(2)] for i in range(2)]
+
+    def tr(X):
+        return X[0][0] + X[1][1]
+
+    def T(X):
+        return [[X[0][0], X[1][0]], [X[0][1], X[1][1]]]
+
+    S = [[s00, s01], [s01, s11]]
+    At = [[a00, a10], [a01, a11]]
+    BS = mul(At, S)
+    H = [[one - BS[0][0], -BS[0][1]], [-BS[1][0], one - BS[1][1]]]
+    HL = [[one, zero], [zero, one]]
+    for _ in range(loops):
+        HL = mul(HL, H)
+    poly = tr(mul(mul(HL, W), T(HL)))
+    if with_u:
+        G = [[one - HL[0][0], -HL[0][1]], [-HL[1][0], one - HL[1][1]]]
+        U = [[u0 * u0, u0 * u1], [u0 * u1, u1 * u1]]
+        poly += tr(mul(mul(G, U), T(G)))
+    mom = mgf_entry_moments(2 * loops)
+    out = {}
+    for e, c in poly.items():
+        if e[6:] not in mom:
+            continue  # an odd power of S_01: zero mean, since x_0 -> -x_0 flips S_01 alone
+        for (p,), mc in mom[e[6:]].items():
+            key = e[:6] + (p,)
+            out[key] = out.get(key, 0) + c * mc
+    return RING({k: v for k, v in out.items() if v})
 
 
 def symbolic_gradient_identity(loops: int = 2, m=None):
     """(scalar ok, gradient ok): for d = 2, f(gamma I) = phi_L(gamma) and
     grad_A f(gamma I) = (phi_L'(gamma)/2) I as identities in (gamma, n), f the exact loss of
     `exact_loss_d2` with symbolic entries of A; so grad f(gamma_L I) = 0 for every n."""
-    A = sp.Matrix(2, 2, sp.symbols("a00 a01 a10 a11"))
-    f = exact_loss_d2(loops, A)
-    at = {a: (gamma if a.name in ("a00", "a11") else 0) for a in A}
+    f = exact_loss_d2(loops)
+    a00, a01, a10, a11 = _GENS[:4]
+    msym = sp.Symbol("m")
+
+    def at_gamma_I(p):
+        # a01 = a10 = 0 in the ring, then a00 = a11 = gamma and m = 1/n as SymPy expressions
+        p = p.evaluate([(a01, 0), (a10, 0)])
+        return sp.expand(p.as_expr().subs({sp.Symbol("a00"): gamma, sp.Symbol("a11"): gamma, msym: 1 / n}))
+
     phi = scalar_loss(loops, m).subs(d, 2)
-    scalar_ok = sp.expand(f.subs(at) - phi) == 0
-    grad = sp.Matrix(2, 2, lambda i, j: sp.diff(f, A[i, j]).subs(at))
-    target = sp.diff(phi, gamma) / 2 * sp.eye(2)
-    grad_ok = all(sp.expand(e) == 0 for e in grad - target)
+    scalar_ok = sp.expand(at_gamma_I(f) - phi) == 0
+    target = sp.expand(sp.diff(phi, gamma) / 2)
+    grad = {g: at_gamma_I(f.diff(g)) for g in (a00, a01, a10, a11)}
+    grad_ok = (sp.expand(grad[a00] - target) == 0 and sp.expand(grad[a11] - target) == 0
+               and grad[a01] == 0 and grad[a10] == 0)
     return scalar_ok, grad_ok
 
 
@@ -157,11 +241,12 @@ def gradient_ratio(loops: int, gamma_L: float, dd: int = 3, nn: int = 7, seed: i
     return float(np.linalg.norm(g) / np.linalg.norm(g0))
 
 
-def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_shift=0.0) -> CheckOutcome:
+def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_shift=0.0, symbolic_loops=(1, 2, 3, 4)) -> CheckOutcome:
     """phi_L = E tr(I - gamma S~)^{2L}, L <= 4: unique root gamma_L of phi_L' in (0,1), decreasing in L, = 1 - c_L(d)/n + O(1/n^2); grad_A f(gamma_L sigma_x^{-1}) = 0.
 
     m: replacement moments [m_0, ..., m_8] (negative controls); limits: replacement for C_LIMIT;
-    root_shift: added to gamma_L before the gradient checks (a wrong fixed point must fail)."""
+    root_shift: added to gamma_L before the gradient checks (a wrong fixed point must fail);
+    symbolic_loops: the L of the d = 2 symbolic gradient identity."""
     limits = C_LIMIT if limits is None else limits
     bad, notes = [], []
     mm = moments(2 * max(loops)) if m is None else m
@@ -202,9 +287,9 @@ def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_s
     # n -> inf: gamma_L = 1 - c_L(d)/n + O(1/n^2), and the check at n = 10^6.
     big = 10**6
     for L in loops:
-        vanishing, c = asymptotic_constant(dphis[L], L)
-        if not vanishing or c is None:
-            bad.append(f"L={L}: phi_L'(1 - s/n) has low-order terms or a non-linear leading term")
+        ok, c = asymptotic_constant(dphis[L], L)
+        if not ok:
+            bad.append(f"L={L}: phi_L'(1 - s/n) has low-order terms, or its n^-L term is not decreasing-linear in s")
             continue
         if sp.cancel(c - limits[L]) != 0:
             bad.append(f"L={L}: lim n(1 - gamma_L) = {c}, stated {limits[L]}")
@@ -225,17 +310,19 @@ def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_s
         if r > 1e-9:
             bad.append(f"L={L}: ||grad f(gamma_L sigma_x^-1)|| / ||grad f(0)|| = {r:.1e} (d=3, n=7)")
     notes.append(f"max ||grad f(gamma_L sigma_x^-1)||/||grad f(0)|| = {worst:.1e} (d=3, n=7, random sigma_x)")
-    # ... and symbolically at d = 2, L = 2 (exact loss built without the engine).
-    if 2 in loops:
-        scalar_ok, grad_ok = symbolic_gradient_identity(2, None if m is None else m)
+    # ... and symbolically at d = 2 (exact loss built without the engine).
+    if symbolic_loops and not entry_moments_agree(4):
+        bad.append("Wishart entry moments: MGF series != Wick pairings")
+    for L in symbolic_loops:
+        scalar_ok, grad_ok = symbolic_gradient_identity(L, m)
         if not scalar_ok:
-            bad.append("d=2, L=2: exact loss at gamma I != phi_2(gamma)")
+            bad.append(f"d=2, L={L}: exact loss at gamma I != phi_{L}(gamma)")
         if not grad_ok:
-            bad.append("d=2, L=2: grad f(gamma I) != (phi_2'(gamma)/2) I")
+            bad.append(f"d=2, L={L}: grad f(gamma I) != (phi_{L}'(gamma)/2) I")
 
     detail = (f"L in {list(loops)}, n in {list(grid_n)} x d, d in {list(grid_d)}: one real root of phi_L' in (0,1), "
               "decreasing in L; gamma_L = 1 - c_L(d)/n + O(1/n^2) (n(1-gamma_L) at n=1e6 matches); "
-              "d=2, L=2 symbolic: grad f(gamma I) = (phi_2'(gamma)/2) I identically; " + "; ".join(notes))
+              f"d=2, L in {list(symbolic_loops)} symbolic: grad f(gamma I) = (phi_L'(gamma)/2) I identically; " + "; ".join(notes))
     if bad:
         detail += "; failures: " + "; ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
     return CheckOutcome("fixed_point", not bad, detail)

@@ -16,11 +16,26 @@ class CheckOutcome:
 
 
 def _registry():
-    from . import gd_equivalence, wishart_moments
+    from . import (
+        chen_contraction,
+        dominance_infinite_n,
+        fixed_point,
+        flow_bound,
+        gd_equivalence,
+        gradient_formula,
+        one_loop_optimum,
+        wishart_moments,
+    )
 
     return {
         "gd_equivalence": gd_equivalence.check,
         "wishart_moments": wishart_moments.check,
+        "one_loop_optimum": one_loop_optimum.check,
+        "fixed_point": fixed_point.check,
+        "gradient_formula": gradient_formula.check,
+        "dominance_infinite_n": dominance_infinite_n.check,
+        "flow_bound": flow_bound.check,
+        "chen_contraction": chen_contraction.check,
     }
 
 

@@ -1,0 +1,122 @@
+"""proofs_check one_loop_optimum, fixed_point, gradient_formula: each passes, and each has
+negative controls (a deliberately wrong formula) that must FAIL."""
+
+import numpy as np
+import sympy as sp
+
+from proofs_check import fixed_point, gradient_formula, one_loop_optimum
+from looptheory import population_loss_grad
+
+n = one_loop_optimum.n
+
+
+def test_checks_pass():
+    for mod in (one_loop_optimum, fixed_point, gradient_formula):
+        r = mod.check()
+        assert r.passed, (r.name, r.detail)
+        assert r.name == mod.__name__.rsplit(".", 1)[1]
+        assert (mod.check.__doc__ or "").strip().splitlines()[0]
+
+
+# --- one_loop_optimum --------------------------------------------------------------------------
+
+
+def test_one_loop_wishart_identity_negative_control():
+    # Dropping the M^T / n term of E[S M S] must contradict Isserlis and the Wick pairings.
+    wrong = lambda M: M + M.trace() * sp.eye(M.shape[0]) / n  # noqa: E731
+    r = one_loop_optimum.check(dims=(2,), second_moment=wrong)
+    assert not r.passed and "Isserlis" in r.detail
+
+
+def test_one_loop_closed_form_negative_control():
+    # (n + d)/n instead of (n + d + 1)/n in the W = I closed form.
+    def wrong(At):
+        d = At.shape[0]
+        return sp.expand(d - 2 * At.trace() + (n + d) / n * sum(a**2 for a in At))
+
+    r = one_loop_optimum.check(dims=(2,), unit_loss=wrong)
+    assert not r.passed and "closed form" in r.detail
+
+
+def test_one_loop_general_minimiser_negative_controls():
+    # The minimiser without the tr(W) I / n term is wrong symbolically ...
+    wrong = lambda W: n * ((n + 1) * W).inv() * W  # noqa: E731
+    r = one_loop_optimum.check(dims=(2,), minimiser=wrong)
+    assert not r.passed and "stated minimiser" in r.detail
+    # ... and numerically: the engine's gradient does not vanish there.
+    wrong_raw = lambda sx, sw, nn: nn / (nn + 1) * np.linalg.inv(sx)  # noqa: E731
+    r = one_loop_optimum.check(dims=(2,), raw=wrong_raw)
+    assert not r.passed and "gradient does not vanish" in r.detail
+
+
+def test_one_loop_helpers():
+    M, second, sms = one_loop_optimum.derived_second_moment(2)
+    assert second == sp.eye(2)
+    assert all(sp.simplify(e) == 0 for e in sms - one_loop_optimum.wishart_second_moment(M))
+
+
+# --- fixed_point ---------------------------------------------------------------------------------
+
+SMALL = dict(loops=(1, 2), grid_d=(2,), grid_n=(10,), symbolic_loops=(2,))
+
+
+def test_fixed_point_wrong_moment_negative_control():
+    # m_4 with its n^-3 term dropped: not caught by the m_1..m_3 sanity checks, so the failure
+    # must come from the derivation (the gradient at gamma_2 no longer vanishes).
+    m = list(fixed_point.moments(8))
+    m4 = sp.expand(m[4])
+    m[4] = sp.expand(m4 - m4.coeff(n, -3) * n**-3)
+    assert sp.expand(m[4] - m4) != 0
+    r = fixed_point.check(m=m, **SMALL)
+    assert not r.passed
+    assert "L=2: ||grad f" in r.detail and "grad f(gamma I) !=" in r.detail
+    # a dropped 1/n term of m_2 is caught as well
+    m = list(fixed_point.moments(8))
+    m[2] = fixed_point.d
+    assert not fixed_point.check(m=m, **SMALL).passed
+
+
+def test_fixed_point_wrong_limit_and_root_negative_controls():
+    d = fixed_point.d
+    limits = dict(fixed_point.C_LIMIT)
+    limits[2] = (3 * d**2 + 8 * d + 8) / (3 * (d + 1))
+    r = fixed_point.check(limits=limits, **SMALL)
+    assert not r.passed and "lim n(1 - gamma_L)" in r.detail
+    r = fixed_point.check(root_shift=1e-6, **SMALL)
+    assert not r.passed and "||grad f(gamma_L" in r.detail
+
+
+def test_fixed_point_symbolic_identity_helper():
+    assert fixed_point.symbolic_gradient_identity(2) == (True, True)
+    m = list(fixed_point.moments(4))
+    m[3] = m[3] + 1 / n**2
+    assert fixed_point.symbolic_gradient_identity(2, m) == (False, False)
+
+
+# --- gradient_formula ----------------------------------------------------------------------------
+
+L2 = (gradient_formula.CASES[1],)
+L2U = (gradient_formula.CASES[3],)
+
+
+def test_gradient_formula_wrong_gradient_negative_controls():
+    def transposed(task, A, loops, u=None):
+        f, gA, gu = population_loss_grad(task, A, loops, u)
+        return f, gA.T, gu
+
+    def no_finite_n(task, A, loops, u=None):  # every 1/n term dropped
+        return population_loss_grad(task.with_n(float("inf")), A, loops, u)
+
+    def doubled_u(task, A, loops, u=None):
+        f, gA, gu = population_loss_grad(task, A, loops, u)
+        return f, gA, 2 * gu
+
+    for fn, cases in ((transposed, L2), (no_finite_n, L2), (doubled_u, L2U)):
+        r = gradient_formula.check(cases=cases, hand_gradient=fn)
+        assert not r.passed and "gradient differs" in r.detail, fn.__name__
+
+
+def test_gradient_formula_wrong_loss_negative_control():
+    # Dropping the n^-2 terms of the symbolic loss: loss and gradient both disagree.
+    r = gradient_formula.check(cases=L2, drop_power=2)
+    assert not r.passed and "gradient differs" in r.detail and "loss differs" in r.detail

@@ -1,0 +1,111 @@
+"""proofs_check (second batch): dominance at n = inf, the flow bound, Chen et al.'s contraction.
+
+Each check passes, and a deliberately wrong formula injected through its parameters makes it FAIL.
+"""
+
+import math
+
+import pytest
+import sympy as sp
+
+from proofs_check import CheckOutcome
+from proofs_check import chen_contraction, dominance_infinite_n, flow_bound
+
+MODULES = [dominance_infinite_n, flow_bound, chen_contraction]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_check_passes(module):
+    res = module.check()
+    assert isinstance(res, CheckOutcome)
+    assert res.name == module.__name__.rsplit(".", 1)[-1]
+    assert res.passed, res.detail
+    assert (module.check.__doc__ or "").strip().splitlines()[0]
+
+
+# dominance_infinite_n -------------------------------------------------------------------------
+
+
+def test_dominance_thresholds_and_jordan_values():
+    res = dominance_infinite_n.check()
+    assert res.data["integer_thresholds"] == {2: 65537, 3: 13825, 4: 10322, 5: 10120, 6: 10839}
+    assert res.data["jordan"]["ratio"] == "8"
+    # Independent integer arithmetic: the first d with d^{L-1} > (64 L^2)^L.
+    for L, D in res.data["integer_thresholds"].items():
+        assert D ** (L - 1) > (64 * L * L) ** L >= (D - 1) ** (L - 1)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda L, d: 4 * L**2 * d ** (-(L - 1) / (2 * sp.sympify(L))),  # exponent halved: too large
+        lambda L, d: 4 * L**2 * d ** (-sp.sympify(L) / (L - 1)),  # exponent inverted: too small
+        lambda L, d: L**2 * d ** (-(L - 1) / sp.sympify(L)),  # constant 1 instead of 4
+    ],
+    ids=["exponent/2", "exponent-inverted", "factor-1"],
+)
+def test_dominance_wrong_constant_fails(wrong):
+    assert not dominance_infinite_n.check(constant=wrong).passed
+
+
+def test_dominance_wrong_threshold_fails():
+    wrong = lambda L: (64 * sp.sympify(L) ** 2) ** ((L - 1) / sp.sympify(L))  # noqa: E731
+    assert not dominance_infinite_n.check(threshold=wrong).passed
+    wrong_c = lambda L: (16 * sp.sympify(L) ** 2) ** (sp.sympify(L) / (L - 1))  # noqa: E731
+    assert not dominance_infinite_n.check(threshold=wrong_c).passed
+
+
+def test_dominance_d2_certificate_negative():
+    assert dominance_infinite_n.d2_certificate(3)
+    assert not dominance_infinite_n.d2_certificate(3, d_power=1)  # 2^{L-2}: the inequality is false
+    assert not dominance_infinite_n.d2_certificate(3, d_power=3)  # 2^L: true but not sharp at a = b
+
+
+# flow_bound ---------------------------------------------------------------------------------
+
+
+def test_flow_wrong_solution_fails():
+    wrong_exp = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * (L - 1) * t / L) ** (-(L - 1) / L)  # noqa: E731
+    wrong_rate = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * L * t / (L - 1)) ** (-L / (L - 1))  # noqa: E731
+    assert not flow_bound.check(solution=wrong_exp).passed
+    assert not flow_bound.check(solution=wrong_rate).passed
+    assert flow_bound.dsolve_agrees(sol=wrong_exp) == [2, 3, 4]
+
+
+def test_flow_wrong_hitting_time_fails():
+    wrong_factor = lambda L, xi, mu, f0: (L - 1) / (mu * L) * (xi ** (-(L - 1) / L) - f0 ** (-(L - 1) / L))  # noqa: E731
+    wrong_power = lambda L, xi, mu, f0: L / (mu * (L - 1)) * (xi ** (-L / (L - 1)) - f0 ** (-L / (L - 1)))  # noqa: E731
+    assert not flow_bound.check(hitting_time=wrong_factor).passed
+    assert not flow_bound.check(hitting_time=wrong_power).passed
+
+
+# chen_contraction ---------------------------------------------------------------------------
+
+
+def test_chen_wrong_recursion_fails():
+    half = lambda S, eta: sp.eye(S.shape[0]) - eta * S / 2  # noqa: E731
+    normal, step = chen_contraction.recursion_residuals(2, 3, half)
+    assert normal.is_zero_matrix and not step.is_zero_matrix
+    assert not chen_contraction.check(recursion=half).passed
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(tight_rate=lambda k, L: (1 - 1 / k) ** (L + 1)),  # one loop too many: violated on v_min
+        dict(tight_rate=lambda k, L: math.exp(-L / k)),  # valid bound, but not attained
+        dict(reported_rate=lambda k, L: sp.exp(-2 * L / k)),  # exponent doubled: below the truth
+        dict(log_bound=lambda x: -2 * x),  # false scalar inequality
+        dict(log_bound=lambda x: -x - x**2),  # false near 0 (log(1-x) = -x - x^2/2 - ...)
+    ],
+    ids=["rate-L+1", "rate-exp", "reported-2L", "log-2x", "log-x-x2"],
+)
+def test_chen_wrong_rate_fails(kw):
+    assert not chen_contraction.check(**kw).passed
+
+
+def test_chen_reports_looseness_and_exponent():
+    res = chen_contraction.check()
+    assert res.data["looseness_factor"] == "exp(L/(2 kappa))"
+    lo, hi = res.data["exponent_over_reported"]
+    assert 2 <= lo <= hi  # -log(1 - 1/kappa) >= 1/kappa = 2 x the reported 1/(2 kappa)
