@@ -21,6 +21,15 @@ from .spectral import spectral_loss, spectral_loss_grad
 from .flow import FlowResult, gradient_flow
 from .dominance import WorstCase, dominance_ratio, worst_dominance, worst_dominance_spectral
 from .claims import ClaimResult, check_claims
+from .chen import (
+    chen_forward,
+    chen_prompt,
+    chen_readout,
+    chen_weights,
+    gd_bounds,
+    gd_error_after,
+    prompt_condition_number,
+)
 from .diagnostics import finite_difference_gradient, taylor_test
 
 __version__ = "0.1.0"
@@ -54,6 +63,13 @@ __all__ = [
     "worst_dominance_spectral",
     "ClaimResult",
     "check_claims",
+    "chen_prompt",
+    "chen_weights",
+    "chen_readout",
+    "chen_forward",
+    "prompt_condition_number",
+    "gd_error_after",
+    "gd_bounds",
     "taylor_test",
     "finite_difference_gradient",
 ]
