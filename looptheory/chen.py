@@ -29,7 +29,7 @@ import numpy as np
 from scipy.linalg import eigvalsh_tridiagonal
 
 from . import _validate as V
-from .model import looped_forward, make_prompt, preconditioned_gd, prediction, sparse_weights
+from .model import looped_forward, make_prompt, preconditioned_gd, prediction
 from .task import Task
 
 VACUOUS_FACTOR = 0.99  # C2 case is vacuous when the bound promises less than a 1% reduction of alpha

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dominance import dominance_ratio, ratio_at_scalar_infinite_n, worst_dominance, worst_dominance_spectral
+from .dominance import ratio_at_scalar_infinite_n, worst_dominance, worst_dominance_spectral
 from .flow import gradient_flow
 from .loss import MAX_LOOPS, population_loss
-from .montecarlo import monte_carlo_loss
 from .optimum import optimal_preconditioner, optimal_scale, scale_loss
 from .model import looped_forward, make_prompt, prediction, sparse_weights
 from .task import Task
@@ -125,7 +124,6 @@ def claim_g2(quick: bool) -> ClaimResult:
         grid = ([(2, L, [0.1, 0.01, 0.001]) for L in all_loops] + [(5, L, [0.1, 0.01]) for L in all_loops if L <= 4]
                 + [(10, L, [0.1]) for L in all_loops if L <= 3])
     rhos = sorted({r for _, _, rs in grid for r in rs}, reverse=True)
-    ds = sorted({d for d, _, _ in grid})
     loops_list = all_loops[:2] if quick else all_loops
     rows = []
     for d, L, cell_rhos in grid:

@@ -127,8 +127,6 @@ def gradient_flow(
     except (FloatingPointError, OverflowError) as exc:
         status, message = "blow-up", f"overflow while integrating: {exc}"
         ts, Z = np.array([0.0]), z0[None, :]
-    if status == "converged" and converged(ts[-1], Z[-1]) > 0:  # the event point is not always the last step
-        status = "converged"
     loss, gn, dom, dist = [], [], [], []
     for z in Z:
         f, gA, gu = fg(z)

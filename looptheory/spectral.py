@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import _validate as V
-from .loss import _B, _BT, _E, _ET, _U, _W, MAX_LOOPS, _main0, part_expansion
+from .loss import _B, _BT, _E, _ET, _U, MAX_LOOPS, _main0, part_expansion
 
 
 def _type(word):

@@ -11,7 +11,6 @@ Run: python scripts/dominance_tables.py > docs/dominance-tables.md   (about 30 m
 """
 
 import math
-import sys
 import time
 
 import numpy as np
