@@ -390,13 +390,22 @@ class CompiledExpansion:
         for t, f in enumerate(facs):
             fac[t, : len(f)] = f
         self.factors = fac
-        # Terms grouped by their number of factors k: (term ids, (k, terms) factor indices), so
-        # that products cost sum_k k n_k rather than kmax times the number of terms.
+        # Terms that share their factors (and differ in the power of 1/n, of d, or in the part)
+        # are one monomial with a weight summed per call: 7 times fewer products at loops = 6.
+        # Monomials are grouped by their number of factors k, so products cost sum_k k m_k.
         counts = np.array([len(f) for f in facs], dtype=np.intp)
+        if len(facs):
+            mono, self._mono_of_term = np.unique(fac, axis=0, return_inverse=True)
+            self._mono_of_term = self._mono_of_term.ravel()
+            mono_count = np.zeros(len(mono), dtype=np.intp)
+            mono_count[self._mono_of_term] = counts
+        else:
+            mono, self._mono_of_term, mono_count = fac[:0], np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+        self.n_monomials = len(mono)
         self._groups = []
-        for kk in np.unique(counts) if len(counts) else []:
-            ids = np.flatnonzero(counts == kk)
-            self._groups.append((ids, np.ascontiguousarray(fac[ids, :kk].T)))
+        for kk in np.unique(mono_count):
+            ids = np.flatnonzero(mono_count == kk)
+            self._groups.append((ids, np.ascontiguousarray(mono[ids, :kk].T)))
         self.coef = coef
         self.coef_float = np.array([float(c) for c in coef])
         self.power = np.array(power, dtype=np.intp)
@@ -428,7 +437,7 @@ class CompiledExpansion:
         mats = np.asarray(mats, dtype=float)
         P = self._products(mats, d)
         t = np.trace(P[self.word_node], axis1=1, axis2=2)
-        w_all = self._weights(n, d, scales)
+        w_all = np.bincount(self._mono_of_term, weights=self._weights(n, d, scales), minlength=self.n_monomials)
         value = 0.0
         dt = np.zeros(len(t))
         for ids, fac in self._groups:
