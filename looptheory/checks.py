@@ -21,6 +21,7 @@ from .model import looped_forward, make_prompt, prediction, preconditioned_gd, s
 from .moments import trace_moments
 from .montecarlo import monte_carlo_loss
 from .optimum import optimal_scale, scale_loss
+from .reference import one_loop_closed_form
 from .task import Task
 
 
@@ -77,10 +78,7 @@ def check_mc_one_loop(quick: bool) -> CheckResult:
         sx = M @ M.T / d + 0.5 * np.eye(d)
         task = Task.gatmiry(d, n, sx)
         A = np.linalg.inv(sx) * 0.6 + 0.1 * rng.standard_normal((d, d))
-        ev, q = np.linalg.eigh(sx)
-        rx = (q * np.sqrt(ev)) @ q.T
-        At = rx @ A @ rx
-        closed = d - 2 * np.trace(At) + (n + d + 1) / n * np.sum(At * At)
+        closed = one_loop_closed_form(task, A)
         mean, se = monte_carlo_loss(task, A, 1, samples=samples, seed=seed)
         rows.append({"d": d, "n": n, "closed_form": closed, "monte_carlo": mean, "stderr": se, "z": (mean - closed) / se})
     zmax = max(abs(r["z"]) for r in rows)

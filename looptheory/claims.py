@@ -21,6 +21,7 @@ from .flow import gradient_flow
 from .loss import MAX_LOOPS, population_loss
 from .optimum import optimal_preconditioner, optimal_scale, scale_loss
 from .model import looped_forward, make_prompt, prediction, sparse_weights
+from .reference import sqrtm_spd
 from .task import Task
 
 MU_REPORTED = 1.0 / 16.0
@@ -42,11 +43,6 @@ def _sigma(d, seed):
     return M @ M.T / d + np.eye(d)
 
 
-def _whiten(sx):
-    ev, V = np.linalg.eigh(sx)
-    return (V * np.sqrt(ev)) @ V.T
-
-
 # --- G1 ----------------------------------------------------------------------------------------
 
 
@@ -66,7 +62,7 @@ def claim_g1(quick: bool) -> list[ClaimResult]:
         opt = optimal_preconditioner(task, L, starts=3 if quick else 5, seed=k)
         delta = (8 * L * d / math.sqrt(n)) ** (1 / (2 * L))
         c = 8 * delta * d ** (1 / (2 * L))
-        rx = _whiten(np.asarray(task.sigma_x, float))
+        rx = sqrtm_spd(np.asarray(task.sigma_x, float))
         Aw = rx @ opt.A @ rx
         ev = np.linalg.eigvalsh((Aw + Aw.T) / 2)
         in_bound = bool(ev[0] >= 1 - c - 1e-9 and ev[-1] <= 1 + c + 1e-9)

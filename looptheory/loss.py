@@ -177,14 +177,15 @@ def _exact_matrix(name, M):
 
 def _letters(A, u, sigma_x, sigma_w, d, one):
     """Raw letter matrices M_X = X_raw sigma_x, indexed by letter code."""
-    eye = np.eye(d, dtype=object if one is not None else float)
-    if one is not None:
+    # one: the exact unit (Fraction(1)) in exact mode, None in float mode
+    if one is None:
+        eye = np.eye(d)
+    else:
         eye = np.array([[one if i == j else 0 * one for j in range(d)] for i in range(d)], dtype=object)
     mB = A.T.dot(sigma_x)
     mBt = A.dot(sigma_x)
-    uu = np.outer(u, u) if u is not None else np.zeros((d, d), dtype=eye.dtype) * (one if one is not None else 1)
-    mats = [eye, mB, mBt, eye - mB, eye - mBt, sigma_w.dot(sigma_x), uu.dot(sigma_x)]
-    return mats
+    uu = np.outer(u, u) if u is not None else 0 * eye
+    return [eye, mB, mBt, eye - mB, eye - mBt, sigma_w.dot(sigma_x), uu.dot(sigma_x)]
 
 
 def _parts_needed(n, noise, u):

@@ -23,12 +23,15 @@ so f is a polynomial of degree 2L in gamma with exact rational coefficients buil
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 from math import comb
 
 import numpy as np
+from scipy import optimize as _opt
 
 from . import _validate as V
+from .loss import population_loss_grad
 from .moments import trace_moments
 from .task import Task
 
@@ -239,12 +242,6 @@ def optimal_scale(task: Task, loops: int) -> float:
 
 
 # --- the global minimiser over all (A, u) -------------------------------------------------------
-
-from dataclasses import dataclass  # noqa: E402
-
-from scipy import optimize as _opt  # noqa: E402
-
-from .loss import population_loss_grad  # noqa: E402
 
 
 @dataclass(frozen=True)

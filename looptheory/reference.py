@@ -23,7 +23,8 @@ import numpy as np
 
 from . import _validate as V
 
-__all__ = ["wick_expectation", "isserlis_loss", "partition_trace_moments", "partition_wishart_moments"]
+__all__ = ["wick_expectation", "isserlis_loss", "partition_trace_moments", "partition_wishart_moments",
+           "sqrtm_spd", "one_loop_closed_form"]
 
 _MAX_S = 7
 
@@ -694,3 +695,24 @@ def partition_wishart_moments(kmax: int, n, d) -> list:
     """[E tr W^k for k = 0..kmax] for W ~ Wishart_d(n, I) with integer n, d (exact ints), or
     _BiPoly polynomials when n, d are given as _BiPoly indeterminates. The raw reference."""
     return _wishart_partition_moments(kmax, n, d)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loops = 1 closed form of conventions.md
+# ---------------------------------------------------------------------------------------------
+
+
+def sqrtm_spd(M) -> np.ndarray:
+    """The symmetric square root Rx = M^{1/2} of an SPD matrix, by eigendecomposition (float)."""
+    ev, q = np.linalg.eigh(np.asarray(M, dtype=float))
+    return (q * np.sqrt(ev)) @ q.T
+
+
+def one_loop_closed_form(task, A) -> float:
+    """conventions.md, loops = 1, sigma_w = sigma_x^{-1}, u = 0, no noise:
+    f = d - 2 tr(A~) + ((n + d + 1)/n) ||A~||_F^2 with A~ = Rx A Rx (float)."""
+    rx = sqrtm_spd(task.sigma_x)
+    At = rx @ np.asarray(A, dtype=float) @ rx
+    d, n = task.d, task.n
+    return float(d - 2 * np.trace(At) + (n + d + 1) / n * np.sum(At * At))
+

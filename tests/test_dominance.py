@@ -13,7 +13,7 @@ from looptheory.dominance import dominance_ratio, ratio_at_scalar_infinite_n, wo
 def test_scalar_ratio_at_infinite_n(d, loops, a):
     """f = d (1-a)^{2L}, grad = -2L (1-a)^{2L-1} I: ratio 4 L^2 d^{-(L-1)/L} (conventions.md)."""
     r, _ = dominance_ratio(lt.Task(d, math.inf), a * np.eye(d), loops)
-    assert r == pytest.approx(ratio_at_scalar_infinite_n(d, loops), rel=1e-10)
+    assert r == pytest.approx(4 * loops**2 * d ** (-(loops - 1) / loops), rel=1e-10)
 
 
 def test_non_symmetric_goes_lower_at_infinite_n():
@@ -37,7 +37,7 @@ def test_excess_ratio_vanishes_at_a_non_global_critical_point():
 def test_spectral_search_finds_the_scalar_infimum():
     for d in (2, 100, 10**6):
         w = worst_dominance_spectral(d, math.inf, 2, 0.1, 0.0, starts=3)
-        assert w.value == pytest.approx(ratio_at_scalar_infinite_n(d, 2), rel=1e-6)
+        assert w.value == pytest.approx(16 * d ** (-1 / 2), rel=1e-6)  # 4 L^2 d^{-(L-1)/L} at L = 2
 
 
 def test_general_search_respects_the_region():

@@ -15,7 +15,7 @@ import looptheory as lt
 from looptheory.diagnostics import finite_difference_gradient, taylor_test
 from looptheory.loss import MAX_LOOPS, population_loss, population_loss_grad
 from looptheory.optimum import optimal_scale, scale_loss
-from looptheory.reference import isserlis_loss
+from looptheory.reference import isserlis_loss, one_loop_closed_form
 
 
 def rational_matrix(rng, d, scale=5, den=7):
@@ -58,10 +58,7 @@ def test_one_loop_closed_form(d, n, data):
     sx = data.draw(spd_matrices(d))
     A = data.draw(matrices(d))
     task = lt.Task.gatmiry(d, n, sx)
-    ev, q = np.linalg.eigh(sx)
-    rx = (q * np.sqrt(ev)) @ q.T
-    At = rx @ A @ rx
-    expected = d - 2 * np.trace(At) + (n + d + 1) / n * np.sum(At * At)
+    expected = one_loop_closed_form(task, A)
     assert population_loss(task, A, 1) == pytest.approx(expected, rel=1e-10, abs=1e-12)
 
 

@@ -6,16 +6,7 @@ import numpy as np
 import pytest
 
 import looptheory as lt
-
-
-def one_loop_closed_form(task, A):
-    """conventions.md, L = 1, sigma_w = sigma_x^{-1}, u = 0, no noise:
-    f = d - 2 tr(A~) + ((n + d + 1)/n) ||A~||_F^2, A~ = Rx A Rx."""
-    ev, q = np.linalg.eigh(task.sigma_x)
-    rx = (q * np.sqrt(ev)) @ q.T
-    At = rx @ A @ rx
-    d, n = task.d, task.n
-    return d - 2 * np.trace(At) + (n + d + 1) / n * np.sum(At * At)
+from looptheory.reference import one_loop_closed_form
 
 
 @pytest.mark.parametrize("seed, d, n", [(0, 2, 5), (1, 3, 10), (2, 4, 3)])
