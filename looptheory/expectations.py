@@ -26,6 +26,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .compensated import gamma
+
 Word = tuple  # tuple of letter codes (ints)
 
 
@@ -144,8 +146,12 @@ class Engine:
     Words are bytes internally (one byte per letter code).
     """
 
-    def __init__(self, alphabet: Alphabet):
+    def __init__(self, alphabet: Alphabet, centred: bool = False):
+        if not isinstance(centred, bool):
+            raise TypeError(f"centred: expected a bool, got {centred!r}")
         self.alphabet = alphabet
+        #: The random letter stands for D = S - I instead of S (docs/engine.md, "Centred form").
+        self.centred = centred
         self._Ttab = bytes(alphabet.transpose) + bytes(range(len(alphabet.transpose), 256))
         self._rb = bytes([alphabet.random])
         self._can = {}
@@ -264,6 +270,57 @@ class Engine:
                 j = V.find(rb, j + 1)
         return g
 
+    def _children_centred(self, state, hint):
+        """Stein's identity for the centred letter D = S - I: E[tr(D R) F] is the formula for
+        tr(S R) without its first term E[tr(R) F] (the -I cancels it), and every S that the
+        identity produces is I + D, so each child splits into the word with D and the word
+        with that letter removed. A child has one or two random letters fewer."""
+        rb, Tt, canon = self._rb, self._Ttab, self._canon
+        a, i = self._pick(state, hint)
+        w = state[a]
+        F = state[:a] + state[a + 1:]
+        R = w[i + 1:] + w[:i]
+        g = defaultdict(int)
+
+        def emit(rest, new_words, mult):
+            rands = list(rest)
+            consts = []
+            for x in new_words:
+                if rb in x:
+                    rands.append(canon(x))
+                else:
+                    consts.append(x)
+            g[(1, self._cid(consts) if consts else 0, tuple(sorted(rands)))] += mult
+
+        j = R.find(rb)
+        while j >= 0:
+            R1, R2 = R[:j], R[j + 1:]
+            R1t = R1[::-1].translate(Tt)
+            emit(F, (R1t + rb + R2,), 1)
+            emit(F, (R1t + R2,), 1)
+            emit(F, (R1 + rb, R2), 1)
+            emit(F, (R1, R2), 1)
+            j = R.find(rb, j + 1)
+        nF = len(F)
+        for b in range(nF):
+            V = F[b]
+            if b and V == F[b - 1]:
+                continue  # equal factors: counted once with their multiplicity
+            mult = 1
+            while b + mult < nF and F[b + mult] == V:
+                mult += 1
+            Fp = F[:b] + F[b + 1:]
+            j = V.find(rb)
+            while j >= 0:
+                K = V[j + 1:] + V[:j]
+                Kt = K[::-1].translate(Tt)
+                emit(Fp, (K + rb + R,), mult)
+                emit(Fp, (K + R,), mult)
+                emit(Fp, (Kt + rb + R,), mult)
+                emit(Fp, (Kt + R,), mult)
+                j = V.find(rb, j + 1)
+        return g
+
     def expect(self, terms, hint=None) -> Expansion:
         """E[sum_k coef_k prod_j tr(words_kj)] for terms = iterable of (int coef, words), each
         word a sequence of letter codes. hint: a letter code to steer the elimination order
@@ -281,6 +338,7 @@ class Engine:
             levels[sum(w.count(rb) for w in rands)][rands][key] += coef
         top = max(levels, default=0)
         kmaps, new_key = self._kmaps, self._new_key
+        children = self._children_centred if self.centred else self._children
         for m in range(top, 0, -1):
             cur = levels.pop(m, {})
             nxt = levels[m - 1]
@@ -289,8 +347,9 @@ class Engine:
                 items = [(k, c) for k, c in poly.items() if c]
                 if not items:
                     continue
-                for (dp, cid, child), mult in self._children(state, hint_b).items():
-                    tgt = nxt[child]
+                for (dp, cid, child), mult in children(state, hint_b).items():
+                    # a centred child can lose two random letters at once
+                    tgt = levels[sum(x.count(rb) for x in child)][child] if self.centred else nxt[child]
                     if cid:
                         km = kmaps.get((dp, cid))
                         if km is None:
@@ -412,9 +471,39 @@ class CompiledExpansion:
         self.dpow = np.array(dpow, dtype=np.intp)
         self.part = np.array(part, dtype=np.intp)
         self.n_parts = len(expansions)
+        # Rounding counts for the error bound (see `evaluate`): per term, the letters of its
+        # words, its number of factors, and how many terms share its monomial.
+        lens = np.array([[len(w) for w in words]], dtype=np.intp)
+        sumlen = np.zeros(len(facs), dtype=np.intp)
+        wlen = np.array([len(w) for w in words] + [0], dtype=np.intp)
+        if len(facs):
+            sumlen = wlen[fac].sum(axis=1)
+        del lens
+        self._max_letters = int(sumlen.max()) if len(facs) else 0
+        self._max_factors = int(counts.max()) if len(facs) else 0
+        self._max_share = int(np.bincount(self._mono_of_term).max()) if len(facs) else 0
+        self._max_depth = len(self.levels)
+        self._max_step = max((len(st[0]) for st in self._steps), default=0)
+        per_trace = np.bincount(mono[mono < len(words)].ravel(), minlength=len(words)) if len(facs) else np.zeros(0)
+        self._max_uses = int(per_trace.max(initial=0))
+        self._coef_exact = all(abs(c) < 2**53 for c in coef)
 
     def __len__(self):
         return len(self.coef)
+
+    # --- float evaluation with a rigorous error bound ------------------------------------
+    def rounding_count(self, d: int, grad: bool = False) -> int:
+        """An upper bound N on the roundings behind any term (value) or gradient entry, so that
+        the error is at most gamma_N times the same sum with every quantity replaced by its
+        absolute value (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
+        Sec. 3.5: |fl(A B) - A B| <= gamma_k |A| |B| for inner dimension k, whatever the order
+        of summation): per letter one rounding of the letter itself and d + 1 for its product,
+        per word d for its trace, per factor one multiplication, six for the weight
+        c s d^q n^-p, and one per term that shares a monomial."""
+        N = self._max_letters * (d + 2) + self._max_factors * (d + 1) + 6 + self._max_share
+        if grad:
+            N += self._max_uses + self._max_factors + self._max_depth * (d + 9) + self._max_step * d + len(self._steps)
+        return N
 
     def _products(self, mats, d):
         P = np.empty((self.n_nodes, d, d))
@@ -423,32 +512,36 @@ class CompiledExpansion:
             P[sel] = (P[par].reshape(-1, d) @ mats[c]).reshape(-1, d, d)
         return P
 
-    def _weights(self, n, d, scales):
+    def _term_weights(self, n, d, scales):
+        """c_t s_part d^q n^-p per term, in float (n may be an int of any size or math.inf:
+        n^-p is formed from the exact rational, so 10**400 underflows to 0 instead of
+        overflowing)."""
         s = np.ones(self.n_parts) if scales is None else np.asarray(scales, dtype=float)
-        dn = float(d) ** np.arange(self.dpow.max() + 1)
-        nn = (np.arange(self.power.max() + 1) == 0).astype(float) if n == float("inf") else float(n) ** -np.arange(self.power.max() + 1.0)
+        dn = float(d) ** np.arange(self.dpow.max(initial=0) + 1)
+        pmax = int(self.power.max(initial=0))
+        if n == float("inf"):
+            nn = (np.arange(pmax + 1) == 0).astype(float)
+        else:
+            inv = Fraction(1, int(n)) if float(n).is_integer() else 1 / Fraction(n)
+            nn = np.array([float(inv**p) for p in range(pmax + 1)])
         # one small table, gathered per term: no per-term powers
         table = s[:, None, None] * dn[None, :, None] * nn[None, None, :]
         return self.coef_float * table[self.part, self.dpow, self.power]
 
-    def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
-        """Float evaluation. mats: array (letters, d, d) indexed by letter code; scales: one
-        weight per part (default 1). Returns (value, {letter code: df/dM_letter})."""
-        mats = np.asarray(mats, dtype=float)
-        P = self._products(mats, d)
-        t = np.trace(P[self.word_node], axis1=1, axis2=2)
-        w_all = np.bincount(self._mono_of_term, weights=self._weights(n, d, scales), minlength=self.n_monomials)
-        value = 0.0
-        dt = np.zeros(len(t))
+    def _monomial_sum(self, t, w_all, need_grad):
+        """(list of the monomials' float values, df/dtr per word) for traces t and monomial
+        weights w_all."""
+        vals_out = []
+        dt = np.zeros(len(t)) if need_grad else None
         for ids, fac in self._groups:
             w = w_all[ids]
             k = fac.shape[0]
             if k == 0:
-                value += float(np.sum(w))
+                vals_out.append(w)
                 continue
             vals = t[fac]  # (k, terms)
             if not need_grad:
-                value += float(np.dot(w, np.prod(vals, axis=0)))
+                vals_out.append(w * np.prod(vals, axis=0))
                 continue
             # df/dtr(w): product of the other factors, by prefix and suffix products (no division)
             pre = np.empty_like(vals)
@@ -458,12 +551,13 @@ class CompiledExpansion:
             for j in range(1, k):
                 np.multiply(pre[j - 1], vals[j - 1], out=pre[j])
                 np.multiply(suf[k - j], vals[k - j], out=suf[k - 1 - j])
-            value += float(np.dot(pre[k - 1], vals[k - 1]))
+            vals_out.append(pre[k - 1] * vals[k - 1])
             pre *= suf
             dt += np.bincount(fac.ravel(), weights=pre.ravel(), minlength=len(t))
-        if not need_grad:
-            return value, {}
-        # reverse mode through the trie
+        return vals_out, dt
+
+    def _reverse(self, P, mats, dt, d):
+        """Reverse mode through the trie: {letter: df/dM_letter} for word adjoints dt."""
         G = np.zeros((self.n_nodes, d, d))
         idx = np.arange(d)
         G[self.word_node[:, None], idx, idx] += dt[: len(self.words), None]  # word nodes are distinct
@@ -474,11 +568,49 @@ class CompiledExpansion:
                 grads[c] += P[par].reshape(-1, d).T @ Gs.reshape(-1, d)
             back = (Gs.reshape(-1, d) @ mats[c].T).reshape(-1, d, d)
             G[upar] += np.add.reduceat(back[order], starts, axis=0)
+        return grads
+
+    def evaluate(self, mats, n, d, need_grad=True, scales=None, mats_abs=None):
+        """Float evaluation with a rigorous error bound.
+
+        mats: array (letters, d, d) indexed by letter code; scales: one weight per part;
+        mats_abs: entrywise upper bounds on |exact letter| + (its error) / u, when the letters
+        themselves carry an error (default |mats|: letters exact as given).
+        Returns (value, {letter: df/dM}, error bound on the value, {letter: entrywise error
+        bound on df/dM}); the value is summed with math.fsum (correctly rounded) and its bound
+        is gamma_N times the expansion evaluated on absolute values (`rounding_count`).
+        """
+        import math
+
+        mats = np.asarray(mats, dtype=float)
+        mats_abs = np.abs(mats) if mats_abs is None else np.asarray(mats_abs, dtype=float)
+        w = self._term_weights(n, d, scales)
+        w_mono = np.bincount(self._mono_of_term, weights=w, minlength=self.n_monomials)
+        w_abs = np.bincount(self._mono_of_term, weights=np.abs(w), minlength=self.n_monomials)
+        P = self._products(mats, d)
+        Pa = self._products(mats_abs, d)
+        t = np.append(np.trace(P[self.word_node], axis1=1, axis2=2), 1.0)
+        ta = np.append(np.trace(Pa[self.word_node], axis1=1, axis2=2), 1.0)
+        vals, dt = self._monomial_sum(t, w_mono, need_grad)
+        avals, dta = self._monomial_sum(ta, w_abs, need_grad)
+        value = math.fsum(np.concatenate(vals)) if vals else 0.0
+        abs_sum = float(sum(np.sum(a) for a in avals))
+        # 1.01: the absolute sum is itself computed in float (relative error far below 1%)
+        err = 1.01 * gamma(self.rounding_count(d)) * abs_sum + 2.0**-53 * abs(value)
+        if not need_grad:
+            return value, {}, err, {}
+        grads = self._reverse(P, mats, dt, d)
+        grads_abs = self._reverse(Pa, mats_abs, dta, d)
+        gN = 1.01 * gamma(self.rounding_count(d, grad=True))
+        return value, grads, err, {c: gN * g for c, g in grads_abs.items()}
+
+    def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
+        """Float evaluation without the bound: (value, {letter code: df/dM_letter})."""
+        value, grads, _, _ = self.evaluate(mats, n, d, need_grad, scales)
         return value, grads
 
-    def value_exact(self, mats, n, d, scales=None):
-        """Exact evaluation: mats maps letter code to an object array of Fractions; n an int
-        (or math.inf); scales one exact weight per part. Returns a Fraction."""
+    # --- exact evaluation ----------------------------------------------------------------
+    def _exact_setup(self, mats, n, d, scales):
         prods = {0: np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object)}
         for ids in self.levels:
             for k in ids:
@@ -487,14 +619,53 @@ class CompiledExpansion:
         t.append(Fraction(1))
         s = [Fraction(1)] * self.n_parts if scales is None else [Fraction(x) for x in scales]
         inv_n = Fraction(0) if n == float("inf") else Fraction(1, int(n))
+        return prods, t, s, inv_n
+
+    def value_exact(self, mats, n, d, scales=None):
+        """Exact evaluation: mats maps letter code to an object array of Fractions; n an int
+        (or math.inf); scales one exact weight per part. Returns a Fraction."""
+        return self.value_and_grad_exact(mats, n, d, scales, need_grad=False)[0]
+
+    def value_and_grad_exact(self, mats, n, d, scales=None, need_grad=True):
+        """Exact value and {letter: df/dM_letter} (object arrays of Fractions): the same
+        reverse mode as the float path, in rational arithmetic."""
+        prods, t, s, inv_n = self._exact_setup(mats, n, d, scales)
         total = Fraction(0)
+        dt = [Fraction(0)] * len(t)
         for c, p, dp, part, fac in zip(self.coef, self.power, self.dpow, self.part, self.factors):
             if p and n == float("inf"):
                 continue
             if s[part] == 0:
                 continue
-            term = Fraction(c) * s[part] * inv_n ** int(p) * Fraction(d) ** int(dp)
+            wgt = Fraction(c) * s[part] * inv_n ** int(p) * Fraction(d) ** int(dp)
+            term = wgt
             for f in fac:
                 term *= t[f]
             total += term
-        return total
+            if need_grad:
+                for a, f in enumerate(fac):
+                    if f == len(t) - 1:
+                        continue
+                    other = wgt
+                    for b, g in enumerate(fac):
+                        if b != a:
+                            other *= t[g]
+                    dt[f] += other
+        if not need_grad:
+            return total, {}
+        zero = np.array([[Fraction(0)] * d for _ in range(d)], dtype=object)
+        G = {}
+        for i, node in enumerate(self.word_node):
+            if dt[i]:
+                G[int(node)] = G.get(int(node), zero) + np.diag([dt[i]] * d).astype(object) + zero
+        grads = {g: zero.copy() for g in self.grad_letters}
+        for ids in reversed(self.levels):
+            for k in ids:
+                k = int(k)
+                if k not in G:
+                    continue
+                par, c = int(self.parent[k]), int(self.letter[k])
+                if c in grads:
+                    grads[c] = grads[c] + prods[par].T.dot(G[k])
+                G[par] = G.get(par, zero) + G[k].dot(mats[c].T)
+        return total, grads

@@ -44,6 +44,8 @@ from math import comb
 import numpy as np
 
 from . import _validate as V
+from .compensated import U as U_ROUND
+from .compensated import gamma, product
 from .expectations import Alphabet, CompiledExpansion, Engine, Expansion
 from .task import Task
 
@@ -60,6 +62,12 @@ _S, _B, _BT, _E, _ET, _W, _U = range(7)
 _GRAD_LETTERS = (_B, _BT, _E, _ET, _U)
 
 PARTS = ("main", "u", "noise")
+
+#: The centred form of the main part (docs/engine.md, "Numerical accuracy"): H = I - B S written
+#: as E - D + E D with E = I - B and D = S - I, so that near the optimum at large n every term
+#: is as small as the loss itself. Shipped for loops <= CENTRED_MAX_LOOPS.
+CENTRED_MAX_LOOPS = 4
+ALPHABET_CENTRED = Alphabet(names=("D",) + ALPHABET.names[1:], transpose=ALPHABET.transpose, random=0)
 
 
 def _power_words(coeffs):
@@ -82,6 +90,28 @@ def _sandwich(left, middle, right_coeffs=None):
 @lru_cache(maxsize=None)
 def _engine():
     return Engine(ALPHABET)
+
+
+def build_centred_main(loops: int) -> Expansion:
+    """The main part E tr(H^L W H^LT), n^0 part included, in the centred letters.
+
+    Whitened, H = I - B S = I - (I - E)(I + D) = E - D + E D (E = I - B, D = S - I), so H^L is
+    the sum over the 3^L sequences of the factors E, -D, E D, and the engine's centred mode
+    (Engine(centred=True)) takes the expectation over D. A term with a letters E and b letters
+    D carries n^-p with p >= ceil(b / 2) and a + b >= 2L factors of size at least E or D^(1/2):
+    near the optimum (E of order 1/n) every term is of order n^-L or smaller, like the loss.
+    """
+    import itertools
+
+    L = loops
+    Y = []
+    for seq in itertools.product((0, 1, 2), repeat=L):
+        w, sign = (), 1
+        for f in seq:
+            w += ((_E,), (_S,), (_E, _S))[f]
+            sign = -sign if f == 1 else sign
+        Y.append((sign, w))
+    return Engine(ALPHABET_CENTRED, centred=True).expect(_sandwich(Y, (_W,)), hint=_W)
 
 
 def build_part_expansion(loops: int, part: str) -> Expansion:
@@ -118,19 +148,21 @@ def data_path(loops: int, part: str) -> str:
 
 @lru_cache(maxsize=None)
 def part_expansion(loops: int, part: str) -> Expansion:
-    """One part of the loss's exact expansion (see build_part_expansion), loaded from the
-    package data when shipped (scripts/build_expansions.py regenerates it; the tests check it
-    against a fresh build and against independent routes), else built."""
-    if part not in PARTS:
-        raise ValueError(f"part: expected one of {PARTS}, got {part!r}")
+    """One part of the loss's exact expansion (see build_part_expansion; part "centred" is
+    build_centred_main), loaded from the package data when shipped
+    (scripts/build_expansions.py regenerates it; the tests check it against a fresh build and
+    against independent routes), else built."""
+    if part not in PARTS + ("centred",):
+        raise ValueError(f"part: expected one of {PARTS + ('centred',)}, got {part!r}")
+    alphabet = ALPHABET_CENTRED if part == "centred" else ALPHABET
     path = data_path(loops, part)
     if os.path.exists(path):
         with gzip.open(path, "rt") as fh:
             e = Expansion.from_json(json.load(fh))
-        if e.alphabet != ALPHABET:
+        if e.alphabet != alphabet:
             raise ValueError(f"{path}: the shipped expansion's alphabet differs from the loss's")
         return e
-    return build_part_expansion(loops, part)
+    return build_centred_main(loops) if part == "centred" else build_part_expansion(loops, part)
 
 
 def _main0(loops: int) -> Expansion:
@@ -201,10 +233,44 @@ def _parts_needed(n, noise, u):
     return tuple(parts), scales
 
 
+#: The relative accuracy a float result is vouched for: a route whose error bound exceeds it
+#: is not used (docs/engine.md, "Numerical accuracy").
+RTOL = 1e-8
+
+#: Exact rational evaluation is the last route; past this many (terms x d^3) it would take
+#: minutes, and the function raises instead (loops 5 and 6 at d <= 4 stay well inside).
+EXACT_FALLBACK_LIMIT = 5e8
+
+
+class Certified(float):
+    """A float that carries a rigorous bound on its error.
+
+    error: an upper bound on |value - exact value| covering the rounding of the letters and of
+    the evaluation; route: how it was computed ("expansion", "centred" or "exact");
+    grad_error: for population_loss_grad, bounds on the Frobenius norms of the errors of
+    (grad_A, grad_u), else None.
+    """
+
+    __slots__ = ("error", "route", "grad_error")
+
+    def __new__(cls, value, error, route, grad_error=None):
+        obj = super().__new__(cls, value)
+        obj.error = float(error)
+        obj.route = route
+        obj.grad_error = grad_error
+        return obj
+
+    @property
+    def rel_error(self) -> float:
+        """error / |value| (inf at 0 unless the error is 0)."""
+        v = abs(float(self))
+        return self.error / v if v else (0.0 if self.error == 0 else math.inf)
+
+
 def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     """The exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model.
 
-    conventions.md: f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T)
+    docs/conventions.md: f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T)
     + (sigma^2/n) E tr(G B S B^T G^T) (whitened letters; see this module's docstring),
     Gatmiry et al. (2024), Sec. 3; a polynomial in 1/n computed without sampling.
 
@@ -212,41 +278,133 @@ def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     n^0 part remains and the noise term drops). With exact=True every input must be rational
     (ints, fractions.Fraction, SymPy Rationals; integer-valued floats are accepted) and the
     result is a fractions.Fraction.
+
+    The float result is a `Certified` float: within RTOL = 1e-8 relative of the exact loss of
+    the given float inputs, with `.error` a rigorous bound. It tries, in order, the expansion
+    in S, its centred form (loops <= CENTRED_MAX_LOOPS) and exact rationals, and returns the
+    first whose bound vouches for RTOL (docs/engine.md, "Numerical accuracy"); it raises
+    ValueError if none can at an affordable cost.
     """
     loops, A, u = _check(task, A, loops, u, exact)
     if exact:
         return _exact_loss(task, A, loops, u)
-    return _float_eval(task, A, loops, u, need_grad=False)[0]
+    return _certified(task, A, loops, u, need_grad=False)[0]
 
 
 def population_loss_grad(task: Task, A, loops: int, u=None):
-    """(f, grad_A f, grad_u f) at (A, u), all exact up to float rounding.
+    """(f, grad_A f, grad_u f) at (A, u), accurate to RTOL = 1e-8.
 
     The gradient is derived by hand from the expansion (derivative of each trace word; see
     the module docstring), not by finite differences. grad_u is the gradient at the given u
     (at u = 0 when u is None, where it vanishes since f is quadratic in u): always length d.
+    f is a `Certified` float whose grad_error bounds the Frobenius norms of the gradients'
+    errors; the gradient is vouched for to RTOL relative to max(||grad||, f / ||E||_F),
+    E = I - A^T sigma_x (near a stationary point: relative in the variable scaled by ||E||).
     """
     loops, A, u = _check(task, A, loops, u, exact=False)
-    return _float_eval(task, A, loops, u, need_grad=True)
+    return _certified(task, A, loops, u, need_grad=True)
 
 
-def _float_eval(task, A, loops, u, need_grad):
+def _float_letters(A, u, sx, sw, d):
+    """Letter matrices formed with compensated products (one rounding each), their entrywise
+    error bounds, and the absolute letters the evaluation's bound needs."""
+    eye = np.eye(d)
+    mB, eB = product(A.T, sx)
+    mBt, eBt = product(A, sx)
+    mE, eE = product(A.T, sx, eye, -1.0)
+    mEt, eEt = product(A, sx, eye, -1.0)
+    mW, eW = product(sw, sx)
+    if u is None:
+        mU, eU = np.zeros((d, d)), np.zeros((d, d))
+    else:
+        v, ev = product(u[None, :], sx)
+        mU = np.outer(u, v[0])
+        eU = np.abs(np.outer(u, ev[0])) + U_ROUND * np.abs(mU)
+    mats = np.stack([eye, mB, mBt, mE, mEt, mW, mU])
+    errs = np.stack([np.zeros((d, d)), eB, eBt, eE, eEt, eW, eU])
+    return mats, np.abs(mats) + errs / U_ROUND
+
+
+def _routes(loops, parts, scales):
+    """The float routes in order of cost: the expansion in S, then the centred main part."""
+    yield "expansion", parts, scales
+    if loops <= CENTRED_MAX_LOOPS:
+        yield "centred", ("centred",) + parts[2:], scales[1:]
+
+
+def _certified(task, A, loops, u, need_grad):
     d = task.d
     sx = np.asarray(task.sigma_x, dtype=float)
     sw = np.asarray(task.sigma_w, dtype=float)
     A = np.asarray(A, dtype=float)
     uf = None if u is None else np.asarray(u, dtype=float)
-    mats = np.stack(_letters(A, uf, sx, sw, d, None))
+    mats, mats_abs = _float_letters(A, uf, sx, sw, d)
     parts, scales = _parts_needed(task.n, task.noise, uf)
-    value, G = _compiled(loops, parts).value_and_grad(mats, task.n, d, need_grad, scales=[float(s) for s in scales])
-    if not need_grad:
-        return value, None, None
+    scales = [float(x) for x in scales]
+    e_norm = float(np.linalg.norm(mats[_E]))
+    tried = []
+    for route, ps, sc in _routes(loops, parts, scales):
+        comp = _compiled(loops, ps)
+        value, G, err, Gerr = comp.evaluate(mats, task.n, d, need_grad, sc, mats_abs)
+        ok = math.isfinite(value) and err <= RTOL * (value - err)
+        if ok and need_grad:
+            gA, gu = _chain(G, sx, uf, d)
+            eA, eu = _chain_error(G, Gerr, sx, uf, d)
+            scale = max(math.hypot(np.linalg.norm(gA), np.linalg.norm(gu)), (value - err) / max(e_norm, 1e-300))
+            ok = math.hypot(eA, eu) <= RTOL * scale
+        if ok:
+            if not need_grad:
+                return Certified(value, err, route), None, None
+            return Certified(value, err, route, (eA, eu)), gA, gu
+        tried.append(f"{route}: relative bound {err / abs(value) if value else math.inf:.1e}")
+    return _exact_fallback(task, A, loops, uf, need_grad, tried)
+
+
+def _chain(G, sx, u, d):
     grad_A = sx @ (G[_B] - G[_E]).T + (G[_BT] - G[_ET]) @ sx
-    if uf is None:
-        grad_u = np.zeros(d)
-    else:
-        grad_u = G[_U] @ sx @ uf + sx @ G[_U].T @ uf
-    return value, grad_A, grad_u
+    grad_u = np.zeros(d) if u is None else G[_U] @ sx @ u + sx @ G[_U].T @ u
+    return grad_A, grad_u
+
+
+def _chain_error(G, Gerr, sx, u, d):
+    """Frobenius bounds on the errors of (grad_A, grad_u) from the letter adjoints' bounds."""
+    ax = np.abs(sx)
+    g = lambda c: Gerr[c] + gamma(d + 3) * np.abs(G[c])  # noqa: E731
+    eA = ax @ (g(_B) + g(_E)).T + (g(_BT) + g(_ET)) @ ax
+    if u is None:
+        return float(np.linalg.norm(eA)), 0.0
+    au = np.abs(u)
+    eu = g(_U) @ ax @ au + ax @ g(_U).T @ au
+    return float(np.linalg.norm(eA)), float(np.linalg.norm(eu))
+
+
+def _exact_fallback(task, A, loops, u, need_grad, tried):
+    """The loss (and gradient) of the float inputs in exact rationals, rounded once."""
+    d = task.d
+    parts, _ = _parts_needed(task.n, task.noise, u)
+    comp = _compiled(loops, parts)
+    cost = len(comp) * d**3
+    if cost > EXACT_FALLBACK_LIMIT:
+        raise ValueError(
+            f"loops: at loops = {loops}, d = {d}, n = {task.n} no float route reaches relative accuracy "
+            f"{RTOL:g} ({'; '.join(tried)}) and exact evaluation would cost about {cost:.1e} rational "
+            f"operations (limit {EXACT_FALLBACK_LIMIT:.0e}); use exact=True with rational inputs, or fewer loops"
+        )
+    fr = lambda M: np.vectorize(Fraction, otypes=[object])(np.asarray(M, dtype=float))  # noqa: E731
+    mats = _letters(fr(A), None if u is None else fr(u), fr(task.sigma_x), fr(task.sigma_w), d, Fraction(1))
+    parts, scales = _parts_needed(task.n, Fraction(float(task.noise)), u)
+    value, G = _compiled(loops, parts).value_and_grad_exact(mats, task.n, d, scales=scales, need_grad=need_grad)
+    # one rounding of the exact value
+    f = Certified(float(value), U_ROUND * abs(float(value)), "exact")
+    if not need_grad:
+        return f, None, None
+    G = {c: np.vectorize(lambda x: x, otypes=[object])(g) for c, g in G.items()}
+    sxe, ue = fr(task.sigma_x), None if u is None else fr(u)
+    gA = sxe.dot((G[_B] - G[_E]).T) + (G[_BT] - G[_ET]).dot(sxe)
+    gu = np.zeros(d) if ue is None else (G[_U].dot(sxe).dot(ue) + sxe.dot(G[_U].T).dot(ue)).astype(float)
+    gA = gA.astype(float)
+    f.grad_error = (U_ROUND * float(np.linalg.norm(gA)), U_ROUND * float(np.linalg.norm(gu)))
+    return f, gA, gu
 
 
 def _exact_loss(task, A, loops, u):
