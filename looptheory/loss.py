@@ -2,7 +2,7 @@
 
 This module is where the population loss is computed. With S = X X^T / n whitened
 (S = Rx S~ Rx, Rx = sigma_x^{1/2}), B = Rx A^T Rx, W = Rx sigma_w Rx, U = Rx u u^T Rx and
-H = I - B S (conventions.md, "The population loss in closed form"):
+H = I - B S (docs/conventions.md, "The population loss in closed form"):
 
   f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T) + (noise/n) E tr(G B S B^T G^T),
 
@@ -204,7 +204,7 @@ def _parts_needed(n, noise, u):
 def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     """The exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model.
 
-    conventions.md: f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T)
+    docs/conventions.md: f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T)
     + (sigma^2/n) E tr(G B S B^T G^T) (whitened letters; see this module's docstring),
     Gatmiry et al. (2024), Sec. 3; a polynomial in 1/n computed without sampling.
 
