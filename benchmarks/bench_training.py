@@ -12,7 +12,7 @@ Models: "full" (P, Q both free, (d+1) x (d+1)) and "sparse" (A d x d, u d). The 
 of "sparse" builds P, Q from A, u and differentiates the general layer by autograd; looptheory
 uses its GD-form fast path for the sparse model, and for the full model its Gram form (each
 layer acts on the (d+1) x (d+1) matrix Z M Z^T and the query column, in blocks of 256 prompts),
-while the torch version runs the layer on the whole prompt as written in conventions.md. Both
+while the torch version runs the layer on the whole prompt as written in docs/conventions.md. Both
 rows therefore compare implementations as a user would write them, algorithm included; a torch
 port of the Gram form would narrow the full-model gap.
 Both run in float64; torch float32 is an extra column (looptheory has no float32 path).

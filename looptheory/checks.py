@@ -69,7 +69,7 @@ def check_gd_equivalence(quick: bool) -> CheckResult:
 
 
 def check_mc_one_loop(quick: bool) -> CheckResult:
-    """Monte Carlo of the real forward pass against the loops = 1 closed form of conventions.md."""
+    """Monte Carlo of the real forward pass against the loops = 1 closed form of docs/conventions.md."""
     samples = 50_000 if quick else 400_000
     rows = []
     for seed, (d, n) in enumerate([(2, 5), (3, 10), (5, 20)]):
@@ -210,7 +210,7 @@ def check_trace_moments(quick: bool) -> CheckResult:
 
 
 def check_optimal_scale(quick: bool) -> CheckResult:
-    """optimal_scale at loops = 1 equals n/(n+d+1) (conventions.md), and is stationary."""
+    """optimal_scale at loops = 1 equals n/(n+d+1) (docs/conventions.md), and is stationary."""
     rows = []
     for d, n in [(2, 3), (5, 20), (10, 100)]:
         task = Task(d, n)

@@ -1,6 +1,6 @@
 """Chen, Li, Liang, Shi, Song (arXiv 2410.11268), "Bypassing the Exponential Dependency: Looped
 Transformers Efficiently Learn In-context by Multi-step Gradient Descent": claims C1 and C2 of
-conventions.md, per prompt.
+docs/conventions.md, per prompt.
 
 Contents
 --------
@@ -220,7 +220,7 @@ def least_squares_solution(X, y) -> np.ndarray:
 
 def gd_error_after(X, y, loops, eta=None, w0=None):
     """||w_L - w_LS||_2 after L steps of w_{t+1} = w_t - (eta/n) X (X^T w_t - y) (Chen et al.,
-    C2 of conventions.md), with w_0 = 0 (or w0) and eta = 1/lambda_max(S) by default.
+    C2 of docs/conventions.md), with w_0 = 0 (or w0) and eta = 1/lambda_max(S) by default.
 
     Exact formula (no iteration): X y / n = S w_LS, hence w_{t+1} - w_LS = (I - eta S)(w_t - w_LS)
     and w_L - w_LS = V (I - eta Lambda)^L V^T (w_0 - w_LS), S = V Lambda V^T.
@@ -615,7 +615,7 @@ def _c2_cell(d, n, noise, prompts, seed, loops):
 
 def claim_c2(quick: bool):
     """C2: ||w_L - w_LS||_2 <= |alpha| exp(-L/(2 kappa)), alpha = ||w_0 - w_LS||, w_0 = 0,
-    eta = 1/lambda_max(S), kappa = kappa(S) of the prompt (conventions.md, fixed definitions).
+    eta = 1/lambda_max(S), kappa = kappa(S) of the prompt (docs/conventions.md, "C2: the error bound").
 
     Declared: sigma_x = I, sigma_w = I, noise in {0, 0.25}, d in {2, 5, 20} (+ 50 in full),
     n/d in {0.5, 1, 1.5, 2, 4, 10, 50}, loops C2_LOOPS, many prompts per cell.

@@ -1,4 +1,4 @@
-"""The claims registry: each claim of conventions.md ("Claims under test") is tested on
+"""The claims registry: each claim of docs/conventions.md ("Claims under test") is tested on
 parameters and regions declared here, before any result is seen, and gets a verdict:
 
   holds   - every declared case satisfies the statement (and at least one is non-vacuous);

@@ -1,4 +1,4 @@
-"""Gradient dominance of the exact loss (claim G2 of conventions.md; Gatmiry et al. 2024).
+"""Gradient dominance of the exact loss (claim G2 of docs/conventions.md; Gatmiry et al. 2024).
 
 The reported condition is ||grad_A f||_F^2 >= mu f^{(2L-1)/L} with mu = 1/16 "where the loss is
 not already tiny". At finite n, f* > 0 and grad f(A*) = 0, so the condition on f itself must

@@ -4,7 +4,7 @@ The random letter is S = X X^T / n (X a d x n matrix of i.i.d. N(0, 1) entries);
 letter is a constant d x d matrix, and each letter has a named transpose. The engine knows trace words and matrices, not models: `looptheory.loss`
 turns the looped model into words.
 
-Mathematics (docs/derivations.md, ../shared/design/exact-expectations.md): Gaussian
+Mathematics (docs/derivations.md, section 3; docs/engine.md): Gaussian
 integration by parts (Stein's identity) on the columns of X removes one random letter at a
 time. With the factor holding the chosen S rotated to tr(S R) and F the other factors,
 

@@ -346,7 +346,7 @@ def _test_covariances(d):
 
 def experiment_out_of_distribution(quick: bool = False, progress=None) -> ExperimentResult:
     """E5: the sparse and the full model trained at sigma_x = I (d = 5, n = 20, loops = 3) tested
-    on covariances Sigma' with the test prior sigma_w = Sigma'^{-1} (conventions.md, G4). Exact
+    on covariances Sigma' with the test prior sigma_w = Sigma'^{-1} (docs/conventions.md, G4). Exact
     test loss for the sparse model, Monte Carlo for both, and the test loss of the exact optimum
     for Sigma' (what a model trained on Sigma' could reach) as the yardstick."""
     t0 = time.perf_counter()

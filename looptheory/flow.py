@@ -1,7 +1,7 @@
 """Gradient flow dA/dt = -grad_A f(A, u) (and du/dt = -grad_u f when u is trained) on the exact
 population loss, integrated with scipy.integrate.solve_ivp.
 
-Gatmiry et al. (2024) study this flow (claim G3 in conventions.md): with a gradient-dominance
+Gatmiry et al. (2024) study this flow (claim G3 in docs/conventions.md): with a gradient-dominance
 constant mu, f(t) - f* <= ((f_0 - f*)^{-(L-1)/L} + mu (L-1) t / L)^{-L/(L-1)} for L >= 2.
 The integrator is LSODA (switches to a stiff method when needed) with dense output; events stop
 it at convergence (||grad f|| <= tol) and at blow-up (f above 1e8 (f_0 + 1), or not finite),

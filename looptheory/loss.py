@@ -2,7 +2,7 @@
 
 This module is where the population loss is computed. With S = X X^T / n whitened
 (S = Rx S~ Rx, Rx = sigma_x^{1/2}), B = Rx A^T Rx, W = Rx sigma_w Rx, U = Rx u u^T Rx and
-H = I - B S (conventions.md, "The population loss in closed form"):
+H = I - B S (docs/conventions.md, "The population loss in closed form"):
 
   f(A, u) = E tr(H^L W H^LT) + E tr((I - H^L) U (I - H^L)^T) + (noise/n) E tr(G B S B^T G^T),
 

@@ -1,6 +1,6 @@
 """Looped and multi-layer linear self-attention, and preconditioned gradient descent.
 
-Conventions (conventions.md, "Prompt and layer"):
+Conventions (docs/conventions.md, "Prompt and layer"):
   Z_0 = [[x_1 ... x_n, x_q], [y_1 ... y_n, 0]] in R^{(d+1) x (n+1)},  M = diag(I_n, 0),
   one layer  Z <- Z - (1/n) P Z M Z^T Q Z,  prediction yhat = -[Z_L]_{d+1, n+1}.
 Sparse weights Q = [[A, 0], [0, 0]], P = [[0, 0], [u^T, 1]] make the looped model run

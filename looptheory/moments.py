@@ -50,7 +50,7 @@ def _recurrence_coefficients(k: int, n, d):
 
 
 def _initial_moments(n, d):
-    """M_0..M_3, the exact low moments (conventions.md and the chi-square check at d = 1)."""
+    """M_0..M_3, the exact low moments (docs/conventions.md and the chi-square check at d = 1)."""
     return [
         d * 1,
         n * d,
@@ -151,7 +151,7 @@ def wishart_trace_moments(kmax: int, n, d) -> list:
 def trace_moments(kmax: int, n, d) -> list:
     """The exact list [E tr S~^k for k = 0..kmax], S~ = X X^T / n, X d x n with i.i.d. N(0, 1).
 
-    Convention: n S~ = W ~ Wishart_d(n, I) (conventions.md, whitened sample covariance), so
+    Convention: n S~ = W ~ Wishart_d(n, I) (docs/conventions.md, "The population loss in closed form"), so
     E tr S~^k = E tr W^k / n^k and E tr S~^0 = d.
 
     - Python ints n >= 1, d >= 1: fractions.Fraction values.

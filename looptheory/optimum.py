@@ -1,7 +1,7 @@
 """The best scalar preconditioner: A = gamma * sigma_x^{-1}, u = 0, and the loss along that line.
 
 With A = gamma sigma_x^{-1} the whitened preconditioner is B~ = Rx A^T Rx = gamma I
-(conventions.md, "The population loss in closed form"), so H = I - gamma S~ and
+(docs/conventions.md, "The population loss in closed form"), so H = I - gamma S~ and
 G = sum_{k<L} H^k are polynomials in S~ alone and
 
   f(gamma) = E tr(H^L W~ H^L) + (noise / n) gamma^2 E tr(G S~ G)

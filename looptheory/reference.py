@@ -392,7 +392,7 @@ def isserlis_loss(task, A, loops, u=None) -> Fraction:
     """Exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model, from its
     definition, as a Fraction (tiny d and n only).
 
-    The model runs preconditioned GD with B = A^T on the labels y + X^T u (conventions.md),
+    The model runs preconditioned GD with B = A^T on the labels y + X^T u (docs/conventions.md),
 
         w_0 = 0,   w_{t+1} = w_t + (1/n) B X (y + X^T u - X^T w_t),   yhat = <x_q, w_L>,
 
@@ -539,7 +539,7 @@ def isserlis_loss(task, A, loops, u=None) -> Fraction:
 """Slow, independent reference for the real-Wishart trace moments (the partition route).
 
 Used only to check `looptheory.moments.trace_moments` . Nothing here is clever on purpose: it is Gaussian integration by
-parts (exact-expectations.md, "One step of Gaussian integration by parts") specialised to words
+parts (docs/derivations.md, "3.1 One step of Gaussian integration by parts") specialised to words
 made of the single letter W = X X^T, X a d x n matrix of i.i.d. N(0, 1) entries.
 
 With only W letters a product of traces prod_j tr W^{p_j} is determined by the multiset
@@ -698,7 +698,7 @@ def partition_wishart_moments(kmax: int, n, d) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# The loops = 1 closed form of conventions.md
+# The loops = 1 closed form of docs/conventions.md
 # ---------------------------------------------------------------------------------------------
 
 
@@ -709,7 +709,7 @@ def sqrtm_spd(M) -> np.ndarray:
 
 
 def one_loop_closed_form(task, A) -> float:
-    """conventions.md, loops = 1, sigma_w = sigma_x^{-1}, u = 0, no noise:
+    """docs/conventions.md, loops = 1, sigma_w = sigma_x^{-1}, u = 0, no noise:
     f = d - 2 tr(A~) + ((n + d + 1)/n) ||A~||_F^2 with A~ = Rx A Rx (float)."""
     rx = sqrtm_spd(task.sigma_x)
     At = rx @ np.asarray(A, dtype=float) @ rx

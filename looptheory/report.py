@@ -143,7 +143,7 @@ def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=N
         f"looptheory {meta['looptheory']}, {meta['mode']} run, {meta['date']}, {total:.1f} s "
         f"(Python {meta['python']}, NumPy {meta['numpy']}).",
         "",
-        "Conventions: ../shared/design/conventions.md (loss not divided by d, no factor 1/2;",
+        "Conventions: docs/conventions.md in the looptheory repository (loss not divided by d, no factor 1/2;",
         "prediction -[Z_L]_{d+1,n+1}; sparse weights Q = [[A,0],[0,0]], P = [[0,0],[u^T,1]]).",
         "",
         "## Claims of the papers",

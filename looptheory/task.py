@@ -1,4 +1,4 @@
-"""The in-context linear regression task (conventions.md, "Data").
+"""The in-context linear regression task (docs/conventions.md, "Data").
 
 x_1, ..., x_n, x_q i.i.d. N(0, sigma_x); w* ~ N(0, sigma_w); y_i = <w*, x_i> + eps_i with
 eps_i ~ N(0, noise); the query target y_q = <w*, x_q> is noiseless.

@@ -1,7 +1,7 @@
 """Training looped and multi-layer linear Transformers on sampled prompts, in NumPy.
 
 As in the papers' experiments, every step draws a fresh minibatch of prompts from the task and
-takes an Adam or SGD step on the empirical loss mean_b (yhat_b - y_q,b)^2 (conventions.md: no
+takes an Adam or SGD step on the empirical loss mean_b (yhat_b - y_q,b)^2 (docs/conventions.md: no
 factor 1/2, not divided by d). The gradient is hand-derived backpropagation through the loops
 (checked against finite differences and the Taylor test in tests/test_training.py).
 
@@ -229,8 +229,8 @@ def _sparse_layers(params, model, loops):
 
 
 def _sparse_loss_grad(params, model, Z, y_q, loops):
-    """The sparse models through their GD form (conventions.md, "What the sparse model
-    computes"): with S = X X^T/n, s = X y/n and B_l = A_l^T,
+    """The sparse models through their GD form (docs/conventions.md, "What the sparse
+    model computes"): with S = X X^T/n, s = X y/n and B_l = A_l^T,
         w_{l+1} = w_l + B_l (s + S u_l - S w_l),   yhat = <w_L, x_q> - Z[d, n],
     which costs O(d^2) per prompt and loop instead of O(d^2 n). Backpropagation (adjoint
     lam_l = dloss/dw_l, r_l = s + S u_l - S w_l, mu = B_l^T lam_{l+1}):

@@ -1,6 +1,6 @@
 """The one-loop (L = 1) loss in closed form and its global minimiser, derived with SymPy.
 
-Setting: u = 0, no label noise, whitened letters (conventions.md): A~ = Rx A Rx, B~ = A~^T,
+Setting: u = 0, no label noise, whitened letters (docs/conventions.md): A~ = Rx A Rx, B~ = A~^T,
 W = Rx sigma_w Rx, S = S~ with n S ~ Wishart_d(n, I). For L = 1, H = I - B~ S and
 
   f = E tr(H W H^T) = tr W - 2 tr(B~ E[S] W) + tr(B~ E[S W S] B~^T).

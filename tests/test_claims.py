@@ -21,7 +21,7 @@ def test_g1_and_g4_quick():
     assert res["G1"].verdict == "holds"
     assert res["G1-structure"].verdict == "fails"
     assert res["G4"].verdict == "fails"
-    # G4: the n = inf test loss, recomputed here from the formula of conventions.md,
+    # G4: the n = inf test loss, recomputed here from the formula of docs/conventions.md,
     # sum_i (1 - gamma mu_i)^{2L} with gamma = 1 and mu = eig(sigma_x^{-1} sigma'), on a case the
     # claim declares (test covariance 3 sigma_x: mu_i = 3, so the loss is d 2^{2L} and grows).
     row = next(r for r in res["G4"].evidence["rows"] if r["test covariance"] == "3 Σx" and r["train_loops"] == 2)

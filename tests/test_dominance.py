@@ -11,13 +11,13 @@ from looptheory.dominance import dominance_ratio, ratio_at_scalar_infinite_n, wo
 
 @pytest.mark.parametrize("d, loops, a", [(2, 2, 0.3), (5, 3, 1.4), (3, 4, -0.2)])
 def test_scalar_ratio_at_infinite_n(d, loops, a):
-    """f = d (1-a)^{2L}, grad = -2L (1-a)^{2L-1} I: ratio 4 L^2 d^{-(L-1)/L} (conventions.md)."""
+    """f = d (1-a)^{2L}, grad = -2L (1-a)^{2L-1} I: ratio 4 L^2 d^{-(L-1)/L} (docs/conventions.md)."""
     r, _ = dominance_ratio(lt.Task(d, math.inf), a * np.eye(d), loops)
     assert r == pytest.approx(4 * loops**2 * d ** (-(loops - 1) / loops), rel=1e-10)
 
 
 def test_non_symmetric_goes_lower_at_infinite_n():
-    """conventions.md: A = I - J_3 (J_3 the 3 x 3 nilpotent Jordan block), L = 2, n = inf, has a
+    """docs/conventions.md: A = I - J_3 (J_3 the 3 x 3 nilpotent Jordan block), L = 2, n = inf, has a
     ratio below the symmetric infimum 4 L^2 d^{-(L-1)/L}."""
     J = np.diag([1.0, 1.0], 1)
     r, _ = dominance_ratio(lt.Task(3, math.inf), np.eye(3) - J, 2)

@@ -37,7 +37,7 @@ def test_wishart_trace_moments(k, poly):
 
 
 def test_two_constants_reference_point():
-    """E tr(B1 W B2 W) = n^2 tr(B1 B2) + n tr(B1 B2^T) + n tr(B1) tr(B2) (exact-expectations.md),
+    """E tr(B1 W B2 W) = n^2 tr(B1 B2) + n tr(B1 B2^T) + n tr(B1) tr(B2) (docs/engine.md, section 7),
     i.e. E tr(B S C S) = tr(B C) + (tr(B C^T) + tr(B) tr(C)) / n."""
     for hint in (None, 1, 3):
         e = Engine(ALPHA).expect([(1, [(1, 0, 3, 0)])], hint=hint)

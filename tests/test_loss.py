@@ -54,7 +54,7 @@ def test_float_matches_exact(loops):
 
 @given(d=st.integers(1, 4), n=st.integers(1, 30), data=st.data())
 def test_one_loop_closed_form(d, n, data):
-    """conventions.md: f = d - 2 tr(A~) + ((n+d+1)/n) ||A~||_F^2 for sigma_w = sigma_x^{-1}."""
+    """docs/conventions.md: f = d - 2 tr(A~) + ((n+d+1)/n) ||A~||_F^2 for sigma_w = sigma_x^{-1}."""
     sx = data.draw(spd_matrices(d))
     A = data.draw(matrices(d))
     task = lt.Task.gatmiry(d, n, sx)

@@ -1,4 +1,4 @@
-"""The sparse looped model computes preconditioned GD (conventions.md, "What the sparse model computes")."""
+"""The sparse looped model computes preconditioned GD (docs/conventions.md, "What the sparse model computes")."""
 
 import numpy as np
 import pytest

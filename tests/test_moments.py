@@ -2,7 +2,7 @@
 
 Independent routes: Gaussian integration by parts over partitions (looptheory.reference), the
 chi-square moments at d = 1 and at n = 1 (rank one: tr W^k = |x|^{2k}, |x|^2 ~ chi^2_d), the
-closed forms of conventions.md / exact-expectations.md, and the n <-> d symmetry of the
+closed forms of docs/conventions.md / docs/engine.md, and the n <-> d symmetry of the
 partition route itself.
 """
 

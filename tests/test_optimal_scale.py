@@ -71,7 +71,7 @@ def tr_xw(task):
 
 @pytest.mark.parametrize("n, d", [(1, 1), (5, 3), (20, 10), (100, 7), (3, 40)])
 def test_one_loop_gatmiry_closed_form(n, d):
-    # conventions.md: L = 1, sigma_w = sigma_x^{-1}, no noise -> A* = n/(n + d + 1) sigma_x^{-1}.
+    # docs/conventions.md: L = 1, sigma_w = sigma_x^{-1}, no noise -> A* = n/(n + d + 1) sigma_x^{-1}.
     assert optimal_scale(Task.gatmiry(d, n), 1) == pytest.approx(n / (n + d + 1), rel=1e-14)
     assert optimal_scale(Task.gatmiry(2, n, sigma_x=SX), 1) == pytest.approx(n / (n + 3), rel=1e-14)
 

@@ -17,7 +17,7 @@ def _sx(d, seed):
 
 @pytest.mark.parametrize("d, n", [(2, 3), (3, 10)])
 def test_one_loop_optimum_closed_form(d, n):
-    """conventions.md: A* = n/(n+d+1) sigma_x^{-1}, u* = 0 (sigma_w = sigma_x^{-1}, no noise)."""
+    """docs/conventions.md: A* = n/(n+d+1) sigma_x^{-1}, u* = 0 (sigma_w = sigma_x^{-1}, no noise)."""
     sx = _sx(d, d)
     r = optimal_preconditioner(lt.Task.gatmiry(d, n, sx), 1, starts=3)
     assert np.allclose(r.A, n / (n + d + 1) * np.linalg.inv(sx), rtol=1e-7, atol=1e-9)

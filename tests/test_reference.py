@@ -1,6 +1,6 @@
 """Tests of the slow reference implementations in looptheory.reference.
 
-Known closed forms (exact-expectations.md, conventions.md), chi-square moments, a Monte Carlo
+Known closed forms (docs/engine.md, docs/conventions.md), chi-square moments, a Monte Carlo
 check of each route, and a cross-check of the two routes against each other through the
 whitened closed form of the loss.
 """
@@ -201,7 +201,7 @@ def _wexpect(p, letters, n):
 
 
 def wick_closed_form(loops, n, R, Sw, A, u, noise):
-    """The whitened closed form of conventions.md (sigma_x = R^2) with every expectation taken
+    """The whitened closed form of docs/conventions.md (sigma_x = R^2) with every expectation taken
     by brute-force Wick pairings: a route that shares nothing with the engine or Isserlis."""
     Bw = R @ A.T @ R
     Ru = R @ u
@@ -222,7 +222,7 @@ def wick_closed_form(loops, n, R, Sw, A, u, noise):
 
 @pytest.mark.parametrize("loops", [1, 2, 3])
 def test_isserlis_matches_whitened_closed_form_via_wick(loops):
-    # The two reference routes are independent: the whitened closed form of conventions.md
+    # The two reference routes are independent: the whitened closed form of docs/conventions.md
     # evaluated with brute-force Wick pairings must equal the Isserlis loss exactly.
     d, n = 2, 3
     R = frac_matrix([[1, F(1, 2)], [F(1, 2), 1]])

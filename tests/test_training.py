@@ -155,7 +155,7 @@ def test_mean_minibatch_gradient_is_the_exact_population_gradient():
 
 
 def test_sgd_reaches_the_one_loop_closed_form_optimum():
-    # loops = 1, sigma_w = sigma_x^{-1}: A* = n/(n + d + 1) sigma_x^{-1} (conventions.md), u* = 0
+    # loops = 1, sigma_w = sigma_x^{-1}: A* = n/(n + d + 1) sigma_x^{-1} (docs/conventions.md), u* = 0
     d, n = 2, 5
     sx = np.array([[2.0, 0.5], [0.5, 1.0]])
     task = lt.Task.gatmiry(d, n, sigma_x=sx)
