@@ -6,6 +6,7 @@ Errors are one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -57,13 +58,25 @@ def main(argv=None) -> int:
 
 
 def _verify(args) -> int:
-    from .report import prepare_out_dir, write_report
+    from .report import prepare_out_dir
+    from .runlock import lock_folder
 
-    try:
-        out = prepare_out_dir(args.out, force=args.force)
-    except ValueError as exc:
-        print(f"looptheory: error: {exc}", file=sys.stderr)
-        return 2
+    # Every problem with --out is found here, before any work, and the folder's lock is held
+    # for the whole run (released by the OS if the process dies), so two runs never share it.
+    with contextlib.ExitStack() as stack:
+        try:
+            out = prepare_out_dir(args.out, force=args.force)
+            stack.enter_context(lock_folder(out, "--out"))
+        except ValueError as exc:
+            print(f"looptheory: error: {exc}".replace("\n", " "), file=sys.stderr)
+            return 2
+        return _run_verify(out, args)
+
+
+def _run_verify(out, args) -> int:
+    """The work of `verify` in the prepared, locked folder out; returns the exit status."""
+    from .report import write_report
+
     t0 = time.perf_counter()
     print(f"looptheory verify ({'quick' if args.quick else 'full'}) -> {out}", file=sys.stderr)
 

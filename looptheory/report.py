@@ -17,25 +17,72 @@ import numpy as np
 
 from . import __version__
 from .checks import loss_curve_data, run_checks
+from .runlock import LOCK_NAME, probe_writable
 
 
 def prepare_out_dir(out: str | None, force: bool = False) -> str:
-    """A new timestamped folder when out is None; otherwise out must not exist, or be an empty
-    folder, or force must be set. Raises ValueError naming --out otherwise."""
+    """The output folder of a run, created if new, checked before any work; returns its name.
+
+    out None: a new timestamped folder. Otherwise out must not exist, or be an empty folder (the
+    lock file of looptheory.runlock does not count), or force must be set. ValueError naming
+    --out, in one line, for: an empty name, a dangling symlink, a path under a file (or under a
+    dangling symlink), a folder that cannot be created (read-only parent) or written (read-only
+    folder). Writability is tested by creating and removing a file (runlock.probe_writable),
+    since root passes every permission check; nothing stays created unless every check passes.
+    """
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = f"looptheory-verify-{stamp}"
         k = 1
-        while os.path.exists(out):
+        while os.path.lexists(out):
             k += 1
             out = f"looptheory-verify-{stamp}-{k}"
+    out = os.fspath(out)
+    if out == "":
+        raise ValueError("--out: empty folder name; give a folder such as --out results")
+    if "\0" in out:
+        raise ValueError(f"--out: {out!r} contains a NUL character")
+    if os.path.islink(out) and not os.path.exists(out):
+        raise ValueError(f"--out: {out!r} is a symlink to {os.readlink(out)!r}, which does not exist")
     if os.path.exists(out):
         if not os.path.isdir(out):
             raise ValueError(f"--out: {out!r} exists and is not a folder")
-        if os.listdir(out) and not force:
+        try:
+            entries = [e for e in os.listdir(out) if e != LOCK_NAME]
+        except OSError as exc:
+            raise ValueError(f"--out: cannot read folder {out!r} ({exc.strerror or exc})") from None
+        if entries and not force:
             raise ValueError(f"--out: folder {out!r} is not empty; choose a new folder or pass --force")
-    os.makedirs(out, exist_ok=True)
+        try:
+            probe_writable(out)
+        except OSError as exc:
+            raise ValueError(f"--out: folder {out!r} is read-only ({exc.strerror or exc})") from None
+        return out
+    parent = _existing_ancestor(out)
+    if not os.path.isdir(parent):
+        dangling = os.path.islink(parent) and not os.path.exists(parent)
+        what = "a symlink to a missing target" if dangling else "a file, not a folder"
+        raise ValueError(f"--out: {out!r} is under {parent!r}, which is {what}")
+    try:
+        probe_writable(parent)
+    except OSError as exc:
+        raise ValueError(f"--out: cannot create {out!r}: folder {parent!r} is read-only "
+                         f"({exc.strerror or exc})") from None
+    try:
+        os.makedirs(out)
+    except OSError as exc:
+        raise ValueError(f"--out: cannot create folder {out!r} ({exc.strerror or exc})") from None
     return out
+
+
+def _existing_ancestor(path: str) -> str:
+    """The longest leading part of path that exists (as anything, a dangling symlink too); "." if none."""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent in ("", path):
+            return parent or "."
+        path = parent
+    return path
 
 
 def _jsonable(x):

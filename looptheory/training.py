@@ -21,10 +21,14 @@ Models (the parameter dicts that `train`, `batch_loss_grad` and the checkpoints 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
-from dataclasses import dataclass, field
+import secrets
+import warnings
+import zipfile
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -338,6 +342,9 @@ class TrainResult:
     trained; history: the minibatch loss at every step (before the step); steps, batch,
     optimizer, lr, lr_final, seed: the settings; state: the optimizer's moments, step count, the
     last iterate (params may be a tail average) and the random generator's state, so that training can resume exactly (`train(..., resume=...)`).
+    checkpoint: the file train(checkpoint=...) saved the result in (None if none was asked
+    for or the write failed); checkpoint_error: why the result is not saved as asked (the write
+    failed, or the name was taken during training and `checkpoint` is a sibling), else None.
     """
 
     params: dict
@@ -352,6 +359,8 @@ class TrainResult:
     lr_final: float
     seed: int
     state: dict = field(default_factory=dict, repr=False)
+    checkpoint: str | None = None
+    checkpoint_error: str | None = None
 
 
 def _lr_at(step, steps, lr, lr_final):
@@ -380,9 +389,13 @@ def train(task: Task, model: str = "sparse", loops: int = 3, steps: int = 2000, 
     optimizer state and random stream (seed is then ignored); with a constant lr and average = 0
     this reproduces the uninterrupted run exactly, while a decay and the tail average restart
     over the resumed steps. progress: show a tqdm bar (None: only on a terminal). checkpoint:
-    save the result there as .npz at the end; the file is reserved before training starts, so
-    an existing file is refused up front and never replaced, and a finished run cannot be lost
-    to a file that appeared meanwhile.
+    save the result there as .npz at the end (see save_checkpoint: the file appears complete or
+    not at all, even after SIGKILL). Before training, a taken name, a missing or unwritable
+    folder, or settings beyond CHECKPOINT_LIMITS give ValueError naming checkpoint, and nothing
+    is created under the name while training runs. A finished run is never lost: if the name
+    was taken meanwhile, the result goes to the next free NAME-2.npz, NAME-3.npz, ... (never
+    replacing a file); if the write fails (a full disk), the result is returned unsaved. Both
+    warn and are recorded in the result's checkpoint and checkpoint_error.
     """
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
@@ -402,14 +415,23 @@ def train(task: Task, model: str = "sparse", loops: int = 3, steps: int = 2000, 
         raise ValueError(f"average: expected a fraction in [0, 1], got {average}")
     if clip is not None:
         clip = V.positive_float("clip", clip)
-    reserved = None
     if checkpoint is not None:
         checkpoint = _checkpoint_path(checkpoint, "checkpoint")
-        if os.path.exists(checkpoint):
+        if os.path.lexists(checkpoint):
             raise ValueError(f"checkpoint: {checkpoint!r} exists; choose a new file (nothing was trained)")
         folder = os.path.dirname(checkpoint) or "."
         if not os.path.isdir(folder):
             raise ValueError(f"checkpoint: folder {folder!r} does not exist (nothing was trained)")
+        total = steps + (resume.steps if isinstance(resume, TrainResult) else 0)
+        for name, value in (("d", task.d), ("n", task.n), ("loops", loops), ("steps", total), ("batch", batch)):
+            if value > CHECKPOINT_LIMITS[name]:
+                raise ValueError(f"checkpoint: {name} = {value} exceeds the checkpoint format's limit "
+                                 f"{CHECKPOINT_LIMITS[name]} (nothing was trained)")
+        try:
+            _check_writable_folder(checkpoint)
+        except OSError as exc:
+            raise ValueError(f"checkpoint: cannot write in folder {folder!r} ({exc.strerror or exc}); "
+                             f"nothing was trained") from None
     d = task.d
     rng = np.random.default_rng(seed)
     if resume is not None:
@@ -434,23 +456,29 @@ def train(task: Task, model: str = "sparse", loops: int = 3, steps: int = 2000, 
         vel = {k: np.zeros_like(v) for k, v in params.items()}
         t0 = 0
         history = []
-    if checkpoint is not None:
-        try:
-            reserved = open(checkpoint, "xb")  # exclusive: no other run can take the name meanwhile
-        except OSError as exc:
-            raise ValueError(f"checkpoint: cannot create {checkpoint!r} ({exc.strerror}); nothing was trained") from None
+    # Nothing is created under the checkpoint name before the end: a run killed meanwhile
+    # leaves no empty or partial file there (the name is checked above, and a name taken during
+    # training is handled by _save_finished).
+    result = _run(task, model, loops, steps, batch, optimizer, lr, lr_final, seed, average, clip, progress,
+                  params, mom, vel, t0, history, rng)
+    return result if checkpoint is None else _save_finished(result, checkpoint)
+
+
+def _save_finished(result, path):
+    """Save a finished run without ever losing it: a failed write (a full disk) or a name taken
+    during training is reported (warning, and the result's checkpoint_error), never raised."""
     try:
-        result = _run(task, model, loops, steps, batch, optimizer, lr, lr_final, seed, average, clip, progress,
-                      params, mom, vel, t0, history, rng)
-    except BaseException:
-        if reserved is not None:
-            reserved.close()
-            os.remove(checkpoint)  # the empty file this call reserved, nothing the user had
-        raise
-    if reserved is not None:
-        with reserved:
-            _write_checkpoint(reserved, result)
-    return result
+        written = _store(result, path, overwrite=False, sibling=True)
+    except Exception as exc:  # noqa: BLE001 - whatever the write raises, the trained result is kept
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        message = f"checkpoint: could not write {path!r} ({reason}); the trained result is returned unsaved"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return replace(result, checkpoint=None, checkpoint_error=message)
+    if written != path:
+        message = f"checkpoint: {path!r} was created by someone else during training; saved as {written!r} instead"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return replace(result, checkpoint=written, checkpoint_error=message)
+    return replace(result, checkpoint=written)
 
 
 def _run(task, model, loops, steps, batch, optimizer, lr, lr_final, seed, average, clip, progress,
@@ -512,6 +540,10 @@ def _checkpoint_path(path, name="path"):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name}: expected a file name, got {type(path).__name__}")
     path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"{name}: expected a file name as text, got {type(path).__name__}")
+    if path == "" or path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise ValueError(f"{name}: expected a file name, got {path!r}")
     return path if path.endswith(".npz") else path + ".npz"
 
 
@@ -521,38 +553,266 @@ def task_record(task):
             "sigma_w": np.asarray(task.sigma_w, dtype=float).tolist(), "noise": float(task.noise)}
 
 
-def save_checkpoint(path, result: TrainResult, overwrite: bool = False) -> str:
-    """Write a TrainResult to `path` (".npz" appended if missing) and return the file name.
+# ---------------------------------------------------------------------------------------------
+# Checkpoint files.
+#
+# Format "looptheory-checkpoint-1": a .npz (zip of .npy members) holding "meta" (a 0-d unicode
+# array of JSON: format, model, loops, task, steps, batch, optimizer, lr, lr_final, seed, t, rng),
+# "history" (float64, shape (steps,)), "param_K" for every parameter K of the model, and the
+# optimizer state "m_K", "v_K", "last_K", each slot complete or absent. The reader accepts
+# exactly this and nothing else, so that a damaged or hostile file fails with a ValueError
+# instead of allocating what it claims or resuming from a state it never had.
 
-    An existing file is never replaced unless overwrite=True (ValueError naming path); the file
-    is created exclusively, so two runs cannot clobber each other either.
+CHECKPOINT_FORMAT = "looptheory-checkpoint-1"
+
+# The ranges a checkpoint's settings must lie in: far beyond any run of this toolkit, small enough
+# that what they imply (array sizes, the work of a resumed run) is not absurd. train() checks them
+# before training when asked for a checkpoint, so every run it starts can be saved.
+CHECKPOINT_LIMITS = {"d": 1000, "n": 10**9, "loops": 10_000, "steps": 10**8, "batch": 10**8}
+_MAX_ARRAY_BYTES = 2**31  # all arrays of one checkpoint together
+_MAX_META_BYTES = 2**28  # the JSON record, stored as UTF-32 (sigma_x, sigma_w at d = 1000: ~200 MB)
+# A member may expand at most _MAX_RATIO-fold (numpy writes them uncompressed; deflated floats
+# gain ~1.1x): a zip bomb (1 GB of zeros deflate to 1 MB) is refused from the zip directory alone.
+_MAX_RATIO, _RATIO_SLACK = 20, 2**20
+_SLOTS = ("param", "m", "v", "last")
+
+
+class _Damaged(Exception):
+    """A checkpoint problem; load_checkpoint turns it into ValueError naming the path."""
+
+
+def _param_shapes(model, d, loops):
+    m = d + 1
+    return {
+        "full": {"P": (m, m), "Q": (m, m)},
+        "sparse": {"A": (d, d), "u": (d,)},
+        "multilayer": {"P": (loops, m, m), "Q": (loops, m, m)},
+        "multilayer_sparse": {"A": (loops, d, d), "u": (loops, d)},
+    }[model]
+
+
+def _int_in(meta, key, low, high):
+    v = meta.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _Damaged(f"{key}: expected an integer, got {v!r}")
+    if not low <= v <= high:
+        raise _Damaged(f"{key}: {v} is outside {low}..{high}")
+    return v
+
+
+def _rng_problem(state):
+    """The problem with a random generator state, or None if a PCG64 generator takes it and gives
+    it back unchanged (a state that does not round-trip would resume a stream no run ever had)."""
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        return f"rng: expected a generator state record, got {type(state).__name__}"
+    gen = np.random.Generator(np.random.PCG64(0))
+    try:
+        gen.bit_generator.state = state
+        back = gen.bit_generator.state
+    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, TypeError, KeyError, OverflowError
+        return f"rng: not a PCG64 generator state ({type(exc).__name__}: {exc})"
+    if back != state:
+        return "rng: the generator state does not round-trip through PCG64"
+    return None
+
+
+def _matrix(name, value, d):
+    ok = isinstance(value, list) and len(value) == d and all(
+        isinstance(row, list) and len(row) == d
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in row)
+        for row in value)
+    if not ok:
+        raise _Damaged(f"task.{name}: expected a {d} x {d} list of finite numbers")
+    return value
+
+
+_META_KEYS = {"format", "model", "loops", "task", "steps", "batch", "optimizer", "lr", "lr_final", "seed", "t", "rng"}
+
+
+def _check_meta(meta):
+    """The expected array members {name: shape} of a checkpoint whose meta record is `meta`, and
+    its task; _Damaged naming the first problem. No array is allocated here."""
+    if not isinstance(meta, dict):
+        raise _Damaged("the meta record is not a JSON object")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise _Damaged(f"unknown format {meta.get('format')!r} (expected {CHECKPOINT_FORMAT!r})")
+    if set(meta) != _META_KEYS:
+        missing, extra = sorted(_META_KEYS - set(meta)), sorted(set(meta) - _META_KEYS)
+        raise _Damaged(f"meta record: missing keys {missing}" if missing else f"meta record: unexpected keys {extra}")
+    if meta["model"] not in MODELS:
+        raise _Damaged(f"model: expected one of {', '.join(MODELS)}, got {meta['model']!r}")
+    if meta["optimizer"] not in OPTIMIZERS:
+        raise _Damaged(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {meta['optimizer']!r}")
+    lim = CHECKPOINT_LIMITS
+    loops = _int_in(meta, "loops", 1, lim["loops"])
+    steps = _int_in(meta, "steps", 0, lim["steps"])
+    _int_in(meta, "batch", 1, lim["batch"])
+    _int_in(meta, "seed", 0, 2**128)
+    if _int_in(meta, "t", 0, lim["steps"]) != steps:
+        raise _Damaged(f"t: the optimizer step count {meta['t']} differs from steps = {steps}")
+    for key in ("lr", "lr_final"):
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise _Damaged(f"{key}: expected a finite number > 0, got {v!r}")
+    problem = _rng_problem(meta["rng"])
+    if problem:
+        raise _Damaged(problem)
+    tr = meta["task"]
+    if not isinstance(tr, dict) or set(tr) != {"d", "n", "sigma_x", "sigma_w", "noise"}:
+        raise _Damaged("task: expected a record with d, n, sigma_x, sigma_w, noise")
+    d = _int_in(tr, "d", 1, lim["d"])
+    n = _int_in(tr, "n", 1, lim["n"])
+    noise = tr["noise"]
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (math.isfinite(noise) and noise >= 0):
+        raise _Damaged(f"task.noise: expected a finite number >= 0, got {noise!r}")
+    shapes = {"history": (steps,)}
+    for slot in _SLOTS:
+        shapes.update({f"{slot}_{k}": s for k, s in _param_shapes(meta["model"], d, loops).items()})
+    total = 8 * sum(math.prod(s) for s in shapes.values())
+    if total > _MAX_ARRAY_BYTES:
+        raise _Damaged(f"its settings (d = {d}, loops = {loops}, steps = {steps}) imply {total} bytes of arrays, "
+                       f"more than the format's limit {_MAX_ARRAY_BYTES}")
+    try:
+        task = Task(d, n, sigma_x=_matrix("sigma_x", tr["sigma_x"], d), sigma_w=_matrix("sigma_w", tr["sigma_w"], d),
+                    noise=noise)
+    except (ValueError, TypeError) as exc:
+        raise _Damaged(f"task: {exc}") from None
+    return shapes, task
+
+
+def _check_members(present, shapes):
+    """Every required member there, each optimizer slot complete or absent, nothing else."""
+    keys = [k for k in shapes if k.startswith("param_")] + ["history"]
+    missing = [k for k in keys if k not in present]
+    for slot in _SLOTS[1:]:
+        have = [k for k in shapes if k.startswith(slot + "_") and k in present]
+        if have:
+            missing += [k for k in shapes if k.startswith(slot + "_") and k not in present]
+    unexpected = sorted(set(present) - set(shapes) - {"meta"})
+    if missing or unexpected:
+        parts = ([f"missing members {sorted(missing)}"] if missing else []) + (
+            [f"unexpected members {unexpected}"] if unexpected else [])
+        raise _Damaged(", ".join(parts))
+
+
+def _directory(zf):
+    """The members {key: ZipInfo} of an open zip, checked from its directory alone (nothing is
+    decompressed): .npy names only, no duplicates, no encryption or exotic compression, and no
+    member that would expand absurdly (zip bomb)."""
+    infos = zf.infolist()
+    if len(infos) > 64:  # a checkpoint has at most 10 (meta, history, four slots of two arrays)
+        raise _Damaged(f"{len(infos)} members, far more than a checkpoint has")
+    members = {}
+    for info in infos:
+        name = info.filename
+        if not name.endswith(".npy") or name[:-4] in members:
+            raise _Damaged(f"unexpected or repeated member {name!r}")
+        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _Damaged(f"member {name!r} is encrypted or uses an unsupported compression")
+        if info.file_size > _MAX_RATIO * info.compress_size + _RATIO_SLACK:
+            raise _Damaged(f"member {name!r} would expand from {info.compress_size} to {info.file_size} bytes "
+                           f"(more than {_MAX_RATIO}-fold: a zip bomb?)")
+        members[name[:-4]] = info
+    return members
+
+
+def _read_header(zf, info):
+    """(shape, fortran_order, dtype, header length) of a .npy member, reading only its header."""
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise _Damaged(f"member {info.filename!r} has .npy version {version}")
+        return shape, fortran, dtype, fh.tell()
+
+
+def _read_member(zf, info, shape, kind):
+    """The array of a member whose header says `shape` and a dtype of `kind` ("f": float64,
+    "U": text), checked before reading and with the member's CRC checked at its end."""
+    got, _, dtype, head = _read_header(zf, info)
+    if got != shape or dtype.kind != kind or (kind == "f" and dtype.itemsize != 8):
+        raise _Damaged(f"member {info.filename!r} holds {dtype} {got}, expected "
+                       f"{'float64' if kind == 'f' else 'text'} {shape}")
+    if info.file_size != head + math.prod(shape) * dtype.itemsize:
+        raise _Damaged(f"member {info.filename!r} is {info.file_size} bytes, its header implies "
+                       f"{head + math.prod(shape) * dtype.itemsize}")
+    with zf.open(info) as fh:
+        arr = np.lib.format.read_array(fh, allow_pickle=False)
+        if fh.read(1):  # also reads to the end, where zipfile checks the CRC
+            raise _Damaged(f"member {info.filename!r} has bytes after its array")
+    if kind == "f" and not np.all(np.isfinite(arr)):
+        raise _Damaged(f"member {info.filename!r} has entries that are not finite")
+    return arr
+
+
+def _read_checkpoint(path):
+    with zipfile.ZipFile(path) as zf:
+        members = _directory(zf)
+        if "meta" not in members:
+            raise _Damaged("is not a looptheory checkpoint (no meta record)")
+        info = members["meta"]
+        if info.file_size > _MAX_META_BYTES:
+            raise _Damaged(f"meta record of {info.file_size} bytes, more than the format's limit {_MAX_META_BYTES}")
+        shape, _, dtype, _ = _read_header(zf, info)
+        if shape != () or dtype.kind != "U":
+            raise _Damaged("is not a looptheory checkpoint (the meta record is not text)")
+        try:
+            meta = json.loads(str(_read_member(zf, info, (), "U")))
+        except json.JSONDecodeError as exc:
+            raise _Damaged(f"the meta record is not JSON ({exc})") from None
+        shapes, task = _check_meta(meta)
+        _check_members(members, shapes)
+        # every header before any array: a wrong size is found before anything is allocated
+        for key in members:
+            if key != "meta":
+                got, _, dtype, head = _read_header(zf, members[key])
+                if got != shapes[key] or dtype.kind != "f" or dtype.itemsize != 8:
+                    raise _Damaged(f"member {key!r} holds {dtype} {got}, expected float64 {shapes[key]}")
+        arrays = {key: _read_member(zf, members[key], shapes[key], "f") for key in members if key != "meta"}
+    return meta, task, arrays
+
+
+def load_checkpoint(path) -> TrainResult:
+    """Read a checkpoint written by save_checkpoint (or train(checkpoint=...)).
+
+    Anything but such a file gives ValueError naming the path and the problem, found before any
+    large allocation: a truncated file or a flipped byte (zip CRC), missing or unexpected
+    members, arrays of the wrong shape or type, settings outside CHECKPOINT_LIMITS (such as
+    loops = 10**9), a generator state that does not round-trip, a member that would expand more
+    than 20-fold (zip bomb). Arrays are allocated only at the sizes the checked settings imply.
     """
+    path = _checkpoint_path(path)
+    if not os.path.exists(path):
+        raise ValueError(f"path: no checkpoint at {path!r}")
+    if not os.path.isfile(path):
+        raise ValueError(f"path: {path!r} is not a file")
+    try:
+        meta, task, arrays = _read_checkpoint(path)
+    except _Damaged as exc:
+        text = str(exc)
+        raise ValueError(f"path: {path!r} " + (text if text.startswith("is ") else f"is not a usable looptheory "
+                                               f"checkpoint: {text}")) from None
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged zip makes zipfile, zlib or numpy raise
+        raise ValueError(f"path: {path!r} is damaged or not a looptheory checkpoint "
+                         f"({type(exc).__name__}: {exc})") from None
+    slot = {s: {k[len(s) + 1:]: v for k, v in arrays.items() if k.startswith(s + "_")} for s in _SLOTS}
+    state = {"m": slot["m"], "v": slot["v"], "t": meta["t"], "rng": meta["rng"], "last": slot["last"] or slot["param"]}
+    return TrainResult(slot["param"], meta["model"], meta["loops"], task, arrays["history"], meta["steps"],
+                       meta["batch"], meta["optimizer"], meta["lr"], meta["lr_final"], meta["seed"], state)
+
+
+def _checkpoint_record(result):
+    """(meta, arrays) of a TrainResult as a checkpoint stores them; ValueError naming result if
+    load_checkpoint would refuse them, so that every file written can be read back."""
     if not isinstance(result, TrainResult):
         raise TypeError(f"result: expected a TrainResult, got {type(result).__name__}")
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite: expected True or False, got {overwrite!r}")
-    path = _checkpoint_path(path)
-    if os.path.exists(path) and not overwrite:
-        raise ValueError(f"path: {path!r} exists; pass overwrite=True to replace it")
-    if not overwrite:
-        with open(path, "xb") as fh:
-            _write_checkpoint(fh, result)
-        return path
-    # replace only once the new file is complete, so a crash cannot destroy the old one
-    tmp = f"{path}.partial-{os.getpid()}"
-    try:
-        with open(tmp, "xb") as fh:
-            _write_checkpoint(fh, result)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _write_checkpoint(fh, result):
     meta = {
-        "format": "looptheory-checkpoint-1", "model": result.model, "loops": result.loops,
+        "format": CHECKPOINT_FORMAT, "model": result.model, "loops": result.loops,
         "task": task_record(result.task), "steps": result.steps, "batch": result.batch,
         "optimizer": result.optimizer, "lr": result.lr, "lr_final": result.lr_final, "seed": result.seed,
         "t": int(result.state.get("t", result.steps)), "rng": result.state.get("rng"),
@@ -561,38 +821,138 @@ def _write_checkpoint(fh, result):
     for slot in ("m", "v", "last"):
         arrays.update({f"{slot}_{k}": v for k, v in result.state.get(slot, {}).items()})
     arrays["history"] = result.history
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(fh, **arrays)
-
-
-def load_checkpoint(path) -> TrainResult:
-    """Read a checkpoint written by save_checkpoint (or train(checkpoint=...))."""
-    path = _checkpoint_path(path)
-    if not os.path.exists(path):
-        raise ValueError(f"path: no checkpoint at {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "meta" not in z.files:
-                raise ValueError(f"path: {path!r} is not a looptheory checkpoint (no meta record)")
-            meta = json.loads(str(z["meta"]))
-            if not isinstance(meta, dict) or meta.get("format") != "looptheory-checkpoint-1":
-                raise ValueError(f"path: {path!r} has an unknown format")
-            params = {k[6:]: z[k] for k in z.files if k.startswith("param_")}
-            m = {k[2:]: z[k] for k in z.files if k.startswith("m_")}
-            v = {k[2:]: z[k] for k in z.files if k.startswith("v_")}
-            last = {k[5:]: z[k] for k in z.files if k.startswith("last_")}
-            history = z["history"]
-        tr = meta["task"]
-        task = Task(tr["d"], tr["n"], sigma_x=tr["sigma_x"], sigma_w=tr["sigma_w"], noise=tr["noise"])
-        state = {"m": m, "v": v, "t": meta["t"], "rng": meta["rng"], "last": last or params}
-        return TrainResult(params, meta["model"], meta["loops"], task, history, meta["steps"], meta["batch"],
-                           meta["optimizer"], meta["lr"], meta["lr_final"], meta["seed"], state)
-    except ValueError as exc:
-        if str(exc).startswith("path:"):
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}
+        meta = json.loads(json.dumps(meta))  # as the reader will see it (tuples become lists)
+        shapes, _ = _check_meta(meta)
+        _check_members(arrays, shapes)
+        for k, v in arrays.items():
+            if v.shape != shapes[k]:
+                raise _Damaged(f"{k} has shape {v.shape}, expected {shapes[k]}")
+            if not np.all(np.isfinite(v)):
+                raise _Damaged(f"{k} has entries that are not finite")
+    except (_Damaged, TypeError, ValueError) as exc:
+        raise ValueError(f"result: cannot be stored as a checkpoint ({exc})") from None
+    arrays["meta"] = np.array(json.dumps(meta))
+    return meta, arrays
+
+
+def _remove_quietly(name):
+    try:
+        os.remove(name)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_folder(folder):
+    """Make a new directory entry durable (POSIX); skipped where a folder cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path):
+    """A hidden name beside path, unique to this process and call: `.NAME.tmp-PID-RANDOM`."""
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _check_writable_folder(path):
+    """Create and remove a temporary file beside path: the folder must exist and take a new file
+    (os.access alone is not enough: root passes it on a read-only mount). OSError otherwise."""
+    probe = _temp_name(path)
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.remove(probe)
+
+
+# File systems without hard links answer os.link with one of these.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+
+
+def _publish(tmp, path, overwrite):
+    """Give the complete file tmp the name path at once; False (and nothing changed) if path is
+    taken and overwrite is False. tmp stays for the caller to remove."""
+    if overwrite:
+        os.replace(tmp, path)
+        return True
+    try:
+        os.link(tmp, path)  # fails if path exists, in one step: no other file can be replaced
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
             raise
-        raise ValueError(f"path: {path!r} is not a readable looptheory checkpoint ({exc})") from None
-    except (KeyError, TypeError, OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"path: {path!r} is not a readable looptheory checkpoint ({type(exc).__name__}: {exc})") from None
+    # Without hard links: reserve the name exclusively, then rename over the reservation. Only
+    # here can a kill between the two steps leave an empty file under the name.
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+def _store(result, path, overwrite, sibling):
+    """Write result to path through a temporary file: written, flushed to disk, then renamed or
+    linked into place, so path never holds a partial file. If path is taken (overwrite False):
+    with sibling, the next free NAME-2.npz, NAME-3.npz, ...; without, None. Returns the name
+    written; on any failure the temporary file is removed and the error raised."""
+    _, arrays = _checkpoint_record(result)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "xb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        stem = path[:-4]
+        for k in range(1, 1000):
+            target = path if k == 1 else f"{stem}-{k}.npz"
+            if _publish(tmp, target, overwrite):
+                _fsync_folder(os.path.dirname(path) or ".")
+                return target
+            if not sibling:
+                return None
+        raise FileExistsError(errno.EEXIST, f"{path!r} and its siblings up to {stem}-999.npz are all taken")
+    finally:
+        _remove_quietly(tmp)
+
+
+def save_checkpoint(path, result: TrainResult, overwrite: bool = False) -> str:
+    """Write a TrainResult to `path` (".npz" appended if missing) and return the file name.
+
+    The data go to a temporary file beside path (`.NAME.tmp-PID-RANDOM`), flushed to disk, and
+    only then appear under path (a hard link, or os.replace with overwrite=True), so path never
+    holds a partial file, even after SIGKILL or a full disk. An existing file is never replaced
+    unless overwrite=True (ValueError naming path), also when it appears while writing. A
+    TrainResult that load_checkpoint would refuse is refused here (ValueError naming result); a
+    failed write raises OSError naming path, having changed nothing there.
+    """
+    if not isinstance(result, TrainResult):
+        raise TypeError(f"result: expected a TrainResult, got {type(result).__name__}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite: expected True or False, got {overwrite!r}")
+    path = _checkpoint_path(path)
+    if os.path.lexists(path) and not overwrite:
+        raise ValueError(f"path: {path!r} exists; pass overwrite=True to replace it")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"path: folder {folder!r} does not exist")
+    try:
+        written = _store(result, path, overwrite, sibling=False)
+    except OSError as exc:
+        message = f"path: could not write {path!r} ({exc.strerror or exc}); nothing there was changed"
+        raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from exc
+    if written is None:
+        raise ValueError(f"path: {path!r} appeared while writing and was left alone; pass overwrite=True to replace it")
+    return written
 
 
 def fix_scale(P, Q):
