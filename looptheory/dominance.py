@@ -37,16 +37,50 @@ def ratio_at_scalar_infinite_n(d: int, loops: int) -> float:
 
 
 def dominance_ratio(task: Task, A, loops: int, f_star: float | None = None):
-    """(ratio, excess_ratio) at A (u = 0); excess_ratio is nan unless f_star is given."""
+    """(ratio, excess_ratio) at A (u = 0):
+
+      ratio = ||grad_A f||_F^2 / f^{(2L-1)/L},   excess_ratio = ||grad_A f||_F^2 / (f - f_star)^{(2L-1)/L}.
+
+    excess_ratio is nan unless f_star (the minimum of f, >= 0) is given. Where a quotient is
+    undefined, because f = 0 or because |f - f_star| lies within the error bounds of f (a
+    `Certified` float) and f_star (its `.error` if it has one, else one rounding), it is nan
+    and a RuntimeWarning says why; an f_star above f(A) by more than those bounds is a
+    ValueError (f_star is then not the minimum)."""
+    import warnings
+
     loops = V.positive_int("loops", loops)
+    if f_star is not None:
+        f_star_err = float(getattr(f_star, "error", 0.0))
+        f_star = V.real_scalar("f_star", f_star, allow_exact=False)
+        if f_star < 0:
+            raise ValueError(f"f_star: the minimum of a loss is >= 0, got {f_star!r}")
+        f_star_err = max(f_star_err, 2.0**-53 * abs(f_star))
     f, gA, _ = population_loss_grad(task, A, loops)
     g2 = float(np.sum(gA * gA))
     p = (2 * loops - 1) / loops
-    ratio = g2 / f**p if f > 0 else math.inf
+    if f > 0:
+        ratio = g2 / f**p
+    else:
+        warnings.warn("dominance_ratio: f(A) = 0 (the global minimum at n = inf): the ratio is undefined there", RuntimeWarning, stacklevel=2)
+        ratio = math.nan
     if f_star is None:
         return ratio, math.nan
-    ex = f - f_star
-    return ratio, (g2 / ex**p if ex > 0 else math.inf)
+    ex = float(f) - f_star
+    err = f.error + f_star_err
+    if ex < -err:
+        raise ValueError(
+            f"f_star: {f_star!r} exceeds f(A) = {float(f)!r} by more than their error bounds ({err:.2g}); "
+            "f_star must be the minimum of f"
+        )
+    if ex <= err:
+        warnings.warn(
+            f"dominance_ratio: f(A) - f_star = {ex:.3g} is within the error bounds ({err:.2g}): "
+            "the excess ratio is undefined here",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return ratio, math.nan
+    return ratio, g2 / ex**p
 
 
 @dataclass(frozen=True)

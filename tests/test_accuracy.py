@@ -281,3 +281,49 @@ def test_negative_float_sum_is_never_returned():
     comp = LS._compiled(4, ("main0", "main"))
     v, _, err, _ = comp.evaluate(mats, 10**6, 3, False, [1.0, 1.0], mats_abs)
     assert err > 1e-8 * float(ex)
+
+
+# --- the spectral family and the dominance ratio ---------------------------------------------
+
+
+@pytest.mark.parametrize("loops", [2, 3, 4, 5])
+def test_spectral_loss_certified_near_the_optimum(loops):
+    """spectral_loss was 7.6x off at loops = 4, n = 10^6 (issue 11); now within 1e-8 of the
+    exact loss of the same matrix (an independent route: the matrix engine in rationals)."""
+    for n in (10**6, 10**12):
+        g = float(lt.optimal_scale(lt.Task(3, n), loops))
+        a = np.array([g, g * (1 + 1e-7), g * (1 - 3e-7)])
+        s = lt.spectral_loss(a, n, loops)
+        ex = lt.population_loss(lt.Task(3, n), np.diag(fr(a)), loops, exact=True)
+        assert abs(F(float(s)) - ex) <= min(F(s.error), F(1e-8) * ex)
+
+
+def test_spectral_gradient_against_matrix_gradient():
+    a = np.array([0.2, 0.7, 1.3])
+    f, g = lt.spectral_loss_grad(a, 10**9, 3, noise=0.3)
+    fm, gm, _ = lt.population_loss_grad(lt.Task(3, 10**9, noise=0.3), np.diag(a), 3)
+    assert f == pytest.approx(fm, rel=1e-12)
+    assert np.allclose(g, np.diag(gm), rtol=1e-9, atol=0)
+
+
+def test_dominance_ratio_at_the_minimum_says_why_it_is_undefined():
+    task = lt.Task(3, 10**6)
+    g = float(lt.optimal_scale(task, 4))
+    A = g * np.eye(3)
+    f = lt.population_loss(task, A, 4)
+    with pytest.warns(RuntimeWarning, match="within the error bounds"):
+        r, ex = lt.dominance_ratio(task, A, 4, f_star=f)
+    assert math.isnan(ex) and math.isfinite(r) and r > 0
+    with pytest.raises(ValueError, match="f_star: .* exceeds f"):
+        lt.dominance_ratio(task, A, 4, f_star=2 * float(f))
+    with pytest.raises(ValueError, match="f_star"):
+        lt.dominance_ratio(task, A, 4, f_star=-1.0)
+    # away from the minimum the excess ratio is an ordinary positive number
+    r, ex = lt.dominance_ratio(task, 0.5 * np.eye(3), 4, f_star=f)
+    assert math.isfinite(ex) and ex > 0
+
+
+def test_dominance_ratio_at_a_zero_loss():
+    with pytest.warns(RuntimeWarning, match="f\\(A\\) = 0"):
+        r, _ = lt.dominance_ratio(lt.Task(2, math.inf), np.eye(2), 3)
+    assert math.isnan(r)
