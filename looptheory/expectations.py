@@ -492,25 +492,33 @@ class CompiledExpansion:
         return len(self.coef)
 
     # --- float evaluation with a rigorous error bound ------------------------------------
-    def rounding_count(self, d: int, grad: bool = False) -> int:
-        """An upper bound N on the roundings behind any term (value) or gradient entry, so that
-        the error is at most gamma_N times the same sum with every quantity replaced by its
-        absolute value (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
-        Sec. 3.5: |fl(A B) - A B| <= gamma_k |A| |B| for inner dimension k, whatever the order
-        of summation): per letter one rounding of the letter itself and d + 1 for its product,
-        per word d for its trace, per factor one multiplication, six for the weight
-        c s d^q n^-p, and one per term that shares a monomial."""
-        N = self._max_letters * (d + 2) + self._max_factors * (d + 1) + 6 + self._max_share
-        if grad:
-            N += self._max_uses + self._max_factors + self._max_depth * (d + 9) + self._max_step * d + len(self._steps)
-        return N
+    #
+    # Running error analysis (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
+    # Sec. 3.5 and 3.6): every computed quantity x carries a bound e_x >= |x_exact - x|,
+    # propagated with the computed values themselves, so a product whose entries cancel (E^2
+    # of a nilpotent-like E, a loss of 1e-13 made of letters of size 0.1) gets an error bound
+    # of its own small size, not of |E|^2. For a matrix product with inner dimension k,
+    #   e(X Y) <= e_X (|Y| + e_Y) + |X| (e_Y + gamma_k |Y|)
+    # (|fl(X Y) - X Y| <= gamma_k |X| |Y| for any order of summation). The bounds themselves are
+    # computed in float; their own relative error is below 1e-12 and is covered by a factor 1.01.
 
-    def _products(self, mats, d):
+    def _products(self, mats, d, errs=None):
+        """Node products P (and, with errs, their running error bounds eP)."""
         P = np.empty((self.n_nodes, d, d))
         P[0] = np.eye(d)
+        eP = None
+        if errs is not None:
+            eP = np.empty((self.n_nodes, d, d))
+            eP[0] = 0.0
+            absM = np.abs(mats)
+            hiM = absM + errs
+            loM = errs + gamma(d) * absM
         for sel, par, c, *_ in self._steps:
-            P[sel] = (P[par].reshape(-1, d) @ mats[c]).reshape(-1, d, d)
-        return P
+            Pp = P[par].reshape(-1, d)
+            P[sel] = (Pp @ mats[c]).reshape(-1, d, d)
+            if errs is not None:
+                eP[sel] = (eP[par].reshape(-1, d) @ hiM[c] + np.abs(Pp) @ loM[c]).reshape(-1, d, d)
+        return P, eP
 
     def _term_weights(self, n, d, scales):
         """c_t s_part d^q n^-p per term, in float (n may be an int of any size or math.inf:
@@ -556,58 +564,101 @@ class CompiledExpansion:
             dt += np.bincount(fac.ravel(), weights=pre.ravel(), minlength=len(t))
         return vals_out, dt
 
-    def _reverse(self, P, mats, dt, d):
-        """Reverse mode through the trie: {letter: df/dM_letter} for word adjoints dt."""
+    def _relative_errors(self, t, et):
+        """Per monomial, r = sum over its factors of e_t / (|t| + e_t): then
+        |prod t_exact - prod t| <= r prod (|t| + e_t) (telescoping, every e_t <= |t| + e_t)."""
+        hi = np.abs(t) + et
+        q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
+        r = np.zeros(self.n_monomials)
+        for ids, fac in self._groups:
+            if fac.shape[0]:
+                r[ids] = q[fac].sum(axis=0)
+        return hi, r
+
+    def _reverse(self, P, mats, dt, d, eP=None, errs=None, edt=None):
+        """Reverse mode through the trie: {letter: df/dM_letter} for word adjoints dt, and with
+        eP, errs, edt the running error bounds of each {letter: bound}."""
         G = np.zeros((self.n_nodes, d, d))
         idx = np.arange(d)
         G[self.word_node[:, None], idx, idx] += dt[: len(self.words), None]  # word nodes are distinct
         grads = {g: np.zeros((d, d)) for g in self.grad_letters}
+        bound = eP is not None
+        if bound:
+            eG = np.zeros((self.n_nodes, d, d))
+            eG[self.word_node[:, None], idx, idx] += edt[: len(self.words), None]
+            egrads = {g: np.zeros((d, d)) for g in self.grad_letters}
+            absM = np.abs(mats)
+            hiM = absM + errs
+            loM = errs + gamma(d) * absM
+            # the adjoint of a node sums at most one product per letter, plus its own dt I
+            g_add = gamma(len(mats) + 1)
         for sel, par, c, order, upar, starts in reversed(self._steps):
             Gs = G[sel]
+            Pp = P[par].reshape(-1, d)
             if c in grads:
-                grads[c] += P[par].reshape(-1, d).T @ Gs.reshape(-1, d)
+                grads[c] += Pp.T @ Gs.reshape(-1, d)
             back = (Gs.reshape(-1, d) @ mats[c].T).reshape(-1, d, d)
             G[upar] += np.add.reduceat(back[order], starts, axis=0)
-        return grads
+            if bound:
+                eGs = eG[sel].reshape(-1, d)
+                aGs = np.abs(Gs.reshape(-1, d))
+                if c in grads:
+                    # inner dimension len(sel) d, then one more addition per step
+                    gk = gamma(len(sel) * d + len(self._steps))
+                    egrads[c] += (np.abs(Pp) + eP[par].reshape(-1, d)).T @ eGs + eP[par].reshape(-1, d).T @ aGs + gk * (np.abs(Pp).T @ aGs)
+                eback = (eGs @ hiM[c].T + aGs @ loM[c].T + g_add * np.abs(back.reshape(-1, d))).reshape(-1, d, d)
+                eG[upar] += np.add.reduceat(eback[order], starts, axis=0)
+        if not bound:
+            return grads, None
+        return grads, egrads
 
-    def evaluate(self, mats, n, d, need_grad=True, scales=None, mats_abs=None):
+    def evaluate(self, mats, n, d, need_grad=True, scales=None, errs=None):
         """Float evaluation with a rigorous error bound.
 
         mats: array (letters, d, d) indexed by letter code; scales: one weight per part;
-        mats_abs: entrywise upper bounds on |exact letter| + (its error) / u, when the letters
-        themselves carry an error (default |mats|: letters exact as given).
+        errs: entrywise bounds on the letters' own errors (default 0: letters exact as given).
         Returns (value, {letter: df/dM}, error bound on the value, {letter: entrywise error
-        bound on df/dM}); the value is summed with math.fsum (correctly rounded) and its bound
-        is gamma_N times the expansion evaluated on absolute values (`rounding_count`).
+        bound on df/dM}); the value is summed with math.fsum (correctly rounded) and the bounds
+        come from running error analysis (see the comment above `_products`).
         """
         import math
 
         mats = np.asarray(mats, dtype=float)
-        mats_abs = np.abs(mats) if mats_abs is None else np.asarray(mats_abs, dtype=float)
+        errs = np.zeros_like(mats) if errs is None else np.asarray(errs, dtype=float)
         w = self._term_weights(n, d, scales)
         w_mono = np.bincount(self._mono_of_term, weights=w, minlength=self.n_monomials)
-        w_abs = np.bincount(self._mono_of_term, weights=np.abs(w), minlength=self.n_monomials)
-        P = self._products(mats, d)
-        Pa = self._products(mats_abs, d)
-        t = np.append(np.trace(P[self.word_node], axis1=1, axis2=2), 1.0)
-        ta = np.append(np.trace(Pa[self.word_node], axis1=1, axis2=2), 1.0)
+        # the weights: six roundings each, then a sum over the terms sharing a monomial
+        e_w = gamma(6 + self._max_share) * np.bincount(self._mono_of_term, weights=np.abs(w), minlength=self.n_monomials)
+        P, eP = self._products(mats, d, errs)
+        Pw, ePw = P[self.word_node], eP[self.word_node]
+        t = np.append(np.trace(Pw, axis1=1, axis2=2), 1.0)
+        et = np.append(np.trace(ePw, axis1=1, axis2=2) + gamma(d) * np.abs(np.diagonal(Pw, axis1=1, axis2=2)).sum(axis=1), 0.0)
+        hi, r = self._relative_errors(t, et)
+        g_mul = gamma(self._max_factors + 1)
         vals, dt = self._monomial_sum(t, w_mono, need_grad)
-        avals, dta = self._monomial_sum(ta, w_abs, need_grad)
         value = math.fsum(np.concatenate(vals)) if vals else 0.0
-        abs_sum = float(sum(np.sum(a) for a in avals))
-        # 1.01: the absolute sum is itself computed in float (relative error far below 1%)
-        err = 1.01 * gamma(self.rounding_count(d)) * abs_sum + 2.0**-53 * abs(value)
+        # the error of each monomial: its factors' (r) and its own roundings (g_mul), its weight's
+        ew_all = np.abs(w_mono) * (r + g_mul) + e_w
+        if need_grad:
+            ew_all = ew_all * (1 + gamma(self._max_uses)) + gamma(self._max_uses) * np.abs(w_mono)
+        evals, edt = self._monomial_sum(hi, ew_all, need_grad)
+        err = 1.01 * float(sum(np.sum(a) for a in evals)) + 2.0**-53 * abs(value)
         if not need_grad:
             return value, {}, err, {}
-        grads = self._reverse(P, mats, dt, d)
-        grads_abs = self._reverse(Pa, mats_abs, dta, d)
-        gN = 1.01 * gamma(self.rounding_count(d, grad=True))
-        return value, grads, err, {c: gN * g for c, g in grads_abs.items()}
+        grads, egrads = self._reverse(P, mats, dt, d, eP, errs, edt)
+        return value, grads, err, {c: 1.01 * g for c, g in egrads.items()}
 
     def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
         """Float evaluation without the bound: (value, {letter code: df/dM_letter})."""
-        value, grads, _, _ = self.evaluate(mats, n, d, need_grad, scales)
-        return value, grads
+        mats = np.asarray(mats, dtype=float)
+        P, _ = self._products(mats, d)
+        t = np.append(np.trace(P[self.word_node], axis1=1, axis2=2), 1.0)
+        w_mono = np.bincount(self._mono_of_term, weights=self._term_weights(n, d, scales), minlength=self.n_monomials)
+        vals, dt = self._monomial_sum(t, w_mono, need_grad)
+        value = float(sum(np.sum(v) for v in vals))
+        if not need_grad:
+            return value, {}
+        return value, self._reverse(P, mats, dt, d)[0]
 
     # --- exact evaluation ----------------------------------------------------------------
     def _exact_setup(self, mats, n, d, scales):

@@ -306,8 +306,8 @@ def population_loss_grad(task: Task, A, loops: int, u=None):
 
 
 def _float_letters(A, u, sx, sw, d):
-    """Letter matrices formed with compensated products (one rounding each), their entrywise
-    error bounds, and the absolute letters the evaluation's bound needs."""
+    """Letter matrices formed with compensated products (one rounding each) and their entrywise
+    error bounds."""
     eye = np.eye(d)
     mB, eB = product(A.T, sx)
     mBt, eBt = product(A, sx)
@@ -322,7 +322,7 @@ def _float_letters(A, u, sx, sw, d):
         eU = np.abs(np.outer(u, ev[0])) + U_ROUND * np.abs(mU)
     mats = np.stack([eye, mB, mBt, mE, mEt, mW, mU])
     errs = np.stack([np.zeros((d, d)), eB, eBt, eE, eEt, eW, eU])
-    return mats, np.abs(mats) + errs / U_ROUND
+    return mats, errs
 
 
 def _routes(loops, parts, scales):
@@ -338,14 +338,14 @@ def _certified(task, A, loops, u, need_grad):
     sw = np.asarray(task.sigma_w, dtype=float)
     A = np.asarray(A, dtype=float)
     uf = None if u is None else np.asarray(u, dtype=float)
-    mats, mats_abs = _float_letters(A, uf, sx, sw, d)
+    mats, errs = _float_letters(A, uf, sx, sw, d)
     parts, scales = _parts_needed(task.n, task.noise, uf)
     scales = [float(x) for x in scales]
     e_norm = float(np.linalg.norm(mats[_E]))
     tried = []
     for route, ps, sc in _routes(loops, parts, scales):
         comp = _compiled(loops, ps)
-        value, G, err, Gerr = comp.evaluate(mats, task.n, d, need_grad, sc, mats_abs)
+        value, G, err, Gerr = comp.evaluate(mats, task.n, d, need_grad, sc, errs)
         ok = math.isfinite(value) and err <= RTOL * (value - err)
         if ok and need_grad:
             gA, gu = _chain(G, sx, uf, d)

@@ -277,9 +277,9 @@ def test_negative_float_sum_is_never_returned():
     ex = exact_loss(task, g * np.eye(3), 4)
     assert f > 0 and abs(F(float(f)) - ex) <= F(1e-8) * ex
     # the uncertified S-form is what went wrong: its bound does not vouch for it
-    mats, mats_abs = LS._float_letters(g * np.eye(3), None, np.eye(3), np.eye(3), 3)
+    mats, errs = LS._float_letters(g * np.eye(3), None, np.eye(3), np.eye(3), 3)
     comp = LS._compiled(4, ("main0", "main"))
-    v, _, err, _ = comp.evaluate(mats, 10**6, 3, False, [1.0, 1.0], mats_abs)
+    v, _, err, _ = comp.evaluate(mats, 10**6, 3, False, [1.0, 1.0], errs)
     assert err > 1e-8 * float(ex)
 
 
