@@ -36,6 +36,7 @@ import gzip
 import json
 import math
 import os
+import warnings
 from collections import defaultdict
 from fractions import Fraction
 from functools import lru_cache
@@ -148,7 +149,19 @@ def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-def _check(task, A, loops, u, exact):
+# Trie nodes of the compiled layout (`_compiled(loops, parts).n_nodes`) by loop count, without
+# and with the u part: computing the layout itself takes seconds at loops = 6, so the memory
+# estimate reads this table (tests/test_bad_inputs.py checks it bounds the real layout).
+_TRIE_NODES = {1: (9, 12), 2: (33, 50), 3: (119, 198), 4: (443, 780), 5: (1706, 3107), 6: (6687, 12434)}
+# Bytes per exact entry (a Fraction with its two ints) in exact mode: a rough, generous figure.
+_FRACTION_BYTES = 200
+# Above this n the float evaluation uses the n = inf limit: the terms in 1/n^p it drops are
+# below 2^-1000 (1e-301) times the expansion's terms, and float(n) would overflow at 2^1024.
+_HUGE_N = 2**1000
+
+
+def _check(task, A, loops, u, exact, grad=False):
+    """Validated (task, loops, A, u); refuses up front what would not fit in memory."""
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
     loops = V.positive_int("loops", loops)
@@ -157,9 +170,39 @@ def _check(task, A, loops, u, exact):
             f"loops: the exact engine supports loops <= {MAX_LOOPS}, got {loops} "
             "(use monte_carlo_loss, or optimal_scale / the scalar family, for more loops)"
         )
+    exact = V.boolean("exact", exact)
+    check_loss_memory(task.d, loops, u is not None, exact, grad)
     A = V.square_matrix("A", A, task.d, allow_exact=exact)
     u = None if u is None else V.vector("u", u, task.d, allow_exact=exact)
-    return loops, A, u
+    if not exact and not V.is_infinite(task.n) and task.n > _HUGE_N:
+        task = task.with_n(math.inf)
+    return task, loops, A, u
+
+
+def check_loss_memory(d: int, loops: int, with_u: bool = False, exact: bool = False, grad: bool = False) -> None:
+    """Refuse (ValueError naming task) a loss evaluation at dimension d whose memory is above the
+    cap (`looptheory._validate.memory_cap`): the trie holds nodes x d^2 entries, 8 bytes each in
+    float mode (twice: the products and the level temporaries; four times with the gradient's
+    adjoints), about 200 bytes each in exact mode. loops <= MAX_LOOPS."""
+    nodes = _TRIE_NODES[loops][bool(with_u)]
+    if exact:
+        V.check_memory("task", f"population_loss(exact=True) at d = {d}, loops = {loops}",
+                       nodes * d * d * _FRACTION_BYTES,
+                       f"{nodes} trie nodes x d^2 Fractions x about {_FRACTION_BYTES} bytes")
+        return
+    copies = 4 if grad else 2
+    name = "population_loss_grad" if grad else "population_loss"
+    V.check_memory("task", f"{name} at d = {d}, loops = {loops}", copies * nodes * d * d * 8,
+                   f"{copies} x {nodes} trie nodes x d^2 x 8 bytes")
+
+
+def _inf_on_overflow(value):
+    """The loss of finite inputs is finite and >= 0: NaN or inf means float64 overflowed."""
+    if math.isfinite(value):
+        return value
+    warnings.warn("population_loss: the loss overflows float64 (finite inputs, but too large: the loss "
+                  "grows like |A|^(2 loops)); returning inf", RuntimeWarning, stacklevel=3)
+    return math.inf
 
 
 def _exact_matrix(name, M):
@@ -195,7 +238,7 @@ def _parts_needed(n, noise, u):
     if u is not None and any(x != 0 for x in u):
         parts.append("u")
         scales.append(1)
-    if noise != 0 and not math.isinf(n):
+    if noise != 0 and not V.is_infinite(n):  # math.isinf(10**400) raises OverflowError
         parts.append("noise")
         scales.append(noise)
     return tuple(parts), scales
@@ -212,11 +255,22 @@ def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     n^0 part remains and the noise term drops). With exact=True every input must be rational
     (ints, fractions.Fraction, SymPy Rationals; integer-valued floats are accepted) and the
     result is a fractions.Fraction.
+
+    Limits (docs/user-guide.md, "Limits and errors"): exact must be True or False. Memory is
+    about 2 x (trie nodes) x d^2 x 8 bytes, with 9, 33, 119, 443, 1706, 6687 nodes at loops
+    1 ... 6 (about twice as many with a non-zero u), and about 200 bytes per entry in exact
+    mode; a call above the memory cap (4 GiB by default, LOOPTHEORY_MEMORY_CAP) is refused
+    before anything is allocated (ValueError naming task), e.g. d = 2000 at loops = 6. An n
+    above 2^1000 (10**400, say) is evaluated in float mode as its n = inf limit, the dropped
+    terms being below 1e-301 of the expansion's; exact mode keeps it exact. A loss that
+    overflows float64 (A = 1e200 I) is returned as inf with a RuntimeWarning, never NaN.
     """
-    loops, A, u = _check(task, A, loops, u, exact)
+    task, loops, A, u = _check(task, A, loops, u, exact)
     if exact:
         return _exact_loss(task, A, loops, u)
-    return _float_eval(task, A, loops, u, need_grad=False)[0]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported once, below
+        value = _float_eval(task, A, loops, u, need_grad=False)[0]
+    return _inf_on_overflow(value)
 
 
 def population_loss_grad(task: Task, A, loops: int, u=None):
@@ -225,8 +279,10 @@ def population_loss_grad(task: Task, A, loops: int, u=None):
     The gradient is derived by hand from the expansion (derivative of each trace word; see
     the module docstring), not by finite differences. grad_u is the gradient at the given u
     (at u = 0 when u is None, where it vanishes since f is quadratic in u): always length d.
+    Memory is about 4 x (trie nodes) x d^2 x 8 bytes, checked against the memory cap as in
+    `population_loss`; an n above 2^1000 is evaluated as its n = inf limit.
     """
-    loops, A, u = _check(task, A, loops, u, exact=False)
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
     return _float_eval(task, A, loops, u, need_grad=True)
 
 
