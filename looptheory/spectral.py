@@ -76,10 +76,11 @@ def spectral_loss_grad(a, n, loops: int, noise=0.0, multiplicity=None):
 
     multiplicity: optional positive integers, eigenvalue a[i] repeated multiplicity[i] times
     (d = sum of them), so that a d = 10^6 matrix with few distinct eigenvalues costs O(1);
-    df/da[i] is then the derivative of one copy (the same for every copy)."""
+    df/da[i] is then the derivative of one copy (the same for every copy). n: an integer >= 1
+    (10**400 too: the 1/n^p terms are then below the float range) or math.inf."""
     a, n, loops, noise, mult = _check(a, n, loops, noise, multiplicity)
     d = int(round(mult.sum()))
-    with_noise = noise != 0 and not math.isinf(n)
+    with_noise = noise != 0 and not V.is_infinite(n)
     items, types = _polynomial(loops, with_noise)
     one_minus = 1.0 - a
     jmax = max((j for j, _ in types), default=0)
@@ -93,10 +94,11 @@ def spectral_loss_grad(a, n, loops: int, noise=0.0, multiplicity=None):
     T = {t: float(np.sum(mult * apow[t[0]] * epow[t[1]])) for t in types}
     dT = {}
     f = 0.0
+    inv_n = [V.inverse_power(n, p) for p in range(max((k[1] for k, _ in items), default=0) + 1)]
     for (part, p, dpow, ts), c in items:
-        if p and math.isinf(n):
+        if p and V.is_infinite(n):
             continue
-        w = c * (noise if part else 1.0) * float(d) ** dpow * (float(n) ** -p if p else 1.0)
+        w = c * (noise if part else 1.0) * float(d) ** dpow * inv_n[p]
         vals = [T[t] for t in ts]
         f += w * math.prod(vals)
         for i, t in enumerate(ts):
