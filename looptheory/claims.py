@@ -23,6 +23,7 @@ from .loss import MAX_LOOPS, population_loss
 from .optimum import optimal_preconditioner, optimal_scale, scale_loss
 from .model import looped_forward, make_prompt, prediction, sparse_weights
 from .reference import sqrtm_spd
+from . import _validate as V
 from .task import Task
 
 MU_REPORTED = 1.0 / 16.0
@@ -358,7 +359,16 @@ REGISTRY = {"G1": claim_g1, "G2": claim_g2, "G3": claim_g3, "G4": claim_g4, "G5"
 
 
 def check_claims(ids=None, quick: bool = False, progress=None) -> list[ClaimResult]:
-    """Run the claims (all, or those in ids) and return their results."""
+    """Run the claims (all, or those in ids: a list of ids such as ["G1", "C2"], or one id) and
+    return their results. quick: True or False; progress: None or a function called with each
+    ClaimResult. Arguments are checked before any claim runs."""
+    if isinstance(ids, str):
+        ids = [ids]
+    if ids is not None and not isinstance(ids, (list, tuple)):
+        raise TypeError(f"ids: expected a list of claim ids such as ['G1', 'C2'], got {type(ids).__name__}")
+    quick = V.boolean("quick", quick)
+    if progress is not None:
+        V.function("progress", progress)
     ids = list(REGISTRY) if ids is None else list(ids)
     unknown = [i for i in ids if i not in REGISTRY]
     if unknown:

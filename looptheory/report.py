@@ -29,12 +29,17 @@ def prepare_out_dir(out: str | None, force: bool = False) -> str:
         while os.path.exists(out):
             k += 1
             out = f"looptheory-verify-{stamp}-{k}"
+    if not isinstance(out, str) or not out.strip():
+        raise ValueError(f"--out: expected a folder name, got {out!r}")
     if os.path.exists(out):
         if not os.path.isdir(out):
             raise ValueError(f"--out: {out!r} exists and is not a folder")
         if os.listdir(out) and not force:
             raise ValueError(f"--out: folder {out!r} is not empty; choose a new folder or pass --force")
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out: cannot create folder {out!r} ({exc.strerror})") from None
     return out
 
 
