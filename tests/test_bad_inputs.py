@@ -16,14 +16,12 @@ import os
 import signal
 import tempfile
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
 
 import looptheory as lt
 from looptheory import _validate as V
-from looptheory import chen as C
 from looptheory import training as T
 
 NAN, INF = float("nan"), float("inf")
