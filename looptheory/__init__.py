@@ -14,7 +14,7 @@ from .model import (
     sparse_weights,
 )
 from .montecarlo import monte_carlo_loss
-from .loss import MAX_LOOPS, population_loss, population_loss_grad
+from .loss import MAX_LOOPS, RTOL, Certified, population_loss, population_loss_grad
 from .moments import trace_moments, wishart_trace_moments
 from .optimum import OptimumResult, optimal_preconditioner, optimal_scale, scale_loss
 from .spectral import spectral_loss, spectral_loss_grad
@@ -57,6 +57,8 @@ __all__ = [
     "sparse_weights",
     "monte_carlo_loss",
     "MAX_LOOPS",
+    "RTOL",
+    "Certified",
     "population_loss",
     "population_loss_grad",
     "trace_moments",

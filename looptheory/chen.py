@@ -91,12 +91,15 @@ def chen_prompt(X, y, w0=None) -> np.ndarray:
     z_{n+1} = [w_0; 1] in place of [x_q; 0]. w_0 = 0 when None. Batched: X (..., d, n),
     y (..., n), w0 (..., d).
     """
-    X = np.asarray(X, dtype=float) if not isinstance(X, np.ndarray) else X
-    if np.ndim(X) < 2:
-        raise ValueError(f"X: expected at least 2 dimensions (d, n), got shape {np.shape(X)}")
-    d = np.shape(X)[-2]
-    w0 = np.zeros(d) if w0 is None else w0
-    Z = make_prompt(X, y, w0)  # validates shapes and finiteness; puts w0 in the query column
+    X = V.float_array("X", X, 2)
+    d = X.shape[-2]
+    if w0 is None:
+        w0 = np.zeros(d)
+    else:
+        w0 = V.float_array("w0", w0, 1)
+        if w0.shape[-1] != d:
+            raise ValueError(f"w0: expected last axis of length d = {d}, got shape {w0.shape}")
+    Z = make_prompt(X, y, w0)  # validates y, the shapes and finiteness; puts w0 in the query column
     Z[..., d, -1] = 1.0
     return Z
 
@@ -127,6 +130,7 @@ def chen_weights(d: int, eta) -> tuple[np.ndarray, np.ndarray]:
     """
     d = V.positive_int("d", d)
     eta = _eta(eta)
+    V.check_memory("d", f"chen_weights at d = {d}", 2 * (d + 1) ** 2 * 8, "two (d + 1) x (d + 1) matrices x 8 bytes")
     P = np.zeros((d + 1, d + 1))
     P[:d, :d] = eta * np.eye(d)
     Q = np.diag(np.r_[np.ones(d), -1.0])
@@ -134,9 +138,10 @@ def chen_weights(d: int, eta) -> tuple[np.ndarray, np.ndarray]:
 
 
 def chen_readout(Z) -> np.ndarray:
-    """w_t = the first d entries of the last column of Z (..., d+1, n+1)."""
-    Z = np.asarray(Z, dtype=float)
-    if Z.ndim < 2 or Z.shape[-2] < 2:
+    """w_t = the first d entries of the last column of Z (..., d+1, n+1), a real array; inf or
+    NaN entries (a diverged run) pass through."""
+    Z = V.float_array("Z", Z, 2, finite=False)
+    if Z.shape[-2] < 2:
         raise ValueError(f"Z: expected shape (..., d+1, n+1) with d >= 1, got {Z.shape}")
     return Z[..., :-1, -1].copy()
 

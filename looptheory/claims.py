@@ -3,7 +3,9 @@ parameters and regions declared here, before any result is seen, and gets a verd
 
   holds   - every declared case satisfies the statement (and at least one is non-vacuous);
   fails   - some declared case violates it (the counterexample is in .evidence);
-  vacuous - the statement is true in every declared case only because its bound is trivial.
+  vacuous - the statement is true in every declared case only because its bound is trivial;
+  unresolved - the evidence could not decide: an optimisation it rests on did not converge
+            (or stopped worse than a known candidate), so no verdict is drawn from it.
 
 `check_claims(ids=None, quick=False)` returns one ClaimResult per claim. A failure is a result:
 no parameter, tolerance or region below may be tuned after seeing what it gives.
@@ -23,6 +25,7 @@ from .loss import MAX_LOOPS, population_loss
 from .optimum import optimal_preconditioner, optimal_scale, scale_loss
 from .model import looped_forward, make_prompt, prediction, sparse_weights
 from .reference import sqrtm_spd
+from . import _validate as V
 from .task import Task
 
 MU_REPORTED = 1.0 / 16.0
@@ -69,23 +72,33 @@ def claim_g1(quick: bool) -> list[ClaimResult]:
         in_bound = bool(ev[0] >= 1 - c - 1e-9 and ev[-1] <= 1 + c + 1e-9)
         g = optimal_scale(task, L)
         f_scalar = population_loss(task, g * np.linalg.inv(np.asarray(task.sigma_x, float)), L)
+        # the search is blind; it must still reach a point no worse than the scalar candidate
+        # (within the two certified error bounds), else it did not find the minimum
+        no_worse = bool(opt.loss - f_scalar <= opt.loss.error + f_scalar.error)
         rows.append({
             "d": d, "loops": L, "n": n, "c": c, "vacuous": c >= 1, "u*_norm": opt.u_norm,
             "sym_eig_min": float(ev[0]), "sym_eig_max": float(ev[-1]), "in_bound": in_bound,
-            "f*": opt.loss, "f(gamma_L sigma_x^-1)": f_scalar, "gamma_L": g,
+            "f*": float(opt.loss), "f(gamma_L sigma_x^-1)": float(f_scalar), "gamma_L": g,
+            "f*/f(gamma_L sigma_x^-1)": float(opt.loss) / float(f_scalar) if f_scalar > 0 else math.nan,
             "relative_gain_over_scalar": (f_scalar - opt.loss) / f_scalar if f_scalar > 0 else 0.0,
             "distance_to_scalar": opt.distance_to_scale, "grad_norm": opt.grad_norm,
+            "scaled_grad_norm": opt.scaled_grad_norm, "converged": opt.converged and no_worse,
+            "optimiser": opt.status + ("" if no_worse else "; worse than the scalar candidate"),
             "A*": opt.A.tolist(),
         })
     nonvac = [r for r in rows if not r["vacuous"]]
-    bad = [r for r in rows if r["u*_norm"] > 1e-6 or (not r["vacuous"] and not r["in_bound"])]
-    verdict = "fails" if bad else ("holds" if nonvac else "vacuous")
+    unconv = [r for r in rows if not r["converged"]]
+    bad = [r for r in rows if r["converged"] and (r["u*_norm"] > 1e-6 or (not r["vacuous"] and not r["in_bound"]))]
+    # a verdict never rests on a search that did not converge
+    verdict = "fails" if bad else ("unresolved" if unconv else ("holds" if nonvac else "vacuous"))
     bound = ClaimResult(
         "G1", "Global minimiser: u* = 0 and (1-c) Σx⁻¹ ≤ A* ≤ (1+c) Σx⁻¹",
         verdict,
         f"{len(rows)} cells; c < 1 (non-vacuous) in {len(nonvac)} (n = 10^7, 10^11), bound "
-        + ("violated in " + str([(r['d'], r['loops'], r['n']) for r in bad]) if bad else "satisfied in all")
-        + f"; max ||u*|| = {max(r['u*_norm'] for r in rows):.1e}",
+        + ("violated in " + str([(r['d'], r['loops'], r['n']) for r in bad]) if bad else "satisfied in all converged cells")
+        + f"; max ||u*|| = {max(r['u*_norm'] for r in rows):.1e}"
+        + (f"; the search did not converge in {[(r['d'], r['loops'], r['n']) for r in unconv]}" if unconv
+           else f"; the search converged in every cell (scaled gradient <= {max(r['scaled_grad_norm'] for r in rows):.1e})"),
         {"cells (d, loops, n)": cells, "sigma_x": "fixed random SPD per cell (seed 10 + k)", "sigma_w": "sigma_x^{-1}",
          "optimiser": "blind multi-start L-BFGS + Newton", "Loewner order": "on the symmetric part of Rx A* Rx"},
         {"rows": rows},
@@ -94,7 +107,8 @@ def claim_g1(quick: bool) -> list[ClaimResult]:
     worse = [r for r in rows if r["relative_gain_over_scalar"] > tol]
     structure = ClaimResult(
         "G1-structure", "Expected structure: A* = γ_L Σx⁻¹ with γ_L = optimal_scale",
-        "fails" if worse else "holds",
+        # a point that beats the candidate is a counterexample whether or not the search converged
+        "fails" if worse else ("unresolved" if unconv else "holds"),
         (f"a non-symmetric A beats γ_L Σx⁻¹ in {len(worse)}/{len(rows)} cells, e.g. (d, L, n) = "
          f"{[(r['d'], r['loops'], r['n']) for r in worse]}; largest relative loss gain "
          f"{max(r['relative_gain_over_scalar'] for r in worse):.3g}"
@@ -358,7 +372,16 @@ REGISTRY = {"G1": claim_g1, "G2": claim_g2, "G3": claim_g3, "G4": claim_g4, "G5"
 
 
 def check_claims(ids=None, quick: bool = False, progress=None) -> list[ClaimResult]:
-    """Run the claims (all, or those in ids) and return their results."""
+    """Run the claims (all, or those in ids: a list of ids such as ["G1", "C2"], or one id) and
+    return their results. quick: True or False; progress: None or a function called with each
+    ClaimResult. Arguments are checked before any claim runs."""
+    if isinstance(ids, str):
+        ids = [ids]
+    if ids is not None and not isinstance(ids, (list, tuple)):
+        raise TypeError(f"ids: expected a list of claim ids such as ['G1', 'C2'], got {type(ids).__name__}")
+    quick = V.boolean("quick", quick)
+    if progress is not None:
+        V.function("progress", progress)
     ids = list(REGISTRY) if ids is None else list(ids)
     unknown = [i for i in ids if i not in REGISTRY]
     if unknown:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _validate as V
+
 
 @dataclass(frozen=True)
 class TaylorResult:
@@ -26,15 +28,28 @@ class TaylorResult:
         return self.slope > 1.8
 
 
+def _steps(h) -> np.ndarray:
+    """Step sizes: one number or a 1-d list, each finite and > 0."""
+    if np.ndim(h) == 0:
+        return np.array([V.positive_float("h", h)])
+    arr = V.float_array("h", h, 1)
+    if arr.ndim != 1 or arr.size == 0 or np.any(arr <= 0):
+        raise ValueError(f"h: expected step sizes > 0 (a number or a non-empty 1-d list), got {h!r}")
+    return arr
+
+
 def taylor_test(f, grad, x, direction, h=None) -> TaylorResult:
     """Taylor remainders of f at x along `direction` (arrays of any shape; grad(x) the same
-    shape as x). Steps default to 10^-2 ... 10^-5 relative to |x| + 1."""
-    x = np.asarray(x, dtype=float)
-    v = np.asarray(direction, dtype=float)
+    shape as x). Steps default to 10^-2 ... 10^-5 relative to |x| + 1; h, if given, is one
+    step or a list of steps, each finite and > 0. x and direction: finite real arrays."""
+    V.function("f", f)
+    V.function("grad", grad)
+    x = V.float_array("x", x, 0)
+    v = V.float_array("direction", direction, 0)
     if v.shape != x.shape:
         raise ValueError(f"direction: expected shape {x.shape}, got {v.shape}")
     scale = (np.linalg.norm(x) + 1.0) / max(np.linalg.norm(v), 1e-300)
-    h = np.asarray(h if h is not None else scale * np.logspace(-2, -5, 7), dtype=float)
+    h = scale * np.logspace(-2, -5, 7) if h is None else _steps(h)
     f0 = f(x)
     slope0 = float(np.sum(np.asarray(grad(x)) * v))
     r = np.array([abs(f(x + hh * v) - f0 - hh * slope0) for hh in h])
@@ -49,8 +64,11 @@ def taylor_test(f, grad, x, direction, h=None) -> TaylorResult:
 
 
 def finite_difference_gradient(f, x, h=1e-6) -> np.ndarray:
-    """Central differences, entry by entry (O(h^2) truncation error)."""
-    x = np.asarray(x, dtype=float)
+    """Central differences, entry by entry (O(h^2) truncation error); h finite and > 0, x a
+    finite real array."""
+    V.function("f", f)
+    x = V.float_array("x", x, 0)
+    h = V.positive_float("h", h)
     g = np.empty_like(x)
     for idx in np.ndindex(x.shape):
         e = np.zeros_like(x)

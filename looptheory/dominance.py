@@ -26,7 +26,7 @@ import numpy as np
 from scipy import optimize as opt
 
 from . import _validate as V
-from .loss import population_loss_grad
+from .loss import MAX_LOOPS, population_loss_grad
 from .spectral import spectral_loss_grad
 from .task import Task
 
@@ -166,13 +166,37 @@ def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), f
     return (math.exp(best_val) if best_x is not None else math.nan), best_x, how
 
 
+def _check_search(rho, f_star, excess, starts, seed):
+    return (V.nonnegative_float("rho", rho), V.nonnegative_float("f_star", f_star), V.boolean("excess", excess),
+            V.positive_int("starts", starts), V.seed("seed", seed))
+
+
+def _check_candidates(candidates, d):
+    """[(A, name)] with A a finite d x d matrix and name a string."""
+    if isinstance(candidates, (str, bytes)) or not isinstance(candidates, (list, tuple)):
+        raise TypeError(f"candidates: expected a list of (A, name) pairs, got {type(candidates).__name__}")
+    out = []
+    for i, pair in enumerate(candidates):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[1], str):
+            raise TypeError(f"candidates: entry {i} must be an (A, name) pair with a string name, got {pair!r}")
+        out.append((V.square_matrix(f"candidates[{i}]", pair[0], d, allow_exact=False), pair[1]))
+    return out
+
+
 def worst_dominance(task: Task, loops: int, rho: float, f_star: float, excess: bool = True, starts: int = 6,
                     seed: int = 0, candidates=()) -> WorstCase:
     """Smallest ratio (excess=False) or excess ratio (excess=True) found over R(rho) for general
     real A (u = 0). candidates: (A, name) pairs evaluated besides the search (e.g. the scalar
-    critical point), declared by the caller before the search."""
+    critical point), declared by the caller before the search.
+
+    rho, f_star: finite and >= 0; excess: True or False; starts >= 1; seed: an integer >= 0.
+    Memory: as population_loss_grad (refused up front above the memory cap)."""
+    if not isinstance(task, Task):
+        raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
     loops = V.positive_int("loops", loops)
+    rho, f_star, excess, starts, seed = _check_search(rho, f_star, excess, starts, seed)
     d = task.d
+    candidates = _check_candidates(candidates, d)
 
     def fg(x):
         f, gA, _ = population_loss_grad(task, x.reshape(d, d), loops)
@@ -195,8 +219,17 @@ def worst_dominance_spectral(d: int, n, loops: int, rho: float, f_star: float, e
     """The same search in the symmetric (spectral) family, where the loss depends only on the
     eigenvalues a of the whitened preconditioner: any d, 10^6 included. To keep the search
     dimension small at large d, the eigenvalues take `groups` distinct values with fixed
-    multiplicities d/groups (rounded); the gradient is exact for that parameterisation."""
+    multiplicities d/groups (rounded); the gradient is exact for that parameterisation.
+
+    d: an integer >= 1; n: an integer >= 1 or math.inf; groups >= 1; rho, f_star, excess,
+    starts, seed as in worst_dominance."""
+    d = V.positive_int("d", d)
+    n = V.context_length("n", n)
     loops = V.positive_int("loops", loops)
+    if loops > MAX_LOOPS:
+        raise ValueError(f"loops: the exact engine supports loops <= {MAX_LOOPS}, got {loops}")
+    rho, f_star, excess, starts, seed = _check_search(rho, f_star, excess, starts, seed)
+    groups = V.positive_int("groups", groups)
     sizes = np.diff(np.round(np.linspace(0, d, min(groups, d) + 1)).astype(int))
     sizes = sizes[sizes > 0]
 

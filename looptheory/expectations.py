@@ -150,7 +150,7 @@ class Engine:
         if not isinstance(centred, bool):
             raise TypeError(f"centred: expected a bool, got {centred!r}")
         self.alphabet = alphabet
-        #: The random letter stands for D = S - I instead of S (docs/engine.md, "Centred form").
+        #: The random letter stands for D = S - I instead of S (docs/engine.md, "5. Numerical accuracy").
         self.centred = centred
         self._Ttab = bytes(alphabet.transpose) + bytes(range(len(alphabet.transpose), 256))
         self._rb = bytes([alphabet.random])
@@ -530,7 +530,7 @@ class CompiledExpansion:
         if n == float("inf"):
             nn = (np.arange(pmax + 1) == 0).astype(float)
         else:
-            inv = Fraction(1, int(n)) if float(n).is_integer() else 1 / Fraction(n)
+            inv = Fraction(1, int(n)) if isinstance(n, (int, np.integer)) else 1 / Fraction(n)
             nn = np.array([float(inv**p) for p in range(pmax + 1)])
         # one small table, gathered per term: no per-term powers
         table = s[:, None, None] * dn[None, :, None] * nn[None, None, :]
@@ -636,7 +636,9 @@ class CompiledExpansion:
         hi, r = self._relative_errors(t, et)
         g_mul = gamma(self._max_factors + 1)
         vals, dt = self._monomial_sum(t, w_mono, need_grad)
-        value = math.fsum(np.concatenate(vals)) if vals else 0.0
+        allv = np.concatenate(vals) if vals else np.zeros(0)
+        # math.fsum refuses inf - inf; an overflow is reported as a non-finite value instead
+        value = math.fsum(allv) if np.all(np.isfinite(allv)) else float(np.sum(allv))
         # the error of each monomial: its factors' (r) and its own roundings (g_mul), its weight's
         ew_all = np.abs(w_mono) * (r + g_mul) + e_w
         if need_grad:

@@ -64,7 +64,10 @@ def prompt_errors(params: dict, model: str, task: Task, loops: int, samples: int
     """Squared errors (yhat - y_q)^2 of a trained model (`training` parameter dict) on `samples`
     fresh prompts, through the package's reference forward pass (model.py), not the training
     code; reproducible for a seed. A looped model may be run with any number of loops.
-    Overflowing predictions give +inf, so the mean shows divergence and the median stays usable."""
+    Overflowing predictions give +inf, so the mean shows divergence and the median stays usable.
+    seed: an integer >= 0. Limits as in monte_carlo_loss: a chunk of prompts and the samples
+    errors must fit in the memory cap, and samples x (d+1) x (n+1) random numbers in the work cap
+    (ValueError naming task, chunk or samples)."""
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
     model = check_model(model)
@@ -78,7 +81,18 @@ def prompt_errors(params: dict, model: str, task: Task, loops: int, samples: int
     else:  # a multi-layer model has as many layers as its stacked weights (layer_weights checks loops)
         stacked = np.shape(params.get("P", params.get("A", ())))
         params = check_params(params, model, task.d, stacked[0] if stacked else 0)
-    rng = np.random.default_rng(V.positive_int("seed", seed, minimum=0))
+    rng = np.random.default_rng(V.seed("seed", seed))
+    if V.is_infinite(task.n):
+        raise ValueError("task: prompt_errors samples prompts, so n must be finite")
+    per_prompt = (task.d + 1) * (task.n + 1)
+    where = f"at d = {task.d}, n = {V.number_text(task.n)}"
+    V.check_memory("task" if 6 * per_prompt * 8 > V.memory_cap() else "chunk",
+                   f"prompt_errors with chunk = {V.number_text(chunk)} {where}", 6 * min(chunk, samples) * per_prompt * 8,
+                   "6 x prompts per chunk x (d + 1) x (n + 1) x 8 bytes")
+    V.check_memory("samples", f"prompt_errors with samples = {V.number_text(samples)}", 8 * samples,
+                   "one squared error per prompt, 8 bytes each")
+    V.check_work("samples", f"prompt_errors with samples = {V.number_text(samples)} {where}", samples * per_prompt,
+                 "samples x (d + 1) x (n + 1)")
     out = []
     left = samples
     while left:
@@ -390,11 +404,16 @@ REGISTRY = {
 
 def run_experiments(ids=None, quick: bool = False, progress=None, bars=None) -> list[ExperimentResult]:
     """Run the experiments (all, or the given ids in order); progress(result) after each;
-    bars: show tqdm bars during training (None: only on a terminal)."""
+    bars: show tqdm bars during training (None: only on a terminal). quick: True or False.
+    Arguments are checked before any experiment runs."""
     if isinstance(ids, str):
         ids = [ids]
     if ids is not None and not isinstance(ids, (list, tuple)):
         raise TypeError(f"ids: expected a list of experiment ids such as ['E1', 'E4'], got {type(ids).__name__}")
+    quick = V.boolean("quick", quick)
+    if progress is not None:
+        V.function("progress", progress)
+    bars = V.optional_boolean("bars", bars)
     ids = list(REGISTRY) if ids is None else list(ids)
     for i in ids:
         if i not in REGISTRY:

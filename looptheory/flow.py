@@ -59,6 +59,8 @@ def gradient_flow(
     """Integrate the gradient flow of the exact loss from A0 (and u0; u stays 0 when u0 is None).
 
     A_ref: the point the `distance` column measures to (e.g. optimal_preconditioner(...).A).
+    t_max, tol and the solver's rtol, atol: finite and > 0. Memory: as population_loss_grad
+    (refused up front above the memory cap).
     """
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
@@ -67,12 +69,10 @@ def gradient_flow(
     loops = V.positive_int("loops", loops)
     train_u = u0 is not None
     u0 = V.vector("u0", u0, d, allow_exact=False) if train_u else np.zeros(d)
-    t_max = V.real_scalar("t_max", t_max, allow_exact=False)
-    if t_max <= 0:
-        raise ValueError(f"t_max: must be > 0, got {t_max}")
-    tol = V.real_scalar("tol", tol, allow_exact=False)
-    if tol <= 0:
-        raise ValueError(f"tol: must be > 0, got {tol}")
+    t_max = V.positive_float("t_max", t_max)
+    tol = V.positive_float("tol", tol)
+    rtol = V.positive_float("rtol", rtol)
+    atol = V.positive_float("atol", atol)
     ref = None if A_ref is None else V.square_matrix("A_ref", A_ref, d, allow_exact=False)
     m = d * d
 

@@ -36,6 +36,7 @@ import gzip
 import json
 import math
 import os
+import warnings
 from collections import defaultdict
 from fractions import Fraction
 from functools import lru_cache
@@ -63,7 +64,7 @@ _GRAD_LETTERS = (_B, _BT, _E, _ET, _U)
 
 PARTS = ("main", "u", "noise")
 
-#: The centred form of the main part (docs/engine.md, "Numerical accuracy"): H = I - B S written
+#: The centred form of the main part (docs/engine.md, "5. Numerical accuracy"): H = I - B S written
 #: as E - D + E D with E = I - B and D = S - I, so that near the optimum at large n every term
 #: is as small as the loss itself. Shipped for loops <= CENTRED_MAX_LOOPS.
 CENTRED_MAX_LOOPS = 4
@@ -180,7 +181,19 @@ def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-def _check(task, A, loops, u, exact):
+# Trie nodes of the compiled layout (`_compiled(loops, parts).n_nodes`) by loop count, without
+# and with the u part: computing the layout itself takes seconds at loops = 6, so the memory
+# estimate reads this table (tests/test_bad_inputs.py checks it bounds the real layout).
+_TRIE_NODES = {1: (9, 12), 2: (33, 50), 3: (119, 198), 4: (443, 780), 5: (1706, 3107), 6: (6687, 12434)}
+# Bytes per exact entry (a Fraction with its two ints) in exact mode: a rough, generous figure.
+_FRACTION_BYTES = 200
+# Above this n the float evaluation uses the n = inf limit: the terms in 1/n^p it drops are
+# below 2^-1000 (1e-301) times the expansion's terms, and float(n) would overflow at 2^1024.
+_HUGE_N = 2**1000
+
+
+def _check(task, A, loops, u, exact, grad=False):
+    """Validated (task, loops, A, u); refuses up front what would not fit in memory."""
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
     loops = V.positive_int("loops", loops)
@@ -189,9 +202,39 @@ def _check(task, A, loops, u, exact):
             f"loops: the exact engine supports loops <= {MAX_LOOPS}, got {loops} "
             "(use monte_carlo_loss, or optimal_scale / the scalar family, for more loops)"
         )
+    exact = V.boolean("exact", exact)
+    check_loss_memory(task.d, loops, u is not None, exact, grad)
     A = V.square_matrix("A", A, task.d, allow_exact=exact)
     u = None if u is None else V.vector("u", u, task.d, allow_exact=exact)
-    return loops, A, u
+    if not exact and not V.is_infinite(task.n) and task.n > _HUGE_N:
+        task = task.with_n(math.inf)
+    return task, loops, A, u
+
+
+def check_loss_memory(d: int, loops: int, with_u: bool = False, exact: bool = False, grad: bool = False) -> None:
+    """Refuse (ValueError naming task) a loss evaluation at dimension d whose memory is above the
+    cap (`looptheory._validate.memory_cap`): the trie holds nodes x d^2 entries, 8 bytes each in
+    float mode (twice: the products and the level temporaries; four times with the gradient's
+    adjoints), about 200 bytes each in exact mode. loops <= MAX_LOOPS."""
+    nodes = _TRIE_NODES[loops][bool(with_u)]
+    if exact:
+        V.check_memory("task", f"population_loss(exact=True) at d = {d}, loops = {loops}",
+                       nodes * d * d * _FRACTION_BYTES,
+                       f"{nodes} trie nodes x d^2 Fractions x about {_FRACTION_BYTES} bytes")
+        return
+    copies = 4 if grad else 2
+    name = "population_loss_grad" if grad else "population_loss"
+    V.check_memory("task", f"{name} at d = {d}, loops = {loops}", copies * nodes * d * d * 8,
+                   f"{copies} x {nodes} trie nodes x d^2 x 8 bytes")
+
+
+def _inf_on_overflow(value):
+    """The loss of finite inputs is finite and >= 0: NaN or inf means float64 overflowed."""
+    if math.isfinite(value):
+        return value
+    warnings.warn("population_loss: the loss overflows float64 (finite inputs, but too large: the loss "
+                  "grows like |A|^(2 loops)); returning inf", RuntimeWarning, stacklevel=3)
+    return math.inf
 
 
 def _exact_matrix(name, M):
@@ -227,14 +270,14 @@ def _parts_needed(n, noise, u):
     if u is not None and any(x != 0 for x in u):
         parts.append("u")
         scales.append(1)
-    if noise != 0 and not math.isinf(n):
+    if noise != 0 and not V.is_infinite(n):  # math.isinf(10**400) raises OverflowError
         parts.append("noise")
         scales.append(noise)
     return tuple(parts), scales
 
 
 #: The relative accuracy a float result is vouched for: a route whose error bound exceeds it
-#: is not used (docs/engine.md, "Numerical accuracy").
+#: is not used (docs/engine.md, "5. Numerical accuracy").
 RTOL = 1e-8
 
 #: Exact rational evaluation is the last route; past this many (terms x d^3) it would take
@@ -282,16 +325,27 @@ def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     The float result is a `Certified` float: within RTOL = 1e-8 relative of the exact loss of
     the given float inputs, with `.error` a rigorous bound. It tries, in order, the expansion
     in S, its centred form (loops <= CENTRED_MAX_LOOPS) and exact rationals, and returns the
-    first whose bound vouches for RTOL (docs/engine.md, "Numerical accuracy"); it raises
+    first whose bound vouches for RTOL (docs/engine.md, "5. Numerical accuracy"); it raises
     ValueError if none can at an affordable cost.
+
+    Limits (docs/user-guide.md, "Limits and errors"): exact must be True or False. Memory is
+    about 2 x (trie nodes) x d^2 x 8 bytes, with 9, 33, 119, 443, 1706, 6687 nodes at loops
+    1 ... 6 (about twice as many with a non-zero u), and about 200 bytes per entry in exact
+    mode; a call above the memory cap (4 GiB by default, LOOPTHEORY_MEMORY_CAP) is refused
+    before anything is allocated (ValueError naming task), e.g. d = 2000 at loops = 6. An n
+    above 2^1000 (10**400, say) is evaluated in float mode as its n = inf limit, the dropped
+    terms being below 1e-301 of the expansion's; exact mode keeps it exact. A loss that
+    overflows float64 (A = 1e200 I) is returned as inf with a RuntimeWarning, never NaN.
     """
-    loops, A, u = _check(task, A, loops, u, exact)
+    task, loops, A, u = _check(task, A, loops, u, exact)
     if exact:
         return _exact_loss(task, A, loops, u)
-    return _certified(task, A, loops, u, need_grad=False)[0]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported once, below
+        value = _certified(task, A, loops, u, need_grad=False)[0]
+    return _inf_on_overflow(value)
 
 
-def population_loss_grad(task: Task, A, loops: int, u=None):
+def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = True):
     """(f, grad_A f, grad_u f) at (A, u), accurate to RTOL = 1e-8.
 
     The gradient is derived by hand from the expansion (derivative of each trace word; see
@@ -300,9 +354,17 @@ def population_loss_grad(task: Task, A, loops: int, u=None):
     f is a `Certified` float whose grad_error bounds the Frobenius norms of the gradients'
     errors; the gradient is vouched for to RTOL relative to max(||grad||, f / ||E||_F),
     E = I - A^T sigma_x (near a stationary point: relative in the variable scaled by ||E||).
+
+    fallback=False skips the exact-rational route (for the inner steps of an optimiser, where
+    speed matters and the final point is certified separately): the float route with the
+    smallest bound is returned, and its `error` and `grad_error` still say how accurate it is,
+    possibly less than RTOL.
+
+    Memory is about 4 x (trie nodes) x d^2 x 8 bytes, checked against the memory cap as in
+    `population_loss`; an n above 2^1000 is evaluated as its n = inf limit.
     """
-    loops, A, u = _check(task, A, loops, u, exact=False)
-    return _certified(task, A, loops, u, need_grad=True)
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
+    return _certified(task, A, loops, u, need_grad=True, fallback=V.boolean("fallback", fallback))
 
 
 def _float_letters(A, u, sx, sw, d):
@@ -332,7 +394,7 @@ def _routes(loops, parts, scales):
         yield "centred", ("centred",) + parts[2:], scales[1:]
 
 
-def _certified(task, A, loops, u, need_grad):
+def _certified(task, A, loops, u, need_grad, fallback=True):
     d = task.d
     sx = np.asarray(task.sigma_x, dtype=float)
     sw = np.asarray(task.sigma_w, dtype=float)
@@ -343,9 +405,15 @@ def _certified(task, A, loops, u, need_grad):
     scales = [float(x) for x in scales]
     e_norm = float(np.linalg.norm(mats[_E]))
     tried = []
+    best = None
     for route, ps, sc in _routes(loops, parts, scales):
         comp = _compiled(loops, ps)
         value, G, err, Gerr = comp.evaluate(mats, task.n, d, need_grad, sc, errs)
+        if not math.isfinite(value):
+            # float64 overflow (finite inputs): no route can do better in float; the caller
+            # reports it (population_loss returns inf with a warning)
+            f = Certified(value, math.inf, "overflow")
+            return (f, None, None) if not need_grad else (f, *_chain(G, sx, uf, d))
         ok = math.isfinite(value) and err <= RTOL * (value - err)
         if ok and need_grad:
             gA, gu = _chain(G, sx, uf, d)
@@ -357,6 +425,12 @@ def _certified(task, A, loops, u, need_grad):
                 return Certified(value, err, route), None, None
             return Certified(value, err, route, (eA, eu)), gA, gu
         tried.append(f"{route}: relative bound {err / abs(value) if value else math.inf:.1e}")
+        if not fallback and (best is None or err < best[0].error):
+            gA, gu = _chain(G, sx, uf, d) if need_grad else (None, None)
+            ge = _chain_error(G, Gerr, sx, uf, d) if need_grad else None
+            best = (Certified(value, err, route, ge), gA, gu)
+    if not fallback:
+        return best
     return _exact_fallback(task, A, loops, uf, need_grad, tried)
 
 

@@ -17,29 +17,32 @@ import numpy as np
 from . import _validate as V
 
 
-def _float_array(name, value, min_ndim):
-    arr = np.asarray(value)
-    if arr.dtype == object or arr.dtype.kind not in "fiu":
-        arr = V.as_real_array(name, value, arr.ndim, allow_exact=False)
-    arr = np.asarray(arr, dtype=float)
-    if arr.ndim < min_ndim:
-        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: entries must be finite (found NaN or inf)")
-    return arr
+def _batch_shape(pairs):
+    """np.broadcast_shapes of the leading (batch) axes, with an error naming the argument."""
+    shape = ()
+    for name, sh in pairs:
+        try:
+            shape = np.broadcast_shapes(shape, sh)
+        except ValueError:
+            raise ValueError(f"{name}: batch shape {sh} does not broadcast with {shape} of the other arguments") from None
+    return shape
 
 
 def make_prompt(X, y, x_q) -> np.ndarray:
-    """Z_0 = [[X, x_q], [y, 0]] of shape (..., d+1, n+1) from X (..., d, n), y (..., n), x_q (..., d)."""
-    X = _float_array("X", X, 2)
-    y = _float_array("y", y, 1)
-    x_q = _float_array("x_q", x_q, 1)
+    """Z_0 = [[X, x_q], [y, 0]] of shape (..., d+1, n+1) from X (..., d, n), y (..., n), x_q (..., d).
+
+    d, n >= 1; finite real entries; leading (batch) axes must broadcast together."""
+    X = V.float_array("X", X, 2)
+    y = V.float_array("y", y, 1)
+    x_q = V.float_array("x_q", x_q, 1)
     d, n = X.shape[-2:]
+    if d < 1 or n < 1:
+        raise ValueError(f"X: expected shape (..., d, n) with d, n >= 1, got {X.shape}")
     if y.shape[-1] != n:
         raise ValueError(f"y: expected last axis of length n = {n}, got shape {y.shape}")
     if x_q.shape[-1] != d:
         raise ValueError(f"x_q: expected last axis of length d = {d}, got shape {x_q.shape}")
-    batch = np.broadcast_shapes(X.shape[:-2], y.shape[:-1], x_q.shape[:-1])
+    batch = _batch_shape([("X", X.shape[:-2]), ("y", y.shape[:-1]), ("x_q", x_q.shape[:-1])])
     Z = np.zeros(batch + (d + 1, n + 1))
     Z[..., :d, :n] = X
     Z[..., :d, n] = x_q
@@ -47,15 +50,21 @@ def make_prompt(X, y, x_q) -> np.ndarray:
     return Z
 
 
-def _check_weights(Z, P, Q):
+def _check_weights(Z, P, Q, names=("P", "Q")):
     m = Z.shape[-2]
-    for name, W in (("P", P), ("Q", Q)):
+    for name, W in zip(names, (P, Q)):
         if W.shape[-2:] != (m, m):
             raise ValueError(f"{name}: expected shape (..., {m}, {m}) to match Z with {m} rows, got {W.shape}")
+    _batch_shape([("Z", Z.shape[:-2]), (names[0], P.shape[:-2]), (names[1], Q.shape[:-2])])
 
 
-def attention_layer(Z, P, Q) -> np.ndarray:
-    """One linear self-attention layer: Z - (1/n) P Z M Z^T Q Z (M masks the query column)."""
+def _check_prompts(Z):
+    if Z.shape[-2] < 2 or Z.shape[-1] < 2:
+        raise ValueError(f"Z: expected shape (..., d+1, n+1) with d, n >= 1 (n example columns plus the query), "
+                         f"got {Z.shape}")
+
+
+def _layer(Z, P, Q):
     n = Z.shape[-1] - 1
     Zc = Z[..., :n]
     # (d+1)x(d+1) Gram matrix first: O(d^2 n) instead of O(d n^2).
@@ -63,44 +72,67 @@ def attention_layer(Z, P, Q) -> np.ndarray:
     return Z - (P @ G @ Q @ Z) / n
 
 
+def attention_layer(Z, P, Q) -> np.ndarray:
+    """One linear self-attention layer: Z - (1/n) P Z M Z^T Q Z (M masks the query column).
+
+    Z (..., d+1, n+1) with d, n >= 1, P and Q (..., d+1, d+1); finite real entries."""
+    Z = V.float_array("Z", Z, 2)
+    P = V.float_array("P", P, 2)
+    Q = V.float_array("Q", Q, 2)
+    _check_prompts(Z)
+    _check_weights(Z, P, Q)
+    return _layer(Z, P, Q)
+
+
 def looped_forward(Z, P, Q, loops: int) -> np.ndarray:
     """Apply the same layer (P, Q) `loops` times to prompts Z of shape (..., d+1, n+1)."""
-    Z = _float_array("Z", Z, 2)
-    P = _float_array("P", P, 2)
-    Q = _float_array("Q", Q, 2)
+    Z = V.float_array("Z", Z, 2)
+    P = V.float_array("P", P, 2)
+    Q = V.float_array("Q", Q, 2)
     loops = V.positive_int("loops", loops)
-    if Z.shape[-1] < 2:
-        raise ValueError(f"Z: needs n >= 1 example columns plus the query, got shape {Z.shape}")
+    _check_prompts(Z)
     _check_weights(Z, P, Q)
     for _ in range(loops):
-        Z = attention_layer(Z, P, Q)
+        Z = _layer(Z, P, Q)
     return Z
 
 
+def _weight_list(name, Ws):
+    if isinstance(Ws, (str, bytes)) or not isinstance(Ws, (list, tuple, np.ndarray)):
+        raise TypeError(f"{name}: expected a list of (d+1, d+1) matrices, one per layer, got {type(Ws).__name__}")
+    return [V.float_array(f"{name}[{i}]", W, 2) for i, W in enumerate(Ws)]
+
+
 def multilayer_forward(Z, Ps, Qs) -> np.ndarray:
-    """Apply layers (P_1, Q_1), ..., (P_L, Q_L) in turn (one weight pair per layer)."""
-    Z = _float_array("Z", Z, 2)
-    Ps = [_float_array("Ps", P, 2) for P in Ps]
-    Qs = [_float_array("Qs", Q, 2) for Q in Qs]
+    """Apply layers (P_1, Q_1), ..., (P_L, Q_L) in turn (one weight pair per layer); Ps and Qs
+    are equally long lists (or stacked arrays) of (d+1, d+1) matrices."""
+    Z = V.float_array("Z", Z, 2)
+    Ps = _weight_list("Ps", Ps)
+    Qs = _weight_list("Qs", Qs)
     if len(Ps) != len(Qs) or not Ps:
         raise ValueError(f"Ps, Qs: expected equally long non-empty lists, got {len(Ps)} and {len(Qs)}")
+    _check_prompts(Z)
+    for i, (P, Q) in enumerate(zip(Ps, Qs)):
+        _check_weights(Z, P, Q, (f"Ps[{i}]", f"Qs[{i}]"))
     for P, Q in zip(Ps, Qs):
-        _check_weights(Z, P, Q)
-        Z = attention_layer(Z, P, Q)
+        Z = _layer(Z, P, Q)
     return Z
 
 
 def prediction(Z) -> np.ndarray:
-    """yhat = -[Z]_{d+1, n+1}: minus the query's label slot."""
-    return -np.asarray(Z)[..., -1, -1]
+    """yhat = -[Z]_{d+1, n+1}: minus the query's label slot. Z (..., d+1, n+1), real; inf or
+    NaN entries (a diverged model's output) pass through."""
+    Z = V.float_array("Z", Z, 2, finite=False)
+    _check_prompts(Z)
+    return -Z[..., -1, -1]
 
 
 def sparse_weights(A, u=None):
     """(P, Q) with Q = [[A, 0], [0, 0]] and P = [[0, 0], [u^T, 1]] (u = 0 when None)."""
     A = V.as_real_array("A", A, 2, allow_exact=False)
     d = A.shape[0]
-    if A.shape != (d, d):
-        raise ValueError(f"A: expected a square matrix, got shape {A.shape}")
+    if A.shape != (d, d) or d < 1:
+        raise ValueError(f"A: expected a square d x d matrix with d >= 1, got shape {A.shape}")
     u = np.zeros(d) if u is None else V.vector("u", u, d, allow_exact=False)
     P = np.zeros((d + 1, d + 1))
     P[d, :d] = u
@@ -118,17 +150,27 @@ def preconditioned_gd(X, y, B, loops: int, w0=None, return_path: bool = False):
     X (..., d, n), y (..., n), B (d, d) or (..., d, d). Returns w_L (..., d), or all iterates
     (..., loops+1, d) with return_path.
     """
-    X = _float_array("X", X, 2)
-    y = _float_array("y", y, 1)
-    B = _float_array("B", B, 2)
+    X = V.float_array("X", X, 2)
+    y = V.float_array("y", y, 1)
+    B = V.float_array("B", B, 2)
     loops = V.positive_int("loops", loops, minimum=0)
+    return_path = V.boolean("return_path", return_path)
     d, n = X.shape[-2:]
+    if d < 1 or n < 1:
+        raise ValueError(f"X: expected shape (..., d, n) with d, n >= 1, got {X.shape}")
     if y.shape[-1] != n:
         raise ValueError(f"y: expected last axis of length n = {n}, got shape {y.shape}")
     if B.shape[-2:] != (d, d):
         raise ValueError(f"B: expected shape ({d}, {d}), got {B.shape}")
-    batch = np.broadcast_shapes(X.shape[:-2], y.shape[:-1], B.shape[:-2])
-    w = np.zeros(batch + (d,)) if w0 is None else np.broadcast_to(_float_array("w0", w0, 1), batch + (d,)).copy()
+    batch = _batch_shape([("X", X.shape[:-2]), ("y", y.shape[:-1]), ("B", B.shape[:-2])])
+    if w0 is None:
+        w = np.zeros(batch + (d,))
+    else:
+        w0 = V.float_array("w0", w0, 1)
+        if w0.shape[-1] != d:
+            raise ValueError(f"w0: expected last axis of length d = {d}, got shape {w0.shape}")
+        batch = _batch_shape([("X, y, B", batch), ("w0", w0.shape[:-1])])
+        w = np.broadcast_to(w0, batch + (d,)).copy()
     path = [w]
     for _ in range(loops):
         r = y - np.einsum("...dn,...d->...n", X, w)

@@ -32,7 +32,9 @@ import numbers
 from fractions import Fraction
 from functools import lru_cache
 
-__all__ = ["trace_moments", "wishart_trace_moments"]
+from . import _validate as V
+
+__all__ = ["trace_moments", "wishart_trace_moments", "check_moment_cost", "MAX_SYMBOLIC_KMAX"]
 
 
 def _recurrence_coefficients(k: int, n, d):
@@ -133,16 +135,60 @@ def _check_size(name: str, value, *, allow_inf: bool):
     return int(value)
 
 
+# Limits (docs/user-guide.md, "Limits and errors"). The moments are exact integers of about
+# 2 k log2(n + d) bits, so kmax moments hold about kmax^2 log2(n + d) bits, checked against the
+# memory cap. trace_moments also reduces each M_k / n^k to lowest terms, a gcd of two
+# k log2(n + d)-bit integers: its cost grows like kmax^3 log2(n + d)^2, measured at 13 s for
+# kmax = 4000, n = 10^6, d = 100 on this machine, so it is capped at _MAX_GCD_WORK (about a
+# minute). SymPy symbols: the polynomial route is slow beyond a few dozen (14 s at kmax = 60).
+_MAX_GCD_WORK = 1e14
+_GCD_WORK_PER_SECOND = 1e12  # measured: 2.6 s at kmax = 4000, n = 20, d = 10
+MAX_SYMBOLIC_KMAX = 64
+
+
+def _bits(n, d) -> float:
+    """log2 of the recurrence's growth per step, about log2 of (sqrt n + sqrt d)^2 <= 4 max(n, d)."""
+    return math.log2(4 * max(n, d))
+
+
+def check_moment_cost(kmax: int, n, d, reduce: bool = True) -> None:
+    """Refuse up front (ValueError naming kmax) moments up to kmax at (n, d) whose memory is above
+    the cap or, with reduce (trace_moments' reduction to lowest terms), whose cost is above about a
+    minute; SymPy symbols allow kmax <= MAX_SYMBOLIC_KMAX. See the comment above for the model."""
+    if not _is_symbolic(n) and n == math.inf:  # every moment is d
+        V.check_memory("kmax", f"moments up to kmax = {V.number_text(kmax)}", 128 * (float(min(kmax, 10**30)) + 1),
+                       "about 128 bytes per moment")
+        return
+    if _is_symbolic(n) or _is_symbolic(d):
+        if kmax > MAX_SYMBOLIC_KMAX:
+            raise ValueError(f"kmax: with SymPy symbols for n or d the moments are polynomials whose cost grows "
+                             f"like kmax^3 (14 s at kmax = 60); the limit is kmax <= {MAX_SYMBOLIC_KMAX}, got {kmax}")
+        return
+    b = _bits(n, d)
+    k = float(min(kmax, 10**30))  # estimates only: keeps float arithmetic from overflowing
+    what = f"moments up to kmax = {V.number_text(kmax)} at n = {V.number_text(n)}, d = {V.number_text(d)}"
+    V.check_memory("kmax", what, k * k * b / 4 + 128 * (k + 1), "kmax^2 x log2(4 max(n, d)) / 4 bytes of exact integers")
+    work = k**3 * b * b
+    if reduce and work > _MAX_GCD_WORK:
+        secs = work / _GCD_WORK_PER_SECOND
+        took = f"{secs / 3600:.2g} hours" if secs > 5400 else f"{secs / 60:.2g} minutes"
+        raise ValueError(f"kmax: {what} would take about {took} (reducing M_k / n^k to lowest terms costs about "
+                         f"kmax^3 log2(4 max(n, d))^2 = {work:.2g}, above the limit {_MAX_GCD_WORK:.0e}, about a "
+                         f"minute); use a smaller kmax, or wishart_trace_moments for the integers E tr W^k")
+
+
 def wishart_trace_moments(kmax: int, n, d) -> list:
     """[E tr W^k for k = 0..kmax], W = X X^T ~ Wishart_d(n, I), X d x n with i.i.d. N(0, 1).
 
     Integer n, d give exact Python ints; SymPy symbols/expressions give SymPy polynomials in them.
     Computed by the four-step recurrence of the module docstring: O(kmax) big-integer
-    operations.
+    operations. Limits: the kmax^2 log2(4 max(n, d)) / 4 bytes of the result must fit in the
+    memory cap; symbolic n or d allow kmax <= MAX_SYMBOLIC_KMAX (ValueError naming kmax).
     """
     kmax = _check_kmax(kmax)
     n = _check_size("n", n, allow_inf=False)
     d = _check_size("d", d, allow_inf=False)
+    check_moment_cost(kmax, n, d, reduce=False)
     if _is_symbolic(n) or _is_symbolic(d):
         return [_poly_to_expr(p, n, d, 0) for p in _wishart_poly(kmax)]
     return list(_wishart_int(kmax, n, d))
@@ -160,11 +206,16 @@ def trace_moments(kmax: int, n, d) -> list:
       (fine for k up to a few dozen; the numeric path is the fast one).
 
     Cost: kmax steps of a four-term integer recurrence (module docstring), so k = 200 takes a
-    few milliseconds even at n = 10^6.
+    few milliseconds even at n = 10^6; reducing each moment to lowest terms grows like
+    kmax^3 log2(4 max(n, d))^2 (13 s at kmax = 4000, n = 10^6). Limits (ValueError naming kmax):
+    that cost at most 1e14 (about a minute; kmax up to about 5000 at n = 10^6, 2000 at
+    n = 10^30), the result within the memory cap, and kmax <= MAX_SYMBOLIC_KMAX for symbols.
+    n may be any integer (10**400 too) or math.inf.
     """
     kmax = _check_kmax(kmax)
     n = _check_size("n", n, allow_inf=True)
     d = _check_size("d", d, allow_inf=False)
+    check_moment_cost(kmax, n, d, reduce=True)
     if not _is_symbolic(n) and n == math.inf:
         if _is_symbolic(d):
             return [d for _ in range(kmax + 1)]

@@ -25,21 +25,32 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
     """Estimate f(A, u) = E (yhat - y_q)^2 by simulation.
 
     Returns (mean, stderr), stderr = sample standard deviation / sqrt(samples). The same seed
-    gives the same numbers. n = math.inf cannot be sampled (ValueError).
+    (an integer >= 0) gives the same numbers. n = math.inf cannot be sampled (ValueError).
+
+    Limits (docs/user-guide.md, "Limits and errors"): prompts are drawn in chunks of about 4M
+    numbers, so memory stays near 6 x max(chunk, one prompt) x 8 bytes; a single prompt too big
+    for the memory cap is refused (ValueError naming task, e.g. n = 10^9). A run that would draw
+    more than the work cap of random numbers (samples x (d + 1) x (n + 1) > 10^11 by default,
+    LOOPTHEORY_WORK_CAP) is refused up front (ValueError naming samples) instead of running
+    for days.
     """
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
-    if math.isinf(task.n):
+    if V.is_infinite(task.n):
         raise ValueError("task.n: Monte Carlo needs a finite n (n = inf cannot be sampled)")
     A = V.square_matrix("A", A, task.d, allow_exact=False)
     u = None if u is None else V.vector("u", u, task.d, allow_exact=False)
     loops = V.positive_int("loops", loops)
     samples = V.positive_int("samples", samples, minimum=2)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed: expected an integer, got {seed!r}")
-    rng = np.random.default_rng(int(seed))
+    seed = V.seed("seed", seed)
+    rng = np.random.default_rng(seed)
+    per_prompt = (task.d + 1) * (task.n + 1)
+    chunk = max(1, _CHUNK_ENTRIES // per_prompt)
+    V.check_memory("task", f"monte_carlo_loss at d = {task.d}, n = {V.number_text(task.n)}",
+                   6 * min(chunk, samples) * per_prompt * 8, "6 x prompts per chunk x (d + 1) x (n + 1) x 8 bytes")
+    V.check_work("samples", f"monte_carlo_loss with samples = {V.number_text(samples)} at d = {task.d}, "
+                 f"n = {V.number_text(task.n)}", samples * per_prompt, "samples x (d + 1) x (n + 1)")
     P, Q = sparse_weights(A, u)
-    chunk = max(1, _CHUNK_ENTRIES // ((task.d + 1) * (task.n + 1)))
     mean = 0.0
     m2 = 0.0  # sum of squared deviations, combined chunk by chunk (Chan et al.) for accuracy
     done = 0

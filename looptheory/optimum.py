@@ -31,8 +31,8 @@ import numpy as np
 from scipy import optimize as _opt
 
 from . import _validate as V
-from .loss import population_loss_grad
-from .moments import trace_moments
+from .loss import MAX_LOOPS, check_loss_memory, population_loss_grad
+from .moments import check_moment_cost, trace_moments
 from .task import Task
 
 __all__ = ["optimal_scale", "scale_loss", "optimal_preconditioner", "OptimumResult"]
@@ -43,10 +43,33 @@ _BITS = 64
 _REL_BITS = 64
 
 
+# Exact work of the scalar family: the polynomial has degree 2L and coefficients of about
+# L log2(n) bits, and the Rolle cascade handles 2L derivatives, so the cost grows like
+# loops^3 (log2 n + 20) (measured: 20 s at loops = 200, n = 10^6; 131 s at loops = 100,
+# n = 10^400). Calls above _MAX_SCALE_WORK (about a minute) are refused up front.
+_MAX_SCALE_WORK = 1e9
+
+
 def _check(task, loops):
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
     return V.positive_int("loops", loops)
+
+
+def _check_scale_cost(task, loops, what):
+    if V.is_infinite(task.n):
+        return
+    work = float(min(loops, 10**30)) ** 3 * (math.log2(task.n) + 20)
+    if work > _MAX_SCALE_WORK:
+        raise ValueError(
+            f"loops: {what} at loops = {V.number_text(loops)}, n = {V.number_text(task.n)} would take far too long "
+            f"(exact work grows like loops^3 (log2 n + 20) = {work:.2g}, above the limit {_MAX_SCALE_WORK:.0e}, "
+            "about a minute: loops up to about 200 at n = 10^6, 90 at n = 10^400)"
+        )
+    try:
+        check_moment_cost(2 * loops, task.n, task.d)
+    except ValueError as exc:
+        raise ValueError(f"loops: {what} needs the trace moments up to 2 loops; {exc}") from None
 
 
 def _trace_product(task: Task) -> Fraction:
@@ -88,10 +111,13 @@ def scale_loss(task: Task, loops: int, gamma) -> float:
     f(gamma) = (tr(sigma_x sigma_w)/d) E tr (I - gamma S~)^{2L} + (noise/n) gamma^2 E tr(S~ G^2),
     G = sum_{k<L} (I - gamma S~)^k; at n = inf, tr(sigma_x sigma_w) (1 - gamma)^{2L}.
     Evaluated exactly in rationals (gamma converted exactly), then rounded once to float.
+    Limits: at finite n the exact work grows like loops^3 (log2 n + 20); above about a
+    minute's worth (loops ~ 200 at n = 10^6) the call is refused up front (ValueError naming loops).
     """
     loops = _check(task, loops)
     g = Fraction(V.real_scalar("gamma", gamma))
-    if math.isinf(task.n):
+    _check_scale_cost(task, loops, "scale_loss")
+    if V.is_infinite(task.n):
         return float(_trace_product(task) * (1 - g) ** (2 * loops))
     value = Fraction(0)
     for coef in reversed(_loss_polynomial(task, loops)):
@@ -213,15 +239,20 @@ def optimal_scale(task: Task, loops: int) -> float:
       vanishes only at gamma = 0 (G(0) = L I), so gamma = 0.
     - tr(sigma_x sigma_w) = 0 and noise = 0 (or n = inf, where the noise term drops): f is
       constant and ValueError is raised, the minimiser not being unique.
+
+    Limits: the exact work grows like loops^3 (log2 n + 20) (20 s at loops = 200, n = 10^6);
+    above about a minute's worth (loops ~ 200 at n = 10^6, ~ 90 at n = 10^400) the call is
+    refused up front (ValueError naming loops). n may be any integer.
     """
     loops = _check(task, loops)
+    _check_scale_cost(task, loops, "optimal_scale")
     tr = _trace_product(task)
-    if tr == 0 and (task.noise == 0 or math.isinf(task.n)):
+    if tr == 0 and (task.noise == 0 or V.is_infinite(task.n)):
         raise ValueError(
             "task: the loss is constant in gamma (tr(sigma_x sigma_w) = 0 and no noise term), "
             "so the minimiser is not unique"
         )
-    if math.isinf(task.n):
+    if V.is_infinite(task.n):
         return 1.0
     if tr == 0:
         return 0.0
@@ -346,7 +377,7 @@ def _scaled_refine(fg, z, d, with_u, sx_inv, rounds=6):
             return float(fy) / f0, out / f0
 
         y0 = np.zeros(z.size)
-        res = _opt.minimize(FG, y0, jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-13, "ftol": 1e-16})
+        res = _opt.minimize(FG, y0, jac=True, method="L-BFGS-B", options={"maxiter": 500, "gtol": 1e-10, "ftol": 1e-15})
         y, _, gy = _newton_polish(FG, res.x)
         z_new = lift(y)
         f_new, g_new = fg(z_new)
@@ -371,10 +402,18 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
 
     The result says what was reached: `converged` (scaled gradient norm <= CONVERGED_TOL),
     the scaled and raw gradient norms, and `status`.
+    seed: an integer >= 0. Memory: as population_loss_grad (refused up front above the memory cap).
     """
     loops = _check(task, loops)
     starts = V.positive_int("starts", starts)
+    seed = V.seed("seed", seed)
+    with_u = V.boolean("with_u", with_u)
+    if loops > MAX_LOOPS:
+        raise ValueError(f"loops: the exact engine supports loops <= {MAX_LOOPS}, got {loops}")
+    check_loss_memory(task.d, loops, with_u, grad=True)
     d = task.d
+    V.check_memory("starts", f"optimal_preconditioner with starts = {V.number_text(starts)} at d = {d}",
+                   starts * (d * d + d) * 8 * 2, "2 x starts x (d^2 + d) x 8 bytes of start points and results")
     rng = np.random.default_rng(seed)
     sx = np.asarray(task.sigma_x, dtype=float)
     sx_inv = np.linalg.inv(sx)
@@ -383,7 +422,8 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     def fg(z):
         A = z[: d * d].reshape(d, d)
         u = z[d * d:] if with_u else None
-        f, gA, gu = population_loss_grad(task, A, loops, u)
+        # inner steps: the best float route, no exact fallback (the final point is certified)
+        f, gA, gu = population_loss_grad(task, A, loops, u, fallback=False)
         return f, (np.concatenate([gA.ravel(), gu]) if with_u else gA.ravel())
 
     inits = [np.zeros(m)]
@@ -397,12 +437,15 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
         z, f, g = _newton_polish(fg, res.x)
         z, f, g, sgn = _scaled_refine(fg, z, d, with_u, sx_inv)
         finals.append((f, z, g, sgn))
-    f_best, z, g, sgn = min(finals, key=lambda t: t[0])
-    agree = sum(1 for f, *_ in finals if abs(f - f_best) <= 1e-9 * max(abs(f_best), 1e-300))
+    _, z, g, sgn = min(finals, key=lambda t: t[0])
     A = z[: d * d].reshape(d, d)
     u = z[d * d:] if with_u else np.zeros(d)
+    # the reported loss and gradient are certified (RTOL), whatever route the steps used
+    f_best, gA, gu = population_loss_grad(task, A, loops, u if with_u else None)
+    g = np.concatenate([gA.ravel(), gu]) if with_u else gA.ravel()
+    agree = sum(1 for f, *_ in finals if abs(f - f_best) <= 1e-9 * max(abs(f_best), 1e-300))
     scale = dist = None
-    if _is_gatmiry_prior(task) and (task.noise == 0 or math.isinf(task.n)):
+    if _is_gatmiry_prior(task) and (task.noise == 0 or V.is_infinite(task.n)):
         scale = optimal_scale(task, loops)
         ref = scale * sx_inv
         dist = float(np.linalg.norm(A - ref) / np.linalg.norm(ref))

@@ -37,8 +37,10 @@ def prepare_out_dir(out: str | None, force: bool = False) -> str:
         while os.path.lexists(out):
             k += 1
             out = f"looptheory-verify-{stamp}-{k}"
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"--out: expected a folder name, got {out!r}")
     out = os.fspath(out)
-    if out == "":
+    if not str(out).strip():
         raise ValueError("--out: empty folder name; give a folder such as --out results")
     if "\0" in out:
         raise ValueError(f"--out: {out!r} contains a NUL character")
@@ -195,7 +197,7 @@ def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=N
         "",
         "## Claims of the papers",
         "",
-        "Verdicts: holds / fails (with the counterexample) / vacuous (true only because the bound is trivial).",
+        "Verdicts: holds / fails (with the counterexample) / vacuous (true only because the bound is trivial) / unresolved (the evidence could not decide, e.g. an optimisation that did not converge).",
         "Parameters and regions are declared in `looptheory/claims.py` before any result is seen.",
         "",
         "| claim | statement | verdict | evidence |",

@@ -12,7 +12,7 @@ diagonal letters B = B^T = diag(a) and E = E^T = diag(1 - a). Its trace is
 so f is a polynomial in 1/n, d and a handful of such sums: O(d) work per loss, no d x d matrix.
 The gradient follows from dT_{j,k}/da_i = j a_i^{j-1} (1 - a_i)^k - k a_i^j (1 - a_i)^{k-1}.
 
-Accuracy (docs/engine.md, "Numerical accuracy"): like population_loss, the result is a
+Accuracy (docs/engine.md, "5. Numerical accuracy"): like population_loss, the result is a
 `Certified` float vouched for to RTOL = 1e-8 relative by a rigorous bound; the routes are the
 expansion in S, its centred form (loops <= 4; the main part then has only E letters, so every
 constant word is a T_{0,k}), and the same polynomial in exact rationals.
@@ -85,7 +85,7 @@ def _evaluate(items, types, a, mult, n, d, noise, exact=False, absolute=False):
     for _ in range(kmax):
         epow.append(epow[-1] * one_minus)
     T = {t: np.sum(mult * apow[t[0]] * epow[t[1]]) for t in types}
-    inv = None if math.isinf(n) else Fraction(1, int(n))
+    inv = None if V.is_infinite(n) else Fraction(1, int(n))
     dT = {}
     f = 0 * one
     for (part, p, dpow, ts), c in items:
@@ -148,14 +148,15 @@ def spectral_loss_grad(a, n, loops: int, noise=0.0, multiplicity=None):
 
     multiplicity: optional positive integers, eigenvalue a[i] repeated multiplicity[i] times
     (d = sum of them), so that a d = 10^6 matrix with few distinct eigenvalues costs O(1);
-    df/da[i] is then the derivative of one copy (the same for every copy).
+    df/da[i] is then the derivative of one copy (the same for every copy). n: an integer >= 1
+    (10**400 too: the 1/n^p terms are then below the float range) or math.inf.
 
     f is a `Certified` float (see looptheory.loss.Certified) within RTOL = 1e-8 relative of the
     exact value for these float inputs; the gradient within RTOL of max(||grad||, f / ||1 - a||)
     (norms over all d copies)."""
     a, n, loops, noise, mult = _check(a, n, loops, noise, multiplicity)
     d = int(round(mult.sum()))
-    with_noise = noise != 0 and not math.isinf(n)
+    with_noise = noise != 0 and not V.is_infinite(n)
     e_norm = float(np.sqrt(np.sum(mult * (1.0 - a) ** 2)))
     tried = []
     routes = [("expansion", False)] + ([("centred", True)] if loops <= CENTRED_MAX_LOOPS else [])

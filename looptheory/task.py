@@ -30,6 +30,11 @@ class Task:
     Entries given as ints, fractions.Fraction or SymPy Rationals are kept exact (object
     arrays of Fractions) so that `population_loss(..., exact=True)` can return a rational.
     The arrays are read-only.
+
+    Limits: the two d x d covariances are held in memory, so d is refused up front (ValueError
+    naming d) when about 4 d^2 x 8 bytes (the matrices and their validation copies) exceed the
+    memory cap (4 GiB by default, LOOPTHEORY_MEMORY_CAP; docs/user-guide.md, "Limits and
+    errors"): d = 10^4 fits, d = 10^6 would need 29 TiB. n may be any integer, 10**400 included.
     """
 
     d: int
@@ -40,6 +45,8 @@ class Task:
 
     def __post_init__(self):
         d = V.positive_int("d", self.d)
+        V.check_memory("d", f"a Task at d = {d}", 4 * d * d * 8,
+                       "sigma_x and sigma_w with their validation copies, 4 x d^2 x 8 bytes")
         n = V.context_length("n", self.n)
         sx = np.eye(d) if self.sigma_x is None else V.symmetric_matrix("sigma_x", self.sigma_x, d, definite=True)
         sw = np.eye(d) if self.sigma_w is None else V.symmetric_matrix("sigma_w", self.sigma_w, d, definite=False)
@@ -71,7 +78,11 @@ class Task:
                 return "I"
             return np.array2string(np.asarray(m), precision=4, separator=",").replace("\n", "")
 
-        return f"Task(d={self.d}, n={self.n}, sigma_x={mat(self.sigma_x)}, sigma_w={mat(self.sigma_w)}, noise={self.noise})"
+        try:
+            n = str(self.n)
+        except ValueError:  # an integer with more than 4300 digits
+            n = V.number_text(self.n)
+        return f"Task(d={self.d}, n={n}, sigma_x={mat(self.sigma_x)}, sigma_w={mat(self.sigma_w)}, noise={self.noise})"
 
     def with_n(self, n) -> "Task":
         """The same task with another context length."""
@@ -81,13 +92,19 @@ class Task:
         """Draw `batch` prompts.
 
         Returns (X, y, x_q, y_q, w_star) with shapes (batch, d, n), (batch, n), (batch, d),
-        (batch,), (batch, d); the columns of X are the examples x_i.
+        (batch,), (batch, d); the columns of X are the examples x_i. rng: a numpy Generator or an
+        integer seed >= 0. About 2 x batch x d x n x 8 bytes are needed; a batch above the memory
+        cap is refused up front (ValueError naming batch, or n when one prompt is too big).
         """
         batch = V.positive_int("batch", batch)
         rng = V.rng_from("rng", rng)
-        if math.isinf(self.n):
+        if V.is_infinite(self.n):
             raise ValueError("n: cannot sample prompts with n = inf; use a finite n")
         d, n = self.d, self.n
+        per_prompt = 2 * (d + 1) * (n + 1) * 8
+        V.check_memory("n" if per_prompt > V.memory_cap() else "batch",
+                       f"sampling {V.number_text(batch)} prompts at d = {d}, n = {V.number_text(n)}",
+                       batch * per_prompt, "2 x batch x (d + 1) x (n + 1) x 8 bytes")
         cx = np.linalg.cholesky(np.asarray(self.sigma_x, dtype=float))
         ev, evec = np.linalg.eigh(np.asarray(self.sigma_w, dtype=float))
         cw = evec * np.sqrt(np.clip(ev, 0.0, None))

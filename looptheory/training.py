@@ -22,6 +22,7 @@ Models (the parameter dicts that `train`, `batch_loss_grad` and the checkpoints 
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import math
 import os
@@ -48,21 +49,45 @@ def check_model(model):
 
 
 def layer_weights(params: dict, model: str, loops: int) -> list:
-    """The (P, Q) pair of each of the `loops` layers applied, from a parameter dict."""
+    """The (P, Q) pair of each of the `loops` layers applied, from a parameter dict (validated:
+    the keys and shapes of the module docstring's table, finite real entries; a multi-layer
+    model needs loops = its number of layers). The list holds `loops` references, so a loop
+    count whose list would exceed the memory cap is refused (ValueError naming loops)."""
     check_model(model)
     loops = V.positive_int("loops", loops)
     if not isinstance(params, dict):
         raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    d, n_layers = _param_sizes(params, model)
+    if n_layers is not None and n_layers != loops:
+        raise ValueError(f"loops: a multi-layer model has {n_layers} layers, got loops = {loops}")
+    params = check_params(params, model, d, loops)
+    V.check_memory("loops", f"layer_weights with loops = {V.number_text(loops)}", 8 * loops,
+                   "a list of loops references x 8 bytes")
+    return _layers(params, model, loops)
+
+
+def _param_sizes(params, model):
+    """(d, number of layers or None for a looped model) read off a parameter dict's first array."""
+    key = "P" if model in ("full", "multilayer") else "A"
+    if key not in params:
+        raise ValueError(f"params: model {model!r} needs key {key!r}, got keys {sorted(map(str, params))}")
+    shape = np.shape(params[key])
+    looped = model in ("full", "sparse")
+    if len(shape) != (2 if looped else 3) or shape[-1] < (2 if key == "P" else 1):
+        want = {"full": "(d+1, d+1)", "sparse": "(d, d)", "multilayer": "(L, d+1, d+1)", "multilayer_sparse": "(L, d, d)"}
+        raise ValueError(f"params[{key!r}]: expected shape {want[model]} for model {model!r}, got {shape}")
+    d = shape[-1] - (1 if key == "P" else 0)
+    return d, (None if looped else shape[0])
+
+
+def _layers(params, model, loops):
+    """layer_weights without the checks (params already validated)."""
     if model == "full":
         return [(params["P"], params["Q"])] * loops
     if model == "sparse":
         return [sparse_weights(params["A"], params["u"])] * loops
     if model == "multilayer":
-        if params["P"].shape[0] != loops:
-            raise ValueError(f"loops: a multi-layer model has {params['P'].shape[0]} layers, got loops = {loops}")
         return list(zip(params["P"], params["Q"]))
-    if params["A"].shape[0] != loops:
-        raise ValueError(f"loops: a multi-layer model has {params['A'].shape[0]} layers, got loops = {loops}")
     return [sparse_weights(A, u) for A, u in zip(params["A"], params["u"])]
 
 
@@ -70,13 +95,17 @@ def init_params(model: str, d: int, loops: int, rng, scale: float = 0.1) -> dict
     """Small random initial weights: every free entry N(0, scale^2 / (d+1)).
 
     The all-zero point is a saddle of the full model (both P and Q enter every prediction), so
-    the full models start from a small random point, as in the papers' experiments.
+    the full models start from a small random point, as in the papers' experiments. rng: a
+    numpy Generator or an integer seed >= 0; scale: finite and >= 0. Weights that would not fit
+    in the memory cap are refused up front (ValueError naming d, or loops for the multi-layer
+    models).
     """
     check_model(model)
     d = V.positive_int("d", d)
     loops = V.positive_int("loops", loops)
     rng = V.rng_from("rng", rng)
-    scale = float(V.nonnegative_scalar("scale", scale))
+    scale = V.nonnegative_float("scale", scale)
+    _check_param_memory(model, d, loops)
     m = d + 1
     s = scale / math.sqrt(m)
     if model == "full":
@@ -86,6 +115,54 @@ def init_params(model: str, d: int, loops: int, rng, scale: float = 0.1) -> dict
     if model == "multilayer":
         return {"P": s * rng.standard_normal((loops, m, m)), "Q": s * rng.standard_normal((loops, m, m))}
     return {"A": s * rng.standard_normal((loops, d, d)), "u": np.zeros((loops, d))}
+
+
+def _param_entries(model, d, loops):
+    m = d + 1
+    return {"full": 2 * m * m, "sparse": d * d + d, "multilayer": 2 * loops * m * m,
+            "multilayer_sparse": loops * (d * d + d)}[model]
+
+
+def _check_param_memory(model, d, loops):
+    """Refuse weights (and the optimizer's two moments, the last iterate and the tail average:
+    5 copies in train) that would not fit in the memory cap."""
+    nbytes = 5 * _param_entries(model, d, loops) * 8
+    name = "loops" if 5 * _param_entries(model, d, 1) * 8 <= V.memory_cap() < nbytes else "d"
+    V.check_memory(name, f"the {model} model's weights at d = {V.number_text(d)}, loops = {V.number_text(loops)}",
+                   nbytes, "5 copies (weights, two optimizer moments, last iterate, average) x 8 bytes")
+
+
+def _step_bytes(model, method, batch, d, n, loops, sampled):
+    """Estimated peak memory of one gradient evaluation on `batch` prompts (the caches of each
+    method of batch_loss_grad), plus sampling the prompts when `sampled`."""
+    m, k = d + 1, n + 1
+    sparse = model in ("sparse", "multilayer_sparse")
+    if method == "gd" or (method == "auto" and sparse):
+        work = 3 * batch * d * d + (loops + 8) * batch * d + 8 * loops
+    elif method in ("auto", "gram"):
+        work = (5 * loops + 4) * min(batch, _BLOCK) * m * m + 8 * loops
+    else:  # layers: the per-layer cache of the full prompts
+        work = loops * (3 * batch * m * k + batch * m * m) + 4 * batch * m * k
+    prompts = (3 if sampled else 0) * batch * m * k  # X and its transform, and Z
+    return 8 * (work + prompts)
+
+
+def _check_step_memory(model, method, batch, d, n, loops, sampled, batch_name):
+    """Refuse up front a gradient evaluation that would not fit in the memory cap, naming what
+    drives it: one prompt too big (task, or Z), the loop count's caches (loops), or the batch."""
+    nbytes = _step_bytes(model, method, batch, d, n, loops, sampled)
+    cap = V.memory_cap()
+    if nbytes <= cap:
+        return
+    if _step_bytes(model, method, 1, d, n, 1, sampled) > cap:
+        name = "task" if sampled else "Z"
+    elif _step_bytes(model, method, batch, d, n, 1, sampled) <= cap:
+        name = "loops"
+    else:
+        name = batch_name
+    V.check_memory(name, f"a gradient step of the {model} model on {V.number_text(batch)} prompts at d = {d}, "
+                   f"n = {V.number_text(n)}, loops = {V.number_text(loops)}", nbytes,
+                   "the prompts and the per-loop caches of backpropagation, 8 bytes per entry")
 
 
 def _real_array(name, value):
@@ -278,7 +355,9 @@ def batch_loss_grad(params: dict, model: str, Z, y_q, loops: int, method: str = 
     method: "gd" (sparse models only: the GD form), "gram" (any model: the (d+1) x (d+1) Gram
     form), "layers" (any model: backpropagation through the full prompt, layer by layer), or
     "auto" (gd for the sparse models, gram otherwise). The three are independent derivations
-    of one gradient; the tests hold them against each other and against finite differences."""
+    of one gradient; the tests hold them against each other and against finite differences.
+    Memory grows with loops (each method caches every layer); a call whose estimate is above the
+    memory cap is refused up front (ValueError naming loops, or Z)."""
     model = check_model(model)
     Z = _real_array("Z", Z)
     y_q = _real_array("y_q", y_q)
@@ -294,9 +373,10 @@ def batch_loss_grad(params: dict, model: str, Z, y_q, loops: int, method: str = 
     sparse = model in ("sparse", "multilayer_sparse")
     if method == "gd" and not sparse:
         raise ValueError(f"method: 'gd' needs a sparse model, got model {model!r}")
+    _check_step_memory(model, method, Z.shape[0], d, Z.shape[2] - 1, loops, False, "Z")
     if method == "gd" or (method == "auto" and sparse):
         return _sparse_loss_grad(params, model, Z, y_q, loops)
-    weights = layer_weights(params, model, loops)
+    weights = _layers(params, model, loops)
     if method in ("auto", "gram"):
         B = len(y_q)
         loss, grads = 0.0, None
@@ -315,7 +395,8 @@ def batch_loss_grad(params: dict, model: str, Z, y_q, loops: int, method: str = 
 
 def predict(params: dict, model: str, Z, loops: int) -> np.ndarray:
     """yhat = -[Z_loops]_{d+1, n+1} for prompts Z (..., d+1, n+1). A looped model ("full",
-    "sparse") may be run with any number of loops, not only the number it was trained with."""
+    "sparse") may be run with any number of loops, not only the number it was trained with;
+    memory does not grow with loops (time does)."""
     model = check_model(model)
     Z = _real_array("Z", Z)
     if Z.ndim < 2 or Z.shape[-2] < 2 or Z.shape[-1] < 2:
@@ -324,14 +405,29 @@ def predict(params: dict, model: str, Z, loops: int) -> np.ndarray:
     loops = V.positive_int("loops", loops)
     if not isinstance(params, dict):
         raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
-    stacked = np.shape(params.get("P", params.get("A", ())))
-    if model not in ("full", "sparse") and not stacked:
-        raise ValueError(f"params: model {model!r} needs per-layer arrays, got keys {sorted(params)}")
-    n_layers = loops if model in ("full", "sparse") else stacked[0]
+    n_layers = _param_sizes(params, model)[1]
+    if n_layers is None:
+        n_layers = loops
+    elif n_layers != loops:
+        raise ValueError(f"loops: a multi-layer model has {n_layers} layers, got loops = {loops}")
     params = check_params(params, model, d, n_layers)
+    if model in ("full", "sparse"):  # one pair, applied loops times: no list of loops references
+        pair = (params["P"], params["Q"]) if model == "full" else sparse_weights(params["A"], params["u"])
+        weights = itertools.repeat(pair, loops)
+    else:
+        weights = _layers(params, model, loops)
     with np.errstate(over="ignore", invalid="ignore"):
-        ZL, _ = _forward_cached(Z, layer_weights(params, model, loops))
+        ZL = _forward(Z, weights)
     return -ZL[..., d, -1]
+
+
+def _forward(Z, weights):
+    """Forward through the layers, keeping nothing (memory independent of the loop count)."""
+    n = Z.shape[-1] - 1
+    for P, Q in weights:
+        Zc = Z[..., :n]
+        Z = Z - (P @ ((Zc @ np.swapaxes(Zc, -1, -2)) @ (Q @ Z))) / n
+    return Z
 
 
 @dataclass(frozen=True)
@@ -396,10 +492,15 @@ def train(task: Task, model: str = "sparse", loops: int = 3, steps: int = 2000, 
     was taken meanwhile, the result goes to the next free NAME-2.npz, NAME-3.npz, ... (never
     replacing a file); if the write fails (a full disk), the result is returned unsaved. Both
     warn and are recorded in the result's checkpoint and checkpoint_error.
+    progress: True, False, or None (only on a terminal). seed: an integer >= 0; init_scale:
+    finite and >= 0. Memory: one step's prompts and backpropagation caches (about
+    3 x batch x (d+1) x (n+1) x 8 bytes plus per-loop caches) and the weights must fit in the
+    memory cap, else the call is refused before anything is allocated (ValueError naming task,
+    batch, loops or d; docs/user-guide.md).
     """
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
-    if math.isinf(task.n):
+    if V.is_infinite(task.n):
         raise ValueError("task: training samples prompts, so n must be finite")
     model = check_model(model)
     if optimizer not in OPTIMIZERS:
@@ -409,12 +510,16 @@ def train(task: Task, model: str = "sparse", loops: int = 3, steps: int = 2000, 
     batch = V.positive_int("batch", batch)
     lr = V.positive_float("lr", lr)
     lr_final = lr if lr_final is None else V.positive_float("lr_final", lr_final)
-    seed = V.positive_int("seed", seed, minimum=0)
+    seed = V.seed("seed", seed)
+    init_scale = V.nonnegative_float("init_scale", init_scale)
     average = float(V.real_scalar("average", average, allow_exact=False))
     if not 0.0 <= average <= 1.0:
         raise ValueError(f"average: expected a fraction in [0, 1], got {average}")
     if clip is not None:
         clip = V.positive_float("clip", clip)
+    progress = V.optional_boolean("progress", progress)
+    _check_param_memory(model, task.d, loops)
+    _check_step_memory(model, "auto", batch, task.d, task.n, loops, True, "batch")
     if checkpoint is not None:
         checkpoint = _checkpoint_path(checkpoint, "checkpoint")
         if os.path.lexists(checkpoint):
@@ -801,6 +906,8 @@ def load_checkpoint(path) -> TrainResult:
         raise ValueError(f"path: {path!r} is damaged or not a looptheory checkpoint "
                          f"({type(exc).__name__}: {exc})") from None
     slot = {s: {k[len(s) + 1:]: v for k, v in arrays.items() if k.startswith(s + "_")} for s in _SLOTS}
+    # a setting whose training step could not run here (n = 10**9) is refused now, not on resume
+    _check_meta_sizes(meta, slot["param"], path)
     state = {"m": slot["m"], "v": slot["v"], "t": meta["t"], "rng": meta["rng"], "last": slot["last"] or slot["param"]}
     return TrainResult(slot["param"], meta["model"], meta["loops"], task, arrays["history"], meta["steps"],
                        meta["batch"], meta["optimizer"], meta["lr"], meta["lr_final"], meta["seed"], state)
@@ -955,6 +1062,43 @@ def save_checkpoint(path, result: TrainResult, overwrite: bool = False) -> str:
     return written
 
 
+def _check_meta_sizes(meta, params, path):
+    """The sizes a checkpoint's meta record claims (model, loops, d, n, steps, batch) checked
+    before they are used: integers of the right kind, consistent with the stored weights, and a
+    training step of that size within the memory cap (a damaged or hand-edited file saying
+    loops = 10^9 is refused here, not by a MemoryError later). ValueError naming path."""
+    def bad(what):
+        return ValueError(f"path: {path!r} is not a usable looptheory checkpoint ({what})")
+
+    def count(key, value, minimum=1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise bad(f"its meta record has {key} = {value!r}, expected an integer >= {minimum}")
+        return value
+
+    model = meta.get("model")
+    if model not in MODELS:
+        raise bad(f"its meta record has model = {model!r}")
+    loops = count("loops", meta.get("loops"))
+    count("steps", meta.get("steps"))
+    batch = count("batch", meta.get("batch"))
+    count("t", meta.get("t"), minimum=0)
+    tr = meta.get("task")
+    if not isinstance(tr, dict):
+        raise bad("its meta record has no task")
+    d = count("task d", tr.get("d"))
+    n = tr.get("n")
+    if not (V.is_infinite(n) or isinstance(n, int) and not isinstance(n, bool)):
+        raise bad(f"its meta record has task n = {n!r}")
+    n = count("task n", n) if not V.is_infinite(n) else n
+    try:
+        check_params(params, model, d, loops)
+        _check_param_memory(model, d, loops)
+        if not V.is_infinite(n):
+            _check_step_memory(model, "auto", batch, d, n, loops, True, "batch")
+    except (TypeError, ValueError) as exc:
+        raise bad(str(exc)) from None
+
+
 def fix_scale(P, Q):
     """The scale freedom (P, Q) -> (cP, Q/c) fixed by P[d, d] = 1 (c = 1 / P[d, d]).
 
@@ -964,8 +1108,10 @@ def fix_scale(P, Q):
     P = V.as_real_array("P", P, 2, allow_exact=False).astype(float)
     Q = V.as_real_array("Q", Q, 2, allow_exact=False).astype(float)
     m = P.shape[0]
-    if P.shape != (m, m) or Q.shape != (m, m):
-        raise ValueError(f"P, Q: expected two square matrices of one size, got {P.shape} and {Q.shape}")
+    if P.shape != (m, m) or m < 2:
+        raise ValueError(f"P: expected a square (d+1) x (d+1) matrix with d >= 1, got shape {P.shape}")
+    if Q.shape != (m, m):
+        raise ValueError(f"Q: expected shape {(m, m)} to match P, got {Q.shape}")
     d = m - 1
     if P[d, d] == 0:
         raise ValueError("P: P[d, d] = 0, so the scale cannot be fixed by P[d, d] = 1")
