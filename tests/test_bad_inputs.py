@@ -178,6 +178,7 @@ CASES = [
     ("population_loss-A-str", lambda: lt.population_loss(_t(), "abc", 1), TypeError, "A"),
     ("population_loss-A-complex", lambda: lt.population_loss(_t(), E2 * 1j, 1), TypeError, "A"),
     ("population_loss-loops-zero", lambda: lt.population_loss(_t(), E2, 0), ValueError, "loops"),
+    ("population_loss_grad-fallback-str", lambda: lt.population_loss_grad(_t(), E2, 2, fallback="no"), TypeError, "fallback"),
     ("population_loss-loops-above-limit", lambda: lt.population_loss(_t(), E2, lt.MAX_LOOPS + 1), ValueError, "loops"),
     ("population_loss-loops-fraction", lambda: lt.population_loss(_t(), E2, 2.5), TypeError, "loops"),
     ("population_loss-loops-str", lambda: lt.population_loss(_t(), E2, "2"), TypeError, "loops"),
@@ -450,7 +451,7 @@ CASES = [
 ]
 
 # Exported names that are not functions taking input: result records and a constant.
-NOT_CALLED = {"MAX_LOOPS", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult"}
+NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult"}
 
 # The command line: (argv, text the one-line error must contain). Exit status 2, nothing run.
 CLI_CASES = [

@@ -12,6 +12,7 @@ def test_unknown_claim_id():
         check_claims(["G9"])
 
 
+@pytest.mark.slow
 def test_g1_and_g4_quick():
     res = {r.id: r for r in check_claims(["G1", "G4"], quick=True)}
     assert set(res) == {"G1", "G1-structure", "G4"}

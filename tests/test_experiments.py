@@ -61,6 +61,7 @@ def test_training_is_memoised_within_a_run():
     assert a is b and c is not a
 
 
+@pytest.mark.slow
 def test_e5_tests_the_models_e1_and_e2_trained(monkeypatch):
     # E5 must reuse E1's and E2's trained models (memoised), not train new ones: E5's every
     # training request must hit a key that E1 + E2 created, and it must make some.

@@ -7,7 +7,6 @@ partition route itself.
 """
 
 import math
-import time
 from fractions import Fraction
 
 import pytest
@@ -133,16 +132,13 @@ def test_large_n_approaches_identity():
     assert all(x > 5 for x in m[2:])
 
 
-def test_speed():
+def test_high_orders_run():
+    """kmax = 200 at n = 10^6 computes (its cost is measured in benchmarks/bench_moments.py,
+    not asserted here): every moment exceeds d and they increase with k."""
     moments._wishart_int.cache_clear()
-    t0 = time.perf_counter()
-    trace_moments(40, 20, 10)
-    trace_moments(40, 10**6, 100)
-    assert time.perf_counter() - t0 < 1.0
-    t0 = time.perf_counter()
-    trace_moments(200, 20, 10)
-    trace_moments(200, 10**6, 100)
-    assert time.perf_counter() - t0 < 1.0
+    for n, d in [(20, 10), (10**6, 100)]:
+        m = trace_moments(200, n, d)
+        assert len(m) == 201 and m[0] == d and all(b > a for a, b in zip(m[1:], m[2:]))
 
 
 @pytest.mark.parametrize(

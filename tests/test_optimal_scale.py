@@ -2,7 +2,6 @@
 global optimality on a grid, and Monte Carlo of the real looped forward pass."""
 
 import math
-import time
 from fractions import Fraction
 
 import mpmath
@@ -194,11 +193,10 @@ def test_stationary_and_beats_grid_large(n, d, loops):
     check_stationary_and_global(Task(d, n), loops)
 
 
-def test_speed_loops_20():
-    t0 = time.perf_counter()
-    optimal_scale(Task(100, 10**6), 20)
-    optimal_scale(Task(10, 20, noise=1.0), 20)
-    assert time.perf_counter() - t0 < 2.0
+def test_loops_20_runs():
+    """Timing lives in benchmarks/; here only that loops = 20 gives a scale in (0, 2)."""
+    for task in (Task(100, 10**6), Task(10, 20, noise=1.0)):
+        assert 0 < optimal_scale(task, 20) < 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 import subprocess
 import sys
 
+import pytest
 import sympy as sp
 
 from proofs_check import CHECKS, run
 from proofs_check import gd_equivalence, wishart_moments
 
 
+@pytest.mark.slow
 def test_all_checks_pass():
     results = run()
     assert [r.name for r in results] == list(CHECKS)

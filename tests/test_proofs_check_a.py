@@ -2,6 +2,7 @@
 negative controls (a deliberately wrong formula) that must FAIL."""
 
 import numpy as np
+import pytest
 import sympy as sp
 
 from proofs_check import fixed_point, gradient_formula, one_loop_optimum
@@ -10,6 +11,7 @@ from looptheory import population_loss_grad
 n = one_loop_optimum.n
 
 
+@pytest.mark.slow
 def test_checks_pass():
     for mod in (one_loop_optimum, fixed_point, gradient_formula):
         r = mod.check()

@@ -82,6 +82,7 @@ def test_flow_wrong_hitting_time_fails():
 # chen_contraction ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_chen_wrong_recursion_fails():
     half = lambda S, eta: sp.eye(S.shape[0]) - eta * S / 2  # noqa: E731
     normal, step = chen_contraction.recursion_residuals(2, 3, half)
@@ -100,6 +101,7 @@ def test_chen_wrong_recursion_fails():
     ],
     ids=["rate-L+1", "rate-exp", "reported-2L", "log-2x", "log-x-x2"],
 )
+@pytest.mark.slow
 def test_chen_wrong_rate_fails(kw):
     assert not chen_contraction.check(**kw).passed
 

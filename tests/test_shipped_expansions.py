@@ -19,7 +19,7 @@ def test_every_supported_loop_count_ships(loops):
         assert os.path.exists(data_path(loops, part)), data_path(loops, part)
 
 
-@pytest.mark.parametrize("loops", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("loops", [1, 2, 3, 4, pytest.param(5, marks=pytest.mark.slow)])
 def test_shipped_equals_fresh_build(loops, monkeypatch):
     import looptheory.loss as L
 
@@ -40,6 +40,7 @@ def _rational_case(rng, d):
     return sx, sw, rmat(), u
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loops", [5, 6])
 @pytest.mark.parametrize("d, n", [(1, 1), (1, 3), (2, 1), (2, 2)])
 def test_large_loop_counts_equal_isserlis_reference(loops, d, n):
