@@ -253,22 +253,28 @@ class Engine:
             else:
                 g[(1, self._cid([R2]), tuple(sorted(F + (x,))))] += 1
             j = R.find(rb, j + 1)
+        for Fp, K, mult in self._other_sites(F):
+            g[(1, 0, tuple(sorted(Fp + (canon(K + rb + R),))))] += mult
+            g[(1, 0, tuple(sorted(Fp + (canon(K[::-1].translate(Tt) + rb + R),))))] += mult
+        return g
+
+    def _other_sites(self, F):
+        """(F without the factor V, K = V2 V1, multiplicity) for every random letter of every
+        other factor V = V1 S V2; equal factors are visited once, with their multiplicity."""
+        rb = self._rb
         nF = len(F)
         for b in range(nF):
             V = F[b]
             if b and V == F[b - 1]:
-                continue  # equal factors: counted once with their multiplicity
+                continue
             mult = 1
             while b + mult < nF and F[b + mult] == V:
                 mult += 1
             Fp = F[:b] + F[b + 1:]
             j = V.find(rb)
             while j >= 0:
-                K = V[j + 1:] + V[:j]
-                g[(1, 0, tuple(sorted(Fp + (canon(K + rb + R),))))] += mult
-                g[(1, 0, tuple(sorted(Fp + (canon(K[::-1].translate(Tt) + rb + R),))))] += mult
+                yield Fp, V[j + 1:] + V[:j], mult
                 j = V.find(rb, j + 1)
-        return g
 
     def _children_centred(self, state, hint):
         """Stein's identity for the centred letter D = S - I: E[tr(D R) F] is the formula for
@@ -301,24 +307,12 @@ class Engine:
             emit(F, (R1 + rb, R2), 1)
             emit(F, (R1, R2), 1)
             j = R.find(rb, j + 1)
-        nF = len(F)
-        for b in range(nF):
-            V = F[b]
-            if b and V == F[b - 1]:
-                continue  # equal factors: counted once with their multiplicity
-            mult = 1
-            while b + mult < nF and F[b + mult] == V:
-                mult += 1
-            Fp = F[:b] + F[b + 1:]
-            j = V.find(rb)
-            while j >= 0:
-                K = V[j + 1:] + V[:j]
-                Kt = K[::-1].translate(Tt)
-                emit(Fp, (K + rb + R,), mult)
-                emit(Fp, (K + R,), mult)
-                emit(Fp, (Kt + rb + R,), mult)
-                emit(Fp, (Kt + R,), mult)
-                j = V.find(rb, j + 1)
+        for Fp, K, mult in self._other_sites(F):
+            Kt = K[::-1].translate(Tt)
+            emit(Fp, (K + rb + R,), mult)
+            emit(Fp, (K + R,), mult)
+            emit(Fp, (Kt + rb + R,), mult)
+            emit(Fp, (Kt + R,), mult)
         return g
 
     def expect(self, terms, hint=None) -> Expansion:

@@ -165,30 +165,22 @@ TABLE_N = [1, 2, 10**6, 10**12]
 TABLE_COND = [1e2, 1e4, 1e6]
 
 
-@pytest.mark.parametrize("loops", [1, 2, 3, 4])
-def test_issue_table_float_path_alone_within_1e_8(loops):
+@pytest.mark.parametrize(
+    "loops", [1, 2, 3, 4, pytest.param(5, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow)]
+)
+def test_issue_table_within_1e_8(loops):
+    """Every cell within 1e-8 relative and inside its own bound, never negative; for loops <= 4
+    by a float route alone (loops 5 and 6 may take the exact route, docs/engine.md)."""
     rng = np.random.default_rng(loops)
     for cond in TABLE_COND:
         for n in TABLE_N:
             task, A = near_optimum(rng, 3, n, loops, cond, 0.0)
             f = lt.population_loss(task, A, loops)
-            assert f.route != "exact"
             ex = exact_loss(task, A, loops)
             assert ex > 0 and f > 0
-            assert abs(F(float(f)) - ex) <= F(f.error)
-            assert abs(F(float(f)) - ex) <= F(1e-8) * ex
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("loops", [5, 6])
-def test_issue_table_loops_5_6_within_1e_8(loops):
-    rng = np.random.default_rng(loops)
-    for cond in TABLE_COND:
-        for n in TABLE_N:
-            task, A = near_optimum(rng, 3, n, loops, cond, 0.0)
-            f = lt.population_loss(task, A, loops)
-            ex = exact_loss(task, A, loops)
-            assert f > 0 and abs(F(float(f)) - ex) <= F(1e-8) * ex
+            assert abs(F(float(f)) - ex) <= min(F(f.error), F(1e-8) * ex)
+            if loops <= 4:
+                assert f.route != "exact"
 
 
 N_VALUES = st.sampled_from([1, 2, 3, 7, 50, 10**3, 10**6, 10**9, 10**12, 10**15, math.inf])
