@@ -45,7 +45,7 @@ def _axes(ax, figsize=(6.4, 4.2)):
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=figsize)
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")  # room for labels, notes, legends
         return ax
     if not isinstance(ax, Axes):
         raise TypeError(f"ax: expected a matplotlib Axes or None, got {type(ax).__name__}")
@@ -400,7 +400,7 @@ def plot_flow(flows, quantity: str = "loss", ax=None, f_star=None, mu=None, xi=N
             style.insert(0, _proxy("f − f* (solid)", ls="-"))
         if quantity == "excess" and xi is not None:
             style.append(_threshold(ax, xi, f"ξ = {xi:g} (target)", ls=":"))
-    if ends:
+    if ends and style:  # alone, the dot at a curve's end needs no legend of its own
         style.append(_proxy("end of the flow", ls="", marker="o", ms=5, mec="k", mew=0.5))
     ax.grid(True, which="major", alpha=0.3)
     _legends(ax, handles, style)
@@ -1008,41 +1008,47 @@ def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
 FIGURE_CAPTIONS = {
     "loss_vs_loops": (
         "Loss at the optimal scale against loops. The loss of A = γ_L Σx⁻¹ (d = 5) for three n: the "
-        "exact scalar-family curve (line), the exact engine (circles) and Monte Carlo of the forward pass "
-        "(diamonds, ±2 standard errors in black). Supports the checks exact_vs_monte_carlo and "
-        "optimal_scale_one_loop: engine and curve must coincide, and the Monte Carlo bars must cover them."),
+        "exact scalar-family curve from the trace moments (line), the exact engine (circles) and Monte Carlo "
+        "of the forward pass (diamonds, ±2 standard errors in black). A cross-check of the toolkit: the engine "
+        "must sit on the curve and the Monte Carlo bars must reach it (the comparison the check "
+        "exact_vs_monte_carlo makes at other settings)."),
     "optimal_scale_vs_loops": (
         "Optimal scale against loops. γ_L = optimal_scale for three n (d = 5, Σw = Σx⁻¹); the stars at "
-        "L = 1 are the closed form n/(n + d + 1). Supports the check optimal_scale_one_loop (the line must "
-        "start on the star) and the structure A* = γ_L Σx⁻¹ of G1-structure."),
+        "L = 1 are the closed form n/(n + d + 1). Supports the check optimal_scale_one_loop (each line must "
+        "start on its star); γ_L Σx⁻¹ is the candidate G1-structure compares the blind optimum with."),
     "flow_excess": (
-        "Gradient flows of claim G3. f(A(t)) − f* against time (solid) from A0 = 0 and a random A0, and "
-        "G3's bound with the reported μ = 1/16 (dashed, same colour); the dotted line is the target ξ. "
-        "G3 holds if every solid curve stays below its dashed bound and crosses ξ."),
+        "Gradient flows of claim G3. f(A(t)) − f* against time (solid) from A0 = 0 and a random A0, with "
+        "G3's bound for the reported μ = 1/16 (dashed, same colour) and the target ξ (dotted); a dot marks "
+        "where each flow stops. G3 holds if every solid curve stays below its dashed bound and crosses ξ; "
+        "a curve that levels off above ξ is a flow that stopped at a critical point above f*."),
     "flow_eigenvalues": (
-        "Eigenvalues of A(t) along the flows of claim G3 (real parts; one colour per flow, every "
-        "eigenvalue of a flow in its colour). From A0 = 0 the eigenvalues stay equal (the flow stays on "
-        "the scalar line); from a random A0 they meet at the optimum. Context for G3 and G1-structure."),
+        "Eigenvalues of A(t) along the flows of claim G3. Real parts, one colour per flow (every "
+        "eigenvalue of a flow in its colour; a complex pair shows as one line). From A0 = 0 the eigenvalues "
+        "stay equal (the flow stays on the scalar line A = γ I); from a random A0 they end at the blind "
+        "optimum's. Context for G3 and for G1-structure."),
     "flow_dominance": (
         "Gradient dominance along the flows of claim G3. The excess ratio ‖∇f‖² / (f − f*)^((2L−1)/L), "
-        "the quantity G2 and G3 test, drawn where f − f* > ξ, against time; the black line is μ = 1/16. "
-        "A flow that dips below the line is a point where the reported constant fails (G2's verdict); "
-        "G3's 'μ along path' is each curve's minimum."),
+        "the quantity G2's verdict and G3's 'μ along path' use, drawn where f − f* > ξ, against time; the "
+        "black line is the reported μ = 1/16. Where a curve falls below the line, dominance with μ = 1/16 "
+        "fails at that point of the path (G2 tests the same inequality over whole regions); a plunge to 0 "
+        "is a flow stopping at a critical point above f*."),
     "dominance_vs_d": (
         "Worst gradient dominance found by claim G2's searches. The smallest excess ratio against d for "
-        "each L: the spectral family at n = ∞ (line; wide pale line: the scalar point's 4L² d^(−(L−1)/L)) and "
-        "general A at every n and ρ (crosses). G2's verdict: fails if any point lies below the black "
+        "each L: the spectral family at n = ∞ (line; wide pale line: the scalar point's 4L² d^(−(L−1)/L)) "
+        "and general A at every n and ρ (crosses). G2's verdict: fails if any point lies below the black "
         "line μ = 1/16, holds otherwise (each point is an upper bound on the infimum over its region)."),
     "optimal_loss_and_test_loops": (
         "More loops (claim G5). Left: the optimal loss against loops over all real A (circles) and in the "
-        "scalar family (line); G5 (a) holds if both fall. Right: the scalar optimum trained at L = 2 and "
-        "L = 5, run with more loops at test time: median squared error (simulation, solid) and exact mean "
-        "(circles, dashed); G5 (b) rests on the median falling. Means beyond the axis are drawn at the "
-        "top edge (the note says how many and how large)."),
+        "scalar family (line); G5 (a) holds if both fall. Right: the scalar optimum for L = 2 and L = 5, run "
+        "with more loops at test time: median (solid) and mean (dashed) squared error over simulated "
+        "prompts, and the exact mean (circles); G5 (b) rests on the median falling. Values beyond the axis "
+        "are drawn as triangles at the top edge (the note says how many and how large): the exact mean "
+        "diverges while the median falls, a heavy tail the simulated mean underestimates."),
     "chen_error_vs_loops": (
         "Per-prompt GD error (claim C2). ‖w_L − w_LS‖ against loops for one Gaussian prompt per n/d "
         "(d = 20, η = 1/λ_max(S)), with the exact contraction (1 − 1/κ)^L α (dotted) and C2's bound "
-        "α e^(−L/2κ) (dashed). C2 holds on a prompt if its solid curve stays below its dashed one."),
+        "α e^(−L/2κ) (dashed). C2 holds on a prompt if its solid curve stays below its dashed one; C2's "
+        "verdict rests on many prompts per cell (its table)."),
     "chen_kappa_vs_ratio": (
         "Condition number of the empirical covariance (context for C2). κ(S) of Gaussian designs "
         "(Σx = I) against n/d: simulated median and 5–95% band, the Davidson–Szarek bound and the "
@@ -1050,7 +1056,8 @@ FIGURE_CAPTIONS = {
     "chen_divergence_vs_ratio": (
         "When the population step diverges (context for C2's step η = 1/λ_max(S)). The probability that "
         "λ_max(S) > 2 λ_max(Σx), i.e. that GD with the fixed step 1/λ_max(Σx) diverges on the prompt, "
-        "against n/d (±2 standard errors); the vertical line is the Marchenko–Pastur threshold (1 + √2)²."),
+        "against n/d, ±2 standard errors (where every sample agreed, the rule-of-three bound); the vertical "
+        "line is the Marchenko–Pastur threshold (1 + √2)²."),
     "chen_sample_complexity": (
         "Examples needed against loops (G1 against C2). G1's n > 64 L² d⁴ (8/ε)^(4L) against C2's n "
         "(Marchenko–Pastur and Davidson–Szarek κ), d = 10, ε = 0.01; C2 needs L > 2 ln(1/ε) (vertical "
@@ -1058,17 +1065,18 @@ FIGURE_CAPTIONS = {
     "training_curves": (
         "Training on sampled prompts (experiments E1 and E2). Minibatch loss against step for the sparse "
         "model (E1) and the full model (E2), d = 5, n = 20, loops = 3; the black line is the exact sparse "
-        "optimum f*, which E1's trained model should approach."),
+        "optimum f*, which E1's model should approach and E2's full model, not restricted to the sparse "
+        "form, may go below."),
     "looped_vs_multilayer": (
         "Looped against multi-layer (experiment E3). Left: the exact optimal loss of the looped model "
         "(grey) and trained looped and multi-layer models (Monte Carlo, ±2 standard errors in black). "
         "Right: multi-layer minus looped loss, paired on the same prompts, ±2 standard errors; bars that "
-        "do not cross 0 are a significant difference."),
+        "do not reach the line 0 are a significant difference."),
     "test_time_loops": (
         "Looping trained models longer (experiment E4). Models trained with 2 and 5 loops run with up to "
         "64: median (solid) and mean (dashed) squared error over the same simulated prompts, exact mean "
         "where the engine reaches (circles). A mean that climbs while the median falls is a heavy tail: "
-        "rare prompts diverge. Means beyond the axis are drawn at the top edge (see the note)."),
+        "rare prompts diverge. Values beyond the axis are drawn as triangles at the top edge (see the note)."),
 }
 
 
