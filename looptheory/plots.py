@@ -336,6 +336,13 @@ def plot_flow(flows, quantity: str = "loss", ax=None, f_star=None, mu=None, xi=N
         if missing:
             raise ValueError(f"f_star: quantity={quantity!r} needs f* (the optimal loss); none given for {missing[0]!r}")
     excess_ratio = quantity == "dominance" and all(f.excess is not None for f in fls)
+    if excess_ratio:
+        lacking = [f.label for f in fls if f.loss is None or f.loops is None or f.dominance is None]
+        if lacking:
+            if f_star is not None:
+                raise ValueError(f"flows: the excess ratio needs each flow's loss, loops and dominance; "
+                                 f"{lacking[0]!r} lacks one")
+            excess_ratio = False  # an older record: only the ratio on f can be drawn, and is labelled so
     colors = _colors(len(fls))
     handles = []
     style = []
@@ -1086,6 +1093,6 @@ def figure_markdown(stem: str, file: str | None = None) -> str:
     file name (default stem + ".png")."""
     if stem not in FIGURE_CAPTIONS:
         raise ValueError(f"stem: no caption for figure {stem!r}; known: {', '.join(FIGURE_CAPTIONS)}")
-    cap = FIGURE_CAPTIONS[stem]
+    cap = FIGURE_CAPTIONS[stem].replace("*", "\\*")  # f* is not Markdown emphasis
     head, _, rest = cap.partition(". ")
     return f"![{head}]({file or stem + '.png'})\n\n*Figure `{stem}`: {head}.* {rest}"

@@ -333,7 +333,7 @@ def test_every_figure_the_report_draws_has_a_caption(specs):
     for stem in stems:
         md = plots.figure_markdown(stem)
         assert md.startswith("![") and f"]({stem}.png)" in md
-        assert plots.FIGURE_CAPTIONS[stem].split(". ", 1)[1] in md
+        assert plots.FIGURE_CAPTIONS[stem].split(". ", 1)[1].replace("*", "\\*") in md  # f* escaped
         # each caption says which claim, check or experiment its figure supports
         assert any(w in plots.FIGURE_CAPTIONS[stem] for w in ("G1", "G2", "G3", "G5", "C2", "E1", "E3", "E4", "check"))
 
