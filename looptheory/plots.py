@@ -107,6 +107,14 @@ def _colors(k: int) -> list:
     return [cmap(x) for x in np.linspace(0.0, 0.95, k)]
 
 
+def _widths(k: int, thin: float = 1.1, thick: float = 3.0) -> list:
+    """Line widths from thick (first trace) to thin (last): where traces coincide, the earlier ones
+    show as a coloured rim around the later ones instead of disappearing under them."""
+    if k <= 1:
+        return [1.5] * k
+    return [thick - (thick - thin) * i / (k - 1) for i in range(k)]
+
+
 def _integer_axis(axis):
     from matplotlib.ticker import MaxNLocator
 
@@ -347,7 +355,7 @@ def plot_flow(flows, quantity: str = "loss", ax=None, f_star=None, mu=None, xi=N
     handles = []
     style = []
     ends = False
-    for fl, c in zip(fls, colors):
+    for fl, c, lw in zip(fls, colors, _widths(len(fls), thick=2.6)):
         t = fl.t
         pos = t > 0
         if quantity == "loss":
@@ -378,7 +386,7 @@ def plot_flow(flows, quantity: str = "loss", ax=None, f_star=None, mu=None, xi=N
         if y is None:
             raise ValueError(f"flows: the flow {fl.label!r} has no {quantity!r} data")
         y = np.asarray(y, float)
-        (line,) = ax.plot(t[pos], y[pos], "-", color=c, lw=1.4, label=fl.label)
+        (line,) = ax.plot(t[pos], y[pos], "-", color=c, lw=lw, label=fl.label)
         handles.append(line)
         shown = np.flatnonzero(pos & np.isfinite(y))
         if shown.size and shown[-1] == len(t) - 1:  # where the flow stops (converged, blew up, t_max)
@@ -421,17 +429,18 @@ def plot_flow_eigenvalues(flows, ax=None, labels=None, title=None):
 
     flows: as plot_flow (FlowResults, whose .path gives A(t), or a G3 record, whose flows carry
     "eigs" and "eig_t"). All eigenvalues of one flow share that flow's colour and one legend
-    entry, so the legend has one entry per flow, each a distinct colour. Returns the Axes."""
+    entry, so the legend has one entry per flow, each a distinct colour; earlier flows are drawn
+    wider and every second flow dashed, so flows that coincide stay visible. Returns the Axes."""
     fls = _flows(flows, labels, None)
     ax = _axes(ax)
     handles = []
-    for fl, c in zip(fls, _colors(len(fls))):
+    for k, (fl, c, lw) in enumerate(zip(fls, _colors(len(fls)), _widths(len(fls), thick=3.4))):
         if fl.eigs is None:
             raise ValueError(f"flows: the flow {fl.label!r} has neither a path nor eigenvalues")
         pos = fl.eig_t > 0
         eigs = np.atleast_2d(fl.eigs)
         for i in range(eigs.shape[1]):
-            (line,) = ax.plot(fl.eig_t[pos], eigs[pos, i], "-", color=c, lw=1.2,
+            (line,) = ax.plot(fl.eig_t[pos], eigs[pos, i], ls="-" if k % 2 == 0 else (0, (4, 1.5)), color=c, lw=lw,
                               label=fl.label if i == 0 else "_" + fl.label)
             if i == 0:
                 handles.append(line)
