@@ -554,8 +554,9 @@ def plot_dominance(record, ax=None, mu=1 / 16, title=None):
     record: the G2 record (evidence "rows": family, d, loops, n, rho, min_excess_ratio). Spectral
     family at n = inf: a line per L with 4 L^2 d^(-(L-1)/L) as a wide pale line in the same colour
     (the ratio at the scalar point, which the search often finds); general A:
-    markers at every (n, rho) searched. Values below the axis floor (1e-6 of the threshold) are
-    drawn at the floor as triangles and counted in a note. Returns the Axes."""
+    markers at every (n, rho) searched (offset a few % in d per L, and the note says so). Values
+    below the axis floor (1e-6 of the threshold) are drawn at the floor as triangles and counted in
+    a note. Returns the Axes."""
     ev = _evidence(record, "record", ["rows"], "the record of claim G2")
     rows = [r for r in ev["rows"] if isinstance(r, Mapping)]
     if not rows:
@@ -590,6 +591,8 @@ def plot_dominance(record, ax=None, mu=1 / 16, title=None):
             has_gen = True
             # the general-A points of one d sit at the same x: spread them a little by L
             shift = 1.0 + 0.06 * (Ls.index(L) - (len(Ls) - 1) / 2)
+            if len(Ls) > 1:
+                notes.append("crosses of different L are drawn a few % apart in d, so that they do not hide each other")
             (ln,) = ax.plot([x * shift for x, _ in ge], np.maximum([y for _, y in ge], floor), "x", color=col, ms=7,
                             mew=1.5, label=f"L = {L}" if first is None else "_ge")
             first = first or ln
