@@ -43,6 +43,21 @@ from .training import (
     train,
 )
 from .experiments import ExperimentResult, prompt_errors, run_experiments
+from .plots import (
+    plot_flow,
+    plot_flow_eigenvalues,
+    plot_loss_vs_loops,
+    plot_optimal_scale,
+    plot_dominance,
+    plot_optimal_loss,
+    plot_test_time_loops,
+    plot_chen_error,
+    plot_chen_kappa,
+    plot_chen_divergence,
+    plot_sample_complexity,
+    plot_training,
+    plot_looped_vs_multilayer,
+)
 
 __version__ = "0.1.0"
 
@@ -98,4 +113,17 @@ __all__ = [
     "ExperimentResult",
     "prompt_errors",
     "run_experiments",
+    "plot_flow",
+    "plot_flow_eigenvalues",
+    "plot_loss_vs_loops",
+    "plot_optimal_scale",
+    "plot_dominance",
+    "plot_optimal_loss",
+    "plot_test_time_loops",
+    "plot_chen_error",
+    "plot_chen_kappa",
+    "plot_chen_divergence",
+    "plot_sample_complexity",
+    "plot_training",
+    "plot_looped_vs_multilayer",
 ]

@@ -229,7 +229,10 @@ def claim_g3(quick: bool) -> ClaimResult:
             rows.append({"d": d, "loops": L, "n": n, "start": name, "status": fl.status, "t_end": float(fl.t[-1]),
                          "f_end - f*": float(ex[-1]), "t to f - f* <= xi": t_xi, "mu along path": mu_path,
                          "bound with mu = 1/16 violated": viol_reported, "distance_end": float(fl.distance[-1])})
+            # the flow as plots.plot_flow reads it (loss, f_star and loops give the excess ratio)
             flows.append({"label": f"d={d}, L={L}, n={n}, {name}", "t": fl.t.tolist(), "excess": ex.tolist(),
+                          "loss": fl.loss.tolist(), "f_star": float(opt.loss), "loops": L, "status": fl.status,
+                          "grad_norm": fl.grad_norm.tolist(), "distance": fl.distance.tolist(),
                           "bound": bound(MU_REPORTED).tolist(), "dominance": fl.dominance.tolist(),
                           "eigs": [np.sort(np.linalg.eigvals(A).real).tolist() for A in fl.path[:: max(1, len(fl.t) // 60)]],
                           "eig_t": fl.t[:: max(1, len(fl.t) // 60)].tolist()})

@@ -303,6 +303,11 @@ class Certified(float):
         obj.grad_error = grad_error
         return obj
 
+    def __reduce__(self):
+        # copy.deepcopy, pickle and dataclasses.asdict rebuild the value with its bound (the
+        # default passes only the float to __new__, which also needs error and route)
+        return (type(self), (float(self), self.error, self.route, self.grad_error))
+
     @property
     def rel_error(self) -> float:
         """error / |value| (inf at 0 unless the error is 0)."""

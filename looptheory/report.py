@@ -127,6 +127,79 @@ def _details(title, verdict, summary, params_heading, params, evidence) -> list:
     return lines + [""]
 
 
+# --- figures ------------------------------------------------------------------------------------
+# Every figure of the report is drawn by the public functions of looptheory.plots onto an Axes
+# made here; only the file names (the stems, keys of plots.FIGURE_CAPTIONS), sizes and saving
+# (PNG and SVG) belong to the report.
+
+
+def _figure_specs(curve, chen, claims, experiments):
+    """(stem, figure size, draw(fig)) for every figure the report draws from these results; a
+    figure whose claim or experiment did not run is left out. plots is looked up at call time."""
+    from . import plots as P
+    from .claims import MU_REPORTED
+
+    by_id = {c.id: c for c in claims}
+    by_exp = {e.id: e for e in experiments}
+    specs = []
+
+    def one(fn, *args, **kw):
+        return lambda fig: fn(*args, ax=fig.add_subplot(), **kw)
+
+    if curve is not None:
+        specs += [("loss_vs_loops", (7.8, 4.4), one(P.plot_loss_vs_loops, curve)),
+                  ("optimal_scale_vs_loops", (7.8, 4.4), one(P.plot_optimal_scale, curve))]
+    if "G3" in by_id:
+        g3 = by_id["G3"]
+        xi = getattr(g3, "params", {}).get("xi", 1e-6)
+        specs += [("flow_excess", (8.6, 4.8), one(P.plot_flow, g3, quantity="excess", mu=MU_REPORTED, xi=xi)),
+                  ("flow_eigenvalues", (8.6, 4.6), one(P.plot_flow_eigenvalues, g3)),
+                  ("flow_dominance", (8.6, 4.8), one(P.plot_flow, g3, quantity="dominance", mu=MU_REPORTED, xi=xi))]
+    if "G2" in by_id:
+        specs.append(("dominance_vs_d", (8.6, 4.8), one(P.plot_dominance, by_id["G2"], mu=MU_REPORTED)))
+    if "G5" in by_id:
+        def g5(fig, rec=by_id["G5"]):
+            a1, a2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
+            P.plot_optimal_loss(rec, ax=a1)
+            P.plot_test_time_loops(rec, ax=a2)
+
+        specs.append(("optimal_loss_and_test_loops", (13.5, 4.6), g5))
+    if chen is not None:
+        specs += [("chen_error_vs_loops", (9.4, 4.8), one(P.plot_chen_error, chen)),
+                  ("chen_kappa_vs_ratio", (9.0, 4.8), one(P.plot_chen_kappa, chen)),
+                  ("chen_divergence_vs_ratio", (8.6, 4.6), one(P.plot_chen_divergence, chen)),
+                  ("chen_sample_complexity", (9.4, 4.8), one(P.plot_sample_complexity, chen))]
+    training = [by_exp[i] for i in ("E1", "E2") if i in by_exp]
+    if training:
+        specs.append(("training_curves", (7.4, 4.4), one(P.plot_training, training)))
+    if "E3" in by_exp:
+        def e3(fig, rec=by_exp["E3"]):
+            a1, a2 = fig.subplots(1, 2)
+            P.plot_looped_vs_multilayer(rec, ax=a1, panel="loss")
+            P.plot_looped_vs_multilayer(rec, ax=a2, panel="difference")
+
+        specs.append(("looped_vs_multilayer", (12.5, 4.6), e3))
+    if "E4" in by_exp:
+        specs.append(("test_time_loops", (8.6, 4.8), one(P.plot_test_time_loops, by_exp["E4"])))
+    return specs
+
+
+def _write_figures(out_dir, curve, chen, claims, experiments) -> list:
+    """Draw and save (PNG and SVG) every figure of the report; returns the file paths. Figures are
+    matplotlib Figure objects (no pyplot, so no global state and nothing left open)."""
+    from matplotlib.figure import Figure
+
+    paths = []
+    for stem, size, draw in _figure_specs(curve, chen, claims, experiments):
+        fig = Figure(figsize=size, layout="constrained")
+        draw(fig)
+        for ext in ("png", "svg"):
+            path = os.path.join(out_dir, f"{stem}.{ext}")
+            fig.savefig(path, dpi=130, bbox_inches="tight")
+            paths.append(path)
+    return paths
+
+
 def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=None, bars=None) -> dict:
     """Run every check, claim and experiment; write the report and figures into out_dir and
     return the results dict. progress(i, total, result) after each check or claim (i = 0 for
@@ -135,43 +208,15 @@ def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=N
     from .claims import check_claims
     from .chen import chen_figure_data
     from .experiments import run_experiments
-    from .plots import (
-        plot_chen_divergence,
-        plot_chen_error_vs_loops,
-        plot_chen_kappa,
-        plot_chen_sample_complexity,
-        plot_dominance,
-        plot_flows,
-        plot_loss_against_loops,
-        plot_looped_vs_multilayer,
-        plot_optimal_loss,
-        plot_optimal_scale,
-        plot_test_time_loops,
-        plot_training,
-    )
+    from .plots import figure_markdown
 
     t0 = time.perf_counter()
     results = run_checks(quick=quick, progress=progress)
     claims = check_claims(quick=quick, progress=(lambda r: progress(0, 0, r)) if progress else None)
     curve = loss_curve_data(quick)
-    figs = plot_loss_against_loops(curve, out_dir) + plot_optimal_scale(curve, out_dir)
-    by_id = {c.id: c for c in claims}
-    if "G3" in by_id:
-        figs += plot_flows(by_id["G3"].evidence, out_dir)
-    if "G2" in by_id:
-        figs += plot_dominance(by_id["G2"].evidence, out_dir)
-    if "G5" in by_id:
-        figs += plot_optimal_loss(by_id["G5"].evidence, out_dir)
     chen = chen_figure_data(quick)
-    for plot in (plot_chen_error_vs_loops, plot_chen_kappa, plot_chen_divergence, plot_chen_sample_complexity):
-        figs += plot(chen, out_dir)
     experiments = run_experiments(quick=quick, progress=experiment_progress, bars=bars)
-    by_exp = {e.id: e for e in experiments}
-    figs += plot_training(by_exp, out_dir)
-    if "E3" in by_exp:
-        figs += plot_looped_vs_multilayer(by_exp["E3"].evidence, out_dir)
-    if "E4" in by_exp:
-        figs += plot_test_time_loops(by_exp["E4"].evidence, out_dir)
+    figs = _write_figures(out_dir, curve, chen, claims, experiments)
     total = time.perf_counter() - t0
     meta = {
         "looptheory": __version__,
@@ -231,8 +276,8 @@ def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=N
     lines += ["", "## Figures", ""]
     for f in figs:
         if f.endswith(".png"):
-            lines.append(f"![{os.path.basename(f)}]({os.path.basename(f)})")
-            lines.append("")
+            name = os.path.basename(f)
+            lines += [figure_markdown(name[:-4], name), ""]
     lines += ["## Claim details", ""]
     for c in claims:
         lines += _details(f"{c.id}: {c.statement}", c.verdict, c.summary, "Declared parameters:", c.params, c.evidence)

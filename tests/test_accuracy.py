@@ -319,3 +319,21 @@ def test_dominance_ratio_at_a_zero_loss():
     with pytest.warns(RuntimeWarning, match="f\\(A\\) = 0"):
         r, _ = lt.dominance_ratio(lt.Task(2, math.inf), np.eye(2), 3)
     assert math.isnan(r)
+
+
+def test_certified_values_copy_and_pickle_with_their_bound():
+    """A claim's evidence holds Certified losses; the report copies it (dataclasses.asdict deep-
+    copies), so a Certified must survive copy and pickle with its error and route."""
+    import copy
+    import pickle
+    from dataclasses import asdict, dataclass, field
+
+    v = lt.population_loss(lt.Task(2, 4), 0.5 * np.eye(2), 2)
+    for w in (copy.deepcopy(v), copy.copy(v), pickle.loads(pickle.dumps(v))):
+        assert type(w) is type(v) and float(w) == float(v) and w.error == v.error and w.route == v.route
+
+    @dataclass
+    class Rec:
+        evidence: dict = field(default_factory=dict)
+
+    assert asdict(Rec({"rows": [{"f*": v}]}))["evidence"]["rows"][0]["f*"] == v

@@ -42,6 +42,10 @@ def _Z(d=2, n=4, batch=None):
     return np.random.default_rng(0).standard_normal(shape)
 
 
+# a flow as plot_flow reads it (duck typing: t and loss), so that no case integrates a real flow
+_FLOW = {"t": [0.0, 1.0, 2.0], "loss": [1.0, 0.5, 0.25], "loops": 2, "dominance": [1.0, 1.0, 1.0]}
+
+
 def _bad_checkpoint(**meta_changes):
     """A checkpoint file whose meta record was edited (as a damaged or hostile file would be)."""
     folder = tempfile.mkdtemp(prefix="looptheory-bad-input-")
@@ -448,6 +452,28 @@ CASES = [
     ("prompt_errors-n-huge", lambda: lt.prompt_errors(_params(), "sparse", _t(2, 10**9), 1, 10, 0), ValueError, "task"),
     ("prompt_errors-chunk-huge", lambda: lt.prompt_errors(_params(), "sparse", _t(2, 1000), 1, 10**8, 0,
                                                           chunk=10**8), ValueError, "chunk"),
+    # plotting: refused before any figure is made
+    ("plot_flow-quantity-unknown", lambda: lt.plot_flow(_FLOW, quantity="nope"), ValueError, "quantity"),
+    ("plot_flow-flows-empty", lambda: lt.plot_flow([]), ValueError, "flows"),
+    ("plot_flow-flows-int", lambda: lt.plot_flow(3), TypeError, "flows"),
+    ("plot_flow-ax-str", lambda: lt.plot_flow(_FLOW, ax="x"), TypeError, "ax"),
+    ("plot_flow-f_star-nan", lambda: lt.plot_flow(_FLOW, "excess", f_star=NAN), ValueError, "f_star"),
+    ("plot_flow-mu-negative", lambda: lt.plot_flow(_FLOW, "dominance", mu=-1.0), ValueError, "mu"),
+    ("plot_flow_eigenvalues-flows-str", lambda: lt.plot_flow_eigenvalues("x"), TypeError, "flows"),
+    ("plot_loss_vs_loops-data-str", lambda: lt.plot_loss_vs_loops("x"), TypeError, "data"),
+    ("plot_loss_vs_loops-data-empty", lambda: lt.plot_loss_vs_loops({"curves": []}), ValueError, "data"),
+    ("plot_optimal_scale-data-int", lambda: lt.plot_optimal_scale(3), TypeError, "data"),
+    ("plot_dominance-record-int", lambda: lt.plot_dominance(3), TypeError, "record"),
+    ("plot_dominance-record-no-rows", lambda: lt.plot_dominance({"evidence": {"x": 1}}), ValueError, "record"),
+    ("plot_optimal_loss-record-str", lambda: lt.plot_optimal_loss("G5"), TypeError, "record"),
+    ("plot_test_time_loops-record-no-curves", lambda: lt.plot_test_time_loops({"evidence": {}}), ValueError, "record"),
+    ("plot_chen_error-data-empty", lambda: lt.plot_chen_error({}), TypeError, "data"),
+    ("plot_chen_kappa-data-list", lambda: lt.plot_chen_kappa([]), TypeError, "data"),
+    ("plot_chen_divergence-data-empty", lambda: lt.plot_chen_divergence({"divergence": []}), ValueError, "data"),
+    ("plot_sample_complexity-data-str", lambda: lt.plot_sample_complexity("x"), TypeError, "data"),
+    ("plot_training-records-empty", lambda: lt.plot_training([]), ValueError, "records"),
+    ("plot_looped_vs_multilayer-panel-unknown", lambda: lt.plot_looped_vs_multilayer({"evidence": {"rows": []}},
+                                                                                      panel="x"), ValueError, "panel"),
 ]
 
 # Exported names that are not functions taking input: result records and a constant.
