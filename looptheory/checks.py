@@ -240,7 +240,7 @@ def loss_curve_data(quick: bool) -> dict:
 
 
 def _spec(id, title, fn):
-    return Spec(id, "check", title, fn, statement=(fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "))
+    return Spec(id, "check", title, fn, statement=" ".join((fn.__doc__ or "").strip().split("\n\n")[0].split()))
 
 
 #: The toolkit's checks, each declared once: id, title, the check function (which sets its own

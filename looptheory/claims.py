@@ -227,6 +227,13 @@ def _g2_region(quick: bool) -> dict:
 SPECTRAL_FINITE_D = 100
 
 
+def _found(value):
+    """A searched ratio, or why there is none (worst_dominance gives nan when no search ended
+    inside the region)."""
+    value = float(value)
+    return "n/a (no search ended inside R(ρ))" if math.isnan(value) else value
+
+
 def check_g2(quick: bool, params: dict) -> Outcome:
     """G2: ||grad_A f||^2 >= (1/16) f^{(2L-1)/L} where the loss is not already tiny; tested on f
     and on the excess f - f*, over R(rho) = {f - f* >= rho (f(0) - f*)}, sigma_x = I, u = 0.
@@ -254,8 +261,8 @@ def check_g2(quick: bool, params: dict) -> Outcome:
                 plain = worst_dominance(task, L, rho, f_star, excess=False, starts=2, seed=3)
                 rows.append({"family": "general", "d": d, "loops": L, "n": n, "rho": rho, "f*": f_star,
                              "f* converged": conv if not math.isinf(n) else "n/a (exact)",
-                             "min_excess_ratio": ex.value, "excess_found_by": ex.found_by,
-                             "min_ratio": plain.value,
+                             "min_excess_ratio": _found(ex.value), "excess_found_by": ex.found_by,
+                             "min_ratio": _found(plain.value),
                              "scalar_inf_n": ratio_at_scalar_infinite_n(d, L),
                              "A_excess": None if ex.A is None else ex.A.tolist(),
                              "seconds": time.perf_counter() - t_cell})
@@ -270,25 +277,31 @@ def check_g2(quick: bool, params: dict) -> Outcome:
                 f_star = 0.0 if math.isinf(n) else scale_loss(Task(d, n), L, optimal_scale(Task(d, n), L))
                 w = worst_dominance_spectral(d, n, L, rho_s, f_star, excess=True, starts=3, seed=4)
                 rows.append({"family": "spectral", "d": d, "loops": L, "n": n, "rho": rho_s, "f*": f_star,
-                             "f* converged": "n/a (exact)", "min_excess_ratio": w.value, "excess_found_by": w.found_by,
+                             "f* converged": "n/a (exact)", "min_excess_ratio": _found(w.value), "excess_found_by": w.found_by,
                              "min_ratio": "n/a (spectral: excess only)",
                              "scalar_inf_n": ratio_at_scalar_infinite_n(d, L), "A_excess": None,
                              "seconds": time.perf_counter() - t_cell})
-    below = [r for r in rows if r["min_excess_ratio"] < MU_REPORTED]
+    def num(v):
+        return v if isinstance(v, float) else math.inf
+
+    below = [r for r in rows if num(r["min_excess_ratio"]) < MU_REPORTED]
     unresolved = [r for r in rows if r["f* converged"] is False]
-    plain_below = [r for r in rows if isinstance(r["min_ratio"], float) and r["min_ratio"] < MU_REPORTED]
-    worst = min(rows, key=lambda r: r["min_excess_ratio"])
+    plain_below = [r for r in rows if num(r["min_ratio"]) < MU_REPORTED]
+    worst = min(rows, key=lambda r: num(r["min_excess_ratio"]))
+    no_point = [r for r in rows if not isinstance(r["min_excess_ratio"], float)]
     plain = ""
     if plain_below:
         wp = min(plain_below, key=lambda r: r["min_ratio"])
         plain = (f"; on f itself (not the excess) the ratio falls below 1/16 in {len(plain_below)} cells, e.g. "
                  f"{wp['min_ratio']:.3g} at d = {wp['d']}, L = {wp['loops']}, n = {wp['n']}, ρ = {wp['rho']}")
-    verdict = "fails" if below else ("unresolved" if unresolved else "holds")
+    verdict = "fails" if below else ("unresolved" if (unresolved or no_point) else "holds")
     summary = (f"excess ratio below 1/16 in {len(below)}/{len(rows)} (family, d, L, n, ρ) cells; smallest "
                f"{worst['min_excess_ratio']:.3g} at {worst['family']} d = {worst['d']}, L = {worst['loops']}, "
                f"n = {worst['n']}, ρ = {worst['rho']}" if below else
                f"smallest excess ratio {worst['min_excess_ratio']:.3g} ≥ 1/16 in all {len(rows)} cells")
     summary += plain + " (local searches: each value is an upper bound on the infimum over its region)"
+    if no_point and not below:
+        summary += f"; the search found no point of the region in {len(no_point)} cell(s): they decide nothing"
     if unresolved:
         summary += (f"; f* did not converge in {len(unresolved)} cell(s) "
                     + ", ".join(f"(d, L, n) = ({r['d']}, {r['loops']}, {r['n']})" for r in unresolved)

@@ -98,7 +98,7 @@ def _existing_ancestor(path: str) -> str:
 KIND_HEADINGS = {
     "claim": ("Claims of the papers", "Claim details"),
     "check": ("Checks of the toolkit", "Check details"),
-    "proof": ("Symbolic derivations (proofs_check)", "Symbolic derivation details"),
+    "proof": ("Symbolic derivations of proofs_check", "Symbolic derivation details"),
     "experiment": ("Trained models against the exact theory", "Experiment details"),
 }
 KIND_ORDER = ("claim", "check", "proof", "experiment")

@@ -89,7 +89,7 @@ def _make_spec(name, fn):
         return Outcome("pass" if res.passed else "fail", res.detail, dict(res.data or {}))
 
     module = inspect.getmodule(fn)
-    statement = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ") if module else ""
+    statement = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split()) if module else ""
     return Spec(PREFIX + name, "proof", _title(fn, name), check, statement=statement,
                 source=f"looptheory (proofs_check/{name}.py)", region=declared_params(fn))
 
