@@ -69,6 +69,14 @@ def _error(message) -> int:
 
 def main(argv=None) -> int:
     """The `looptheory` command (argv: the arguments, default sys.argv[1:]); returns the exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before a run started (a run reports its own interruption)
+        print("looptheory: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv):
     parser = _parser()
 
     def error(message):
