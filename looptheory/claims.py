@@ -307,7 +307,7 @@ def check_g2(quick: bool, params: dict) -> Outcome:
                     + ", ".join(f"(d, L, n) = ({r['d']}, {r['loops']}, {r['n']})" for r in unresolved)
                     + (": their ratios are reported but decide nothing" if not below else
                        " (the counterexample does not rest on them: a higher f* only raises the ratio)"))
-    case = {k: v for k, v in worst.items() if k != "seconds"}
+    case = {k: v for k, v in worst.items() if k not in ("seconds", "A_excess")}
     return Outcome(verdict, summary, {"rows": rows}, worst_case=case,
                    counterexample=case if below else None, examples_run=len(rows), optimiser=tuple(optimiser))
 
