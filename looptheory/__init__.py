@@ -20,6 +20,7 @@ from .optimum import OptimumResult, optimal_preconditioner, optimal_scale, scale
 from .spectral import spectral_loss, spectral_loss_grad
 from .flow import FlowResult, gradient_flow
 from .dominance import WorstCase, dominance_ratio, worst_dominance, worst_dominance_spectral
+from .record import Record
 from .claims import ClaimResult, check_claims
 from .chen import (
     chen_forward,
@@ -90,6 +91,7 @@ __all__ = [
     "dominance_ratio",
     "worst_dominance",
     "worst_dominance_spectral",
+    "Record",
     "ClaimResult",
     "check_claims",
     "chen_prompt",

@@ -2,45 +2,39 @@
 computes, and returns a verdict with its evidence. Nothing here chooses where to look after
 seeing results: parameters, seeds and tolerances are fixed in the functions below.
 
-Verdicts: "pass" or "fail" for these internal cross-checks (the claims of the papers get
-"holds" / "fails" / "vacuous" in their own registry).
+Each check is declared once in CHECKS (a `looptheory.record.Spec` of kind "check") and returns
+a `looptheory.record.Record` through `Spec.run`. Verdicts: "pass" or "fail" for these internal
+cross-checks ("unresolved" only if a check crashed before deciding); the claims of the papers
+get "holds" / "fails" / "vacuous" / "unresolved" in their own registry.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
 
+from . import _validate as V
 from .diagnostics import taylor_test
 from .loss import MAX_LOOPS, population_loss, population_loss_grad
 from .model import looped_forward, make_prompt, prediction, preconditioned_gd, sparse_weights
 from .moments import trace_moments
 from .montecarlo import monte_carlo_loss
 from .optimum import optimal_scale, scale_loss
+from .record import Outcome, Record, Spec
 from .reference import one_loop_closed_form
 from .task import Task
 
-
-@dataclass
-class CheckResult:
-    id: str
-    title: str
-    verdict: str
-    summary: str
-    params: dict = field(default_factory=dict)
-    evidence: dict = field(default_factory=dict)
-    seconds: float = 0.0
+#: Kept for code written against earlier versions: every item now returns a Record.
+CheckResult = Record
 
 
 def _rel(a, b):
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
 
 
-def check_gd_equivalence(quick: bool) -> CheckResult:
+def check_gd_equivalence(quick: bool, params=None) -> Outcome:
     """The sparse looped model's prediction and label row equal preconditioned GD (B = A^T)."""
     cases = [(d, n, L, with_u) for d in (1, 3, 5) for n in (2, 10) for L in (1, 3, 6) for with_u in (False, True)]
     rng = np.random.default_rng(2024)
@@ -58,17 +52,17 @@ def check_gd_equivalence(quick: bool) -> CheckResult:
         worst = max(worst, _rel(prediction(ZL), np.einsum("bd,bd->b", x_q, w)))
         worst = max(worst, _rel(ZL[:, d, :n], y - np.einsum("bdn,bd->bn", X, w)))
     ok = worst < 1e-10
-    return CheckResult(
-        "gd_equivalence",
-        "Sparse looped attention = preconditioned GD",
+    return Outcome(
         "pass" if ok else "fail",
         f"max relative difference {worst:.1e} over {len(cases)} settings x 20 prompts (tolerance 1e-10)",
-        {"d": [1, 3, 5], "n": [2, 10], "loops": [1, 3, 6], "u": "zero and random", "seed": 2024},
         {"max_relative_difference": worst},
+        params={"d": [1, 3, 5], "n": [2, 10], "loops": [1, 3, 6], "u": "zero and random", "prompts per setting": 20,
+                "seed": 2024, "tolerance (relative)": 1e-10},
+        worst_case={"max_relative_difference": worst}, examples_run=20 * len(cases),
     )
 
 
-def check_mc_one_loop(quick: bool) -> CheckResult:
+def check_mc_one_loop(quick: bool, params=None) -> Outcome:
     """Monte Carlo of the real forward pass against the loops = 1 closed form of docs/conventions.md."""
     samples = 50_000 if quick else 400_000
     rows = []
@@ -82,13 +76,13 @@ def check_mc_one_loop(quick: bool) -> CheckResult:
         mean, se = monte_carlo_loss(task, A, 1, samples=samples, seed=seed)
         rows.append({"d": d, "n": n, "closed_form": closed, "monte_carlo": mean, "stderr": se, "z": (mean - closed) / se})
     zmax = max(abs(r["z"]) for r in rows)
-    return CheckResult(
-        "mc_one_loop_closed_form",
-        "Monte Carlo = loops-1 closed form",
+    return Outcome(
         "pass" if zmax < 4 else "fail",
         f"max |z| = {zmax:.2f} over {len(rows)} settings ({samples} prompts each; pass if < 4)",
-        {"samples": samples, "seeds": [0, 1, 2], "settings": [(r["d"], r["n"]) for r in rows]},
         {"rows": rows},
+        params={"samples": samples, "seeds": [0, 1, 2], "settings (d, n)": [(r["d"], r["n"]) for r in rows],
+                "pass if": "|z| < 4, z = (Monte Carlo - closed form) / standard error"},
+        worst_case=max(rows, key=lambda r: abs(r["z"])), examples_run=samples * len(rows),
     )
 
 
@@ -101,7 +95,7 @@ def _rational_task(rng, d, n):
     return Task(d, n, sx, M.dot(M.T), noise=Fraction(1, 4)), rmat()
 
 
-def check_exact_vs_reference(quick: bool) -> CheckResult:
+def check_exact_vs_reference(quick: bool, params=None) -> Outcome:
     """Engine (exact rational mode) against the entry-wise Isserlis reference, which integrates
     the GD recursion polynomial in the entries of X and shares no code with the engine."""
     from .reference import isserlis_loss
@@ -116,17 +110,16 @@ def check_exact_vs_reference(quick: bool) -> CheckResult:
         b = isserlis_loss(task, A, L, u)
         rows.append({"d": d, "n": n, "loops": L, "engine": str(a), "reference": str(b), "equal": a == b})
     ok = all(r["equal"] for r in rows)
-    return CheckResult(
-        "exact_vs_isserlis",
-        "Exact loss = Isserlis reference (rational)",
+    return Outcome(
         "pass" if ok else "fail",
         f"{sum(r['equal'] for r in rows)}/{len(rows)} cases equal as exact rationals (u, noise, general sigma_x, sigma_w)",
-        {"cases (d, n, loops)": cases},
         {"rows": rows},
+        params={"cases (d, n, loops)": cases, "seeds": "400 + k (case k)"},
+        counterexample=next((r for r in rows if not r["equal"]), None), examples_run=len(rows),
     )
 
 
-def check_exact_vs_monte_carlo(quick: bool) -> CheckResult:
+def check_exact_vs_monte_carlo(quick: bool, params=None) -> Outcome:
     """Engine (float) against Monte Carlo of the forward pass, loops 1 to 3, non-symmetric A,
     general sigma_x, sigma_w, u and noise, in a light-tailed region (n = 6, |A_ij| <= 0.6)."""
     samples = 50_000 if quick else 300_000
@@ -144,17 +137,17 @@ def check_exact_vs_monte_carlo(quick: bool) -> CheckResult:
         mean, se = monte_carlo_loss(task, A, L, u, samples=samples, seed=L)
         rows.append({"loops": L, "exact": exact, "monte_carlo": mean, "stderr": se, "z": (mean - exact) / se})
     zmax = max(abs(r["z"]) for r in rows)
-    return CheckResult(
-        "exact_vs_monte_carlo",
-        "Exact loss = Monte Carlo of the forward pass",
+    return Outcome(
         "pass" if zmax < 4 else "fail",
         f"max |z| = {zmax:.2f} for loops 1-3 ({samples} prompts each; pass if < 4)",
-        {"d": 3, "n": 6, "samples": samples, "seeds": [1, 2, 3]},
         {"rows": rows},
+        params={"d": 3, "n": 6, "loops": [1, 2, 3], "samples": samples, "seeds": [1, 2, 3],
+                "pass if": "|z| < 4, z = (Monte Carlo - exact) / standard error"},
+        worst_case=max(rows, key=lambda r: abs(r["z"])), examples_run=samples * len(rows),
     )
 
 
-def check_gradient(quick: bool) -> CheckResult:
+def check_gradient(quick: bool, params=None) -> Outcome:
     """Hand-derived gradient: Taylor remainder slope ~2 for every supported loop count."""
     rows = []
     for L in range(1, MAX_LOOPS + 1):
@@ -175,17 +168,17 @@ def check_gradient(quick: bool) -> CheckResult:
         res = taylor_test(f, g, x0, v)
         rows.append({"loops": L, "slope": res.slope, "remainders": res.remainder.tolist(), "h": res.h.tolist()})
     ok = all(r["slope"] > 1.8 for r in rows)
-    return CheckResult(
-        "gradient_taylor",
-        "Hand-derived gradient passes the Taylor test",
+    return Outcome(
         "pass" if ok else "fail",
         "slopes " + ", ".join(f"L={r['loops']}: {r['slope']:.2f}" for r in rows) + " (pass if > 1.8; a wrong gradient gives ~1)",
-        {"d": 3, "n": 8, "noise": 0.3, "loops": list(range(1, MAX_LOOPS + 1))},
         {"rows": rows},
+        params={"d": 3, "n": 8, "noise": 0.3, "loops": list(range(1, MAX_LOOPS + 1)), "seeds": "600 + loops",
+                "pass if": "Taylor remainder slope > 1.8"},
+        worst_case=min(rows, key=lambda r: r["slope"]), examples_run=len(rows),
     )
 
 
-def check_trace_moments(quick: bool) -> CheckResult:
+def check_trace_moments(quick: bool, params=None) -> Outcome:
     """Moment recurrence against the partition (integration-by-parts) route and chi-square."""
     from .reference import partition_trace_moments
 
@@ -198,18 +191,18 @@ def check_trace_moments(quick: bool) -> CheckResult:
         chi = [Fraction(math.prod(n + 2 * i for i in range(k)), n**k) for k in range(41)]
         if trace_moments(40, n, 1) != chi:
             bad.append((n, 1, "chi-square"))
-    return CheckResult(
-        "trace_moments",
-        "E tr S^k recurrence = partition route and chi-square",
+    return Outcome(
         "pass" if not bad else "fail",
         f"k <= {kmax} against the partition route at 4 (n, d); k <= 40 against chi-square at d = 1"
         + ("" if not bad else f"; mismatches {bad}"),
-        {"kmax": kmax},
-        {"mismatches": bad},
+        {"mismatches": bad, "mismatch count": len(bad)},
+        params={"kmax": kmax, "(n, d) against the partition route": [(1, 1), (3, 2), (7, 5), (20, 10)],
+                "n against chi-square (d = 1, k <= 40)": [1, 2, 9]},
+        counterexample={"mismatches": bad} if bad else None, examples_run=7,
     )
 
 
-def check_optimal_scale(quick: bool) -> CheckResult:
+def check_optimal_scale(quick: bool, params=None) -> Outcome:
     """optimal_scale at loops = 1 equals n/(n+d+1) (docs/conventions.md), and is stationary."""
     rows = []
     for d, n in [(2, 3), (5, 20), (10, 100)]:
@@ -221,13 +214,12 @@ def check_optimal_scale(quick: bool) -> CheckResult:
     for n in (5, 20, 100):
         task = Task(5, n)
         table.append({"n": n, "gammas": [optimal_scale(task, L) for L in range(1, 21)]})
-    return CheckResult(
-        "optimal_scale_one_loop",
-        "optimal_scale(loops=1) = n/(n+d+1)",
+    return Outcome(
         "pass" if err < 1e-12 else "fail",
         f"max relative error {err:.1e} at 3 (d, n)",
-        {"cases (d, n)": [(r["d"], r["n"]) for r in rows]},
         {"rows": rows, "gamma_table_d5": table},
+        params={"cases (d, n)": [(r["d"], r["n"]) for r in rows], "tolerance (relative)": 1e-12},
+        worst_case={"max_relative_error": err}, examples_run=len(rows),
     )
 
 
@@ -247,54 +239,46 @@ def loss_curve_data(quick: bool) -> dict:
     return out
 
 
-ALL_CHECKS = [
-    check_gd_equivalence,
-    check_mc_one_loop,
-    check_exact_vs_reference,
-    check_exact_vs_monte_carlo,
-    check_gradient,
-    check_trace_moments,
-    check_optimal_scale,
+def _spec(id, title, fn):
+    return Spec(id, "check", title, fn, statement=" ".join((fn.__doc__ or "").strip().split("\n\n")[0].split()))
+
+
+#: The toolkit's checks, each declared once: id, title, the check function (which sets its own
+#: parameters; they are in the record's params).
+CHECKS = [
+    _spec("gd_equivalence", "Sparse looped attention = preconditioned GD", check_gd_equivalence),
+    _spec("mc_one_loop_closed_form", "Monte Carlo = loops-1 closed form", check_mc_one_loop),
+    _spec("exact_vs_isserlis", "Exact loss = Isserlis reference (rational)", check_exact_vs_reference),
+    _spec("exact_vs_monte_carlo", "Exact loss = Monte Carlo of the forward pass", check_exact_vs_monte_carlo),
+    _spec("gradient_taylor", "Hand-derived gradient passes the Taylor test", check_gradient),
+    _spec("trace_moments", "E tr S^k recurrence = partition route and chi-square", check_trace_moments),
+    _spec("optimal_scale_one_loop", "optimal_scale(loops=1) = n/(n+d+1)", check_optimal_scale),
 ]
 
 
-def _proof_checks():
-    """The symbolic checks of proofs_check, each as a report row."""
+def proof_specs() -> list[Spec]:
+    """The symbolic checks of proofs_check, one Spec (kind "proof") per module."""
     try:
-        from proofs_check import CHECKS
+        from proofs_check.runner import SPECS
     except ImportError as exc:  # proofs_check ships with looptheory: its absence is a failure
-        def missing(quick, exc=exc):
-            return CheckResult("proofs_check", "Symbolic checks (proofs_check)", "fail", f"cannot import proofs_check: {exc}")
+        def missing(quick, params, exc=exc):
+            return Outcome("fail", f"cannot import proofs_check: {exc}", complete=False)
 
-        return [missing]
-
-    def make(name):
-        def fn(quick):
-            from proofs_check import run
-
-            r = run(name)[0]
-            return CheckResult(f"proofs_check.{name}", f"Symbolic: {name}", "pass" if r.passed else "fail", r.detail)
-
-        fn.__name__ = f"check_proofs_{name}"
-        fn.__doc__ = (CHECKS[name].__doc__ or name).strip()
-        return fn
-
-    return [make(name) for name in CHECKS]
+        return [Spec("proofs_check", "proof", "Symbolic checks (proofs_check)", missing)]
+    return list(SPECS.values())
 
 
-def run_checks(quick: bool = False, progress=None) -> list[CheckResult]:
-    """Run every check, then the symbolic ones of proofs_check; `progress(i, total, result)`
-    is called after each."""
-    checks = ALL_CHECKS + _proof_checks()
+def run_checks(quick: bool = False, progress=None) -> list[Record]:
+    """Run every check, then the symbolic ones of proofs_check, and return their Records;
+    `progress(i, total, record)` is called after each."""
+    quick = V.boolean("quick", quick)
+    if progress is not None:
+        V.function("progress", progress)
+    specs = CHECKS + proof_specs()
     results = []
-    for i, fn in enumerate(checks):
-        t0 = time.perf_counter()
-        try:
-            res = fn(quick)
-        except Exception as exc:  # a crashing check is a failed check, reported, not hidden
-            res = CheckResult(fn.__name__.removeprefix("check_"), fn.__doc__.strip().splitlines()[0], "fail", f"error: {exc!r}")
-        res.seconds = time.perf_counter() - t0
+    for i, spec in enumerate(specs):
+        res = spec.run(quick)
         results.append(res)
         if progress:
-            progress(i + 1, len(checks), res)
+            progress(i + 1, len(specs), res)
     return results

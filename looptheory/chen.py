@@ -13,7 +13,9 @@ Contents
   `divergence_table` (probability that the population step 1/lambda_max(sigma_x) diverges).
 * Sample complexity: `n_required_g1`, `c2_ratio_required`, `n_required_c2_ds`,
   `sample_complexity_table`.
-* Claims `claim_c1`, `claim_c2` and `chen_figure_data` (data for the plots in plots.py).
+* Claims C1 and C2: their declared regions (`c1_region`, `c2_region`) and checks (`check_c1`,
+  `check_c2`), registered once in looptheory.claims.REGISTRY; `claim_c1`, `claim_c2` run them
+  and return Records; `chen_figure_data` (data for the plots in plots.py).
 
 Conventions: X (d, n) has the examples as columns, S = X X^T / n, GD on the prompt's least
 squares (1/2n)||y - X^T w||^2 is w_{t+1} = w_t - (eta/n) X (X^T w_t - y), w_0 = 0 unless stated.
@@ -507,7 +509,19 @@ def _stack_weights(etas, d):
     return P, Q
 
 
-def claim_c1(quick: bool):
+def c1_region(quick: bool) -> dict:
+    """C1's declared parameters for a quick or a full run."""
+    cells = [(1, 1, 1), (2, 5, 1), (3, 8, 2), (2, 5, 3), (3, 3, 5), (4, 2, 4), (5, 20, 10), (8, 40, 20)]
+    if not quick:
+        cells += [(10, 100, 50), (6, 6, 30), (16, 64, 25)]
+    return {"cells (d, n, loops)": cells, "noise": [0.0, 0.25], "prompts per cell": 50 if quick else 200,
+            "tolerance (relative)": C1_TOL, "eta": "1/λ_max(S) per prompt",
+            "layer": "Z ← Z − (1/n) P Z M Zᵀ Q Z, M = diag(I_n, 0), every column written",
+            "weights (b)": "Q = diag(I_d, −1), P = η diag(I_d, 0)", "seeds": "1000 + 10 k + j (cell k, noise j)",
+            "sigma_x": "I", "sigma_w": "I"}
+
+
+def check_c1(quick: bool, params: dict):
     """C1: a linear looped Transformer implements L steps of GD on the prompt's least squares
     exactly, (a) in the label-row encoding (sparse_weights with A = eta I, B = A^T = eta I) and
     (b) in the encoding with [w_t; 1] in the last column (`chen_prompt`, `chen_weights`), both
@@ -516,13 +530,11 @@ def claim_c1(quick: bool):
     eta = 1/lambda_max(S) per prompt (the weights are built per prompt; exactness does not
     depend on eta). Also reported, not part of the verdict: (b) with only the last column
     written (`chen_forward(update="last")`) and the drift of the data columns under (b)."""
-    from .claims import ClaimResult
+    from .record import Outcome
 
-    cells = [(1, 1, 1), (2, 5, 1), (3, 8, 2), (2, 5, 3), (3, 3, 5), (4, 2, 4), (5, 20, 10), (8, 40, 20)]
-    if not quick:
-        cells += [(10, 100, 50), (6, 6, 30), (16, 64, 25)]
-    noises = [0.0, 0.25]
-    prompts = 50 if quick else 200
+    cells = params["cells (d, n, loops)"]
+    noises = params["noise"]
+    prompts = params["prompts per cell"]
     rows = []
     for k, (d, n, L) in enumerate(cells):
         for j, noise in enumerate(noises):
@@ -575,15 +587,14 @@ def claim_c1(quick: bool):
         parts.append(f"[w_t; 1] encoding exact in all cells (max rel {max(r['chen_same_layer_max_rel'] for r in rows):.1e})")
     parts.append(f"with only the last column written it is {'exact' if ok_last else 'NOT exact'} "
                  f"(max rel {max(r['chen_last_column_only_max_rel'] for r in rows):.1e})")
-    return ClaimResult(
-        "C1", "A looped linear Transformer runs L exact GD steps: label-row and [w_t; 1] encodings",
-        verdict, "; ".join(parts),
-        {"cells (d, n, loops)": cells, "noise": noises, "prompts per cell": prompts, "tolerance (relative)": C1_TOL,
-         "eta": "1/λ_max(S) per prompt", "layer": "Z ← Z − (1/n) P Z M Zᵀ Q Z, M = diag(I_n, 0), every column written",
-         "weights (b)": "Q = diag(I_d, −1), P = η diag(I_d, 0)", "seeds": "1000 + 10 k + j (cell k, noise j)",
-         "sigma_x": "I", "sigma_w": "I"},
-        {"rows": rows},
-    )
+    worst = max(rows, key=lambda r: max(r["label_row_max_rel"], r["chen_same_layer_max_rel"]))
+    bad = bad_a or bad_b
+    return Outcome(
+        verdict, "; ".join(parts), {"rows": rows},
+        worst_case={k: worst[k] for k in ("d", "n", "loops", "noise", "label_row_max_rel", "chen_same_layer_max_rel")},
+        counterexample=({k: bad[0][k] for k in ("d", "n", "loops", "noise", "label_row_max_rel", "chen_same_layer_max_rel")}
+                        if bad else None),
+        examples_run=len(rows) * prompts)
 
 
 C2_LOOPS = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]
@@ -618,7 +629,24 @@ def _c2_cell(d, n, noise, prompts, seed, loops):
     return kappa, alpha, logerr, logb, loglin, vac, viol, viol_lin
 
 
-def claim_c2(quick: bool):
+def c2_region(quick: bool) -> dict:
+    """C2's declared parameters for a quick or a full run: the cells (d, n) with n = max(1,
+    round(r d)) for the declared ratios r (so the rows show exactly these n)."""
+    ds = [2, 5, 20] + ([] if quick else [50])
+    ratios = [0.5, 1, 1.5, 2, 4, 10, 50]
+    cells = [(d, max(1, int(round(r * d))), r) for d in ds for r in ratios]
+    return {"d": ds, "n/d (target)": ratios,
+            "cells (d, n)": [(d, n) for d, n, _ in cells],
+            "n": "max(1, round(n/d x d)), rounding half to even: the cells above (at d = 5, n/d = 0.5 and 1.5 give "
+                 "n = 2 and 8, i.e. n/d = 0.4 and 1.6)",
+            "noise": [0.0, 0.25], "loops": C2_LOOPS, "prompts per cell": 100 if quick else 400,
+            "sigma_x": "I", "sigma_w": "I", "w_0": 0, "eta": "1/λ_max(S)",
+            "error": "||w_L − w_LS||₂ (exact, eigenbasis, log space)",
+            "w_LS for n < d": "minimum-norm least squares", "vacuous case": f"exp(−L/(2κ)) > {VACUOUS_FACTOR}",
+            "tolerance": f"error ≤ bound (1 + {C2_TOL:g})", "seeds": "2000 + 100 i + 10 j + k (d index i, ratio index j, noise index k)"}
+
+
+def check_c2(quick: bool, params: dict):
     """C2: ||w_L - w_LS||_2 <= |alpha| exp(-L/(2 kappa)), alpha = ||w_0 - w_LS||, w_0 = 0,
     eta = 1/lambda_max(S), kappa = kappa(S) of the prompt (docs/conventions.md, "C2: the error bound").
 
@@ -630,12 +658,14 @@ def claim_c2(quick: bool):
     otherwise. Reported: tightness error/bound (max, median over non-vacuous cases), the same
     for the linear rate (1 - 1/kappa)^L, and the best exponent c with error <= alpha exp(-c L / kappa).
     """
-    from .claims import ClaimResult
+    from .record import Outcome
 
-    ds = [2, 5, 20] + ([] if quick else [50])
-    ratios = [0.5, 1, 1.5, 2, 4, 10, 50]
-    noises = [0.0, 0.25]
-    prompts = 100 if quick else 400
+    ds = params["d"]
+    ratios = params["n/d (target)"]
+    cells = set(map(tuple, params["cells (d, n)"]))
+    noises = params["noise"]
+    prompts = params["prompts per cell"]
+    VAC = "n/a (vacuous: no non-vacuous case)"
     rows = []
     all_c = []
     total_viol = 0
@@ -644,6 +674,7 @@ def claim_c2(quick: bool):
     for i, d in enumerate(ds):
         for j, r in enumerate(ratios):
             n = max(1, int(round(r * d)))
+            assert (d, n) in cells, (d, n)  # the declared cells, nothing else
             for k, noise in enumerate(noises):
                 kappa, alpha, logerr, logb, loglin, vac, viol, viol_lin = _c2_cell(
                     d, n, noise, prompts, 2000 + 100 * i + 10 * j + k, C2_LOOPS)
@@ -666,18 +697,19 @@ def claim_c2(quick: bool):
                     worst = {"prompt": int(p), "loops": C2_LOOPS[q], "kappa": float(kappa[p]),
                              "error": float(np.exp(logerr[p, q])), "bound": float(np.exp(logb[p, q]))}
                 rows.append({
-                    "d": d, "n": n, "ratio": n / d, "noise": noise, "prompts": prompts,
+                    "d": d, "n": n, "n/d (target)": r, "n/d": n / d, "noise": noise, "prompts": prompts,
                     "kappa_median": float(np.median(kappa)), "kappa_max": float(np.max(kappa)),
                     "cases": int(viol.size), "non_vacuous_cases": int(np.sum(nonvac)), "violations": int(np.sum(viol)),
                     "linear_rate_violations": int(np.sum(viol_lin)),
-                    "tightness_max": float(np.max(tight[nonvac])) if np.any(nonvac) else math.nan,
-                    "tightness_median": float(np.median(tight[nonvac])) if np.any(nonvac) else math.nan,
-                    "tightness_linear_max": float(np.nanmax(tight_lin[nonvac])) if np.any(nonvac) else math.nan,
-                    "best_exponent": c_best, "vacuous": not np.any(nonvac), "first_violation": worst,
+                    "tightness_max": float(np.max(tight[nonvac])) if np.any(nonvac) else VAC,
+                    "tightness_median": float(np.median(tight[nonvac])) if np.any(nonvac) else VAC,
+                    "tightness_linear_max": float(np.nanmax(tight_lin[nonvac])) if np.any(nonvac) else VAC,
+                    "best_exponent": c_best if math.isfinite(c_best) else "n/a (κ = ∞ in every prompt)",
+                    "vacuous": not np.any(nonvac), "first_violation": worst or "none",
                 })
     c_all = min(all_c) if all_c else math.inf
     verdict = "fails" if total_viol else ("holds" if total_nonvac else "vacuous")
-    tmax = max((r["tightness_max"] for r in rows if not r["vacuous"]), default=math.nan)
+    tmax = max((r["tightness_max"] for r in rows if not r["vacuous"]), default=math.nan)  # nan: no non-vacuous cell
     vac_cells = [(r["d"], r["n"], r["noise"]) for r in rows if r["vacuous"]]
     summary = (f"{total_viol} violations in {total} (prompt, L) cases ({total_nonvac} non-vacuous); "
                f"max tightness error/bound {tmax:.3g}; best exponent supported by the data c = {c_all:.3g} "
@@ -685,17 +717,32 @@ def claim_c2(quick: bool):
                f"vacuous cells (κ = ∞ or the bound > 0.99α at every L): {vac_cells}; "
                f"n = O(d) needs L > 2 log(1/ε) (κ ≥ 1), e.g. ε = 0.01, L = 20: n/d ≥ {c2_ratio_required(20, 0.01):.3g} (MP) "
                f"vs G1's log10 n > {log10_n_required_g1(10, 20, 0.01):.0f} at d = 10")
-    return ClaimResult(
-        "C2", "Per-prompt GD error after L loops ≤ |α| exp(−L/(2κ)), κ = κ(S), η = 1/λ_max(S)",
+    viol_rows = [r for r in rows if r["violations"]]
+    nonvac_rows = [r for r in rows if not r["vacuous"]]
+    tight = max(nonvac_rows, key=lambda r: r["tightness_max"]) if nonvac_rows else None
+    return Outcome(
         verdict, summary,
-        {"d": ds, "n/d": ratios, "noise": noises, "loops": C2_LOOPS, "prompts per cell": prompts,
-         "sigma_x": "I", "sigma_w": "I", "w_0": 0, "eta": "1/λ_max(S)", "error": "||w_L − w_LS||₂ (exact, eigenbasis, log space)",
-         "w_LS for n < d": "minimum-norm least squares", "vacuous case": f"exp(−L/(2κ)) > {VACUOUS_FACTOR}",
-         "tolerance": f"error ≤ bound (1 + {C2_TOL:g})", "seeds": "2000 + 100 i + 10 j + k"},
         {"rows": rows, "best_exponent": c_all,
          # context for "n = O(d) suffices": not part of the verdict
          "sample_complexity": sample_complexity_table([10, 100], [5, 10, 20, 40], [0.1, 0.01])},
-    )
+        worst_case=None if tight is None else {k: tight[k] for k in ("d", "n", "noise", "tightness_max", "kappa_max")},
+        counterexample=None if not viol_rows else {**{k: viol_rows[0][k] for k in ("d", "n", "noise")},
+                                                   **viol_rows[0]["first_violation"]},
+        examples_run=total)
+
+
+def claim_c1(quick: bool):
+    """C1 as a looptheory.record.Record (the registry's entry, run)."""
+    from .claims import REGISTRY
+
+    return REGISTRY["C1"].run(quick)
+
+
+def claim_c2(quick: bool):
+    """C2 as a looptheory.record.Record (the registry's entry, run)."""
+    from .claims import REGISTRY
+
+    return REGISTRY["C2"].run(quick)
 
 
 # --- figure data --------------------------------------------------------------------------------

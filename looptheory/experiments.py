@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from . import _validate as V
 from .loss import MAX_LOOPS, population_loss
 from .model import looped_forward, make_prompt, multilayer_forward, prediction, preconditioned_gd
-from .optimum import optimal_preconditioner
+from .optimum import optimal_preconditioner, optimal_scale, scale_loss
+from .record import Outcome, Record, Spec, mc_summary, median_interval
 from .task import Task
 from .training import check_model, check_params, task_record, fix_scale, layer_weights, train
 
@@ -46,17 +44,8 @@ _E2_SEEDS = {True: (0, 3), False: (0, 1, 2, 3)}
 _E2_TRAIN = {"optimizer": "adam", "lr": 3e-3, "lr_final": 2e-4, "clip": 1.0}
 
 
-@dataclass(frozen=True)
-class ExperimentResult:
-    """One experiment: id, title, a one-line summary, the declared settings (params), the
-    evidence (numbers, tables under "rows", curves), and its running time."""
-
-    id: str
-    title: str
-    summary: str
-    params: dict = field(default_factory=dict)
-    evidence: dict = field(default_factory=dict)
-    seconds: float = 0.0
+#: Kept for code written against earlier versions: every item now returns a Record.
+ExperimentResult = Record
 
 
 def prompt_errors(params: dict, model: str, task: Task, loops: int, samples: int, seed: int,
@@ -149,7 +138,7 @@ def _rel(A, B):
 # --- E1 ---------------------------------------------------------------------------------------
 
 
-def experiment_sparse_vs_exact(quick: bool = False, progress=None) -> ExperimentResult:
+def _e1(quick: bool, params: dict, progress=None) -> Outcome:
     """E1: the sparse model (A and u trainable) trained by Adam on fresh prompts at d = 5,
     n = 20, loops = 3 (Gatmiry et al.'s prior, sigma_x = I), against the exact global optimum
     found blind by optimal_preconditioner.
@@ -161,7 +150,6 @@ def experiment_sparse_vs_exact(quick: bool = False, progress=None) -> Experiment
     schedule at N = 6.5M gave N rel^2 = 1.1e3 ... 5.4e3 (mean 2.8e3), so averaging over the last
     80% of 98M prompts (N = 79M) puts rel near 0.6% and below 0.85% even at the worst of those.
     """
-    t0 = time.perf_counter()
     d, n, L = 5, 20, 3
     task = Task.gatmiry(d, n)
     steps, batch = _E1_BUDGET[quick]
@@ -174,29 +162,44 @@ def experiment_sparse_vs_exact(quick: bool = False, progress=None) -> Experiment
     rel = _rel(A, opt.A)
     f_trained = population_loss(task, A, L, u)
     ok = rel <= TARGET_REL
+    if not opt.converged:
+        verdict = "unresolved"
+    elif ok:
+        verdict = "pass"
+    else:
+        # the quick budget (6M prompts) is known to be too small for the 1e-2 target (see above):
+        # a quick miss decides nothing; a full-budget miss is a failure
+        verdict = "unresolved" if quick else "fail"
     summary = (f"trained A is {rel:.2e} from the exact optimum (relative Frobenius; target {TARGET_REL:g}: "
                f"{'met' if ok else 'missed'}) after {steps * batch / 1e6:.3g}M prompts"
-               f"{' (quick budget; the full run trains 98M, which the sample-size argument needs)' if quick else ''}; exact loss "
-               f"{f_trained:.6f} against f* = {opt.loss:.6f}; ||u|| = {np.linalg.norm(u):.1e} (u* = {opt.u_norm:.1e})")
-    return ExperimentResult(
-        "E1", "Sparse model trained on prompts against the exact optimum (d = 5, n = 20, loops = 3)", summary, settings,
+               f"{' (quick budget: too small for the target, so a miss is unresolved; the full run trains 98M, which the sample-size argument needs)' if quick else ''}; exact loss "
+               f"{f_trained:.6f} against f* = {opt.loss:.6f}; ||u|| = {np.linalg.norm(u):.1e} (u* = {opt.u_norm:.1e})"
+               + ("" if opt.converged else f"; the exact optimum did not converge ({opt.status}): unresolved"))
+    return Outcome(
+        verdict, summary,
         {"rel_distance": rel, "target_met": ok, "f_trained_exact": f_trained, "f_star": opt.loss,
          "A_trained": A, "u_trained": u, "A_star": opt.A, "u_star": opt.u, "history": res.history[:: max(1, steps // 200)],
          "prompts": steps * batch, "optimum_is_scalar": opt.distance_to_scale},
-        time.perf_counter() - t0)
+        params=settings, worst_case={"rel_distance": rel, "target": TARGET_REL},
+        counterexample=None if verdict != "fail" else {"rel_distance": rel, "target": TARGET_REL},
+        examples_run=steps * batch, optimiser=(f"exact optimum: {opt.status}",), figures=("training_curves",))
+
+
+def experiment_sparse_vs_exact(quick: bool = False, progress=None) -> Record:
+    """E1 as a Record (REGISTRY["E1"].run): see _e1."""
+    return REGISTRY["E1"].run(quick, progress=progress)
 
 
 # --- E2 ---------------------------------------------------------------------------------------
 
 
-def experiment_full_vs_sparse(quick: bool = False, progress=None) -> ExperimentResult:
+def _e2(quick: bool, params: dict, progress=None) -> Outcome:
     """E2: every entry of P and Q trainable (d = 5, n = 20, loops = 3), the scale freedom
     (P, Q) -> (cP, Q/c) fixed by P[d, d] = 1. Reports the off-structure blocks (P's top d rows,
     Q's last row and column), the A block against the exact sparse optimum, and the full model's
     loss (Monte Carlo of the reference forward pass, with its standard error) against the exact
     sparse optimum f*. Whether unrestricted attention beats preconditioned GD at finite n is the
     finding, either way."""
-    t0 = time.perf_counter()
     d, n, L = 5, 20, 3
     task = Task.gatmiry(d, n)
     steps, batch = _E2_BUDGET[quick]
@@ -227,6 +230,7 @@ def experiment_full_vs_sparse(quick: bool = False, progress=None) -> ExperimentR
     e_full = prompt_errors({"P": P2, "Q": Q2}, "full", task, L, samples, seed=11)
     e_opt = prompt_errors({"A": opt.A, "u": opt.u}, "sparse", task, L, samples, seed=11)
     mean, se = _mc(e_full)
+    s_full, s_opt = mc_summary(e_full), mc_summary(e_opt)
     med_full, med_opt = float(np.median(e_full)), float(np.median(e_opt))
     f_sparse_part = population_loss(task, parts["A"], L, parts["u"])
     if not np.all(np.isfinite(e_full)):
@@ -236,33 +240,45 @@ def experiment_full_vs_sparse(quick: bool = False, progress=None) -> ExperimentR
         diff, diff_se = _mc(e_opt - e_full)
         z = diff / diff_se if diff_se > 0 else 0.0
         verdict = "beats" if z > 3 else ("is beaten by" if z < -3 else "is indistinguishable from")
+    diverges = not np.all(np.isfinite(e_full))
+    tails = [f"{name}: {st['why']}" for name, st in (("full model", s_full), ("sparse optimum", s_opt))
+             if not st["resolved"] and not diverges]
+    status = "unresolved" if (tails or not opt.converged) else "pass"
     summary = (f"full model's loss {mean:.4f} ± {se:.1g} (Monte Carlo; median {med_full:.3g}) against the exact sparse "
                f"optimum f* = {opt.loss:.4f} (median {med_opt:.3g}): unrestricted attention {verdict} preconditioned GD "
                f"(paired difference {z:+.1f} standard errors); after P[d,d] = 1 the off-structure blocks have norms "
                f"P_top {parts['P_top']:.3f}, Q_edge {parts['Q_edge']:.3f}, and A is {_rel(parts['A'], opt.A):.2f} "
                f"from A* (relative); with those blocks zeroed, the exact loss is {f_sparse_part:.3g}. Seeds (final "
                f"training loss): " + ", ".join(f"{r['seed']}: {r['final training loss']:.3g}" for r in seed_rows)
-               + f"; seed {best_seed} compared")
-    return ExperimentResult(
-        "E2", "Full looped model (all of P, Q trainable) against the sparse form", summary, settings,
+               + f"; seed {best_seed} compared"
+               + (f"; the Monte Carlo comparison is not resolved ({'; '.join(tails)})" if tails else "")
+               + ("" if opt.converged else f"; the exact optimum did not converge ({opt.status})"))
+    return Outcome(
+        status, summary,
         {"f_full_mc": mean, "f_full_se": se, "f_star_sparse": opt.loss, "paired_gain": diff, "paired_gain_se": diff_se,
          "z_below_f_star": z, "median_full": med_full, "median_sparse_optimum": med_opt,
          "P_top_norm": parts["P_top"], "Q_edge_norm": parts["Q_edge"], "scale_c": parts["c"],
          "A_rel_distance": _rel(parts["A"], opt.A), "u_norm": float(np.linalg.norm(parts["u"])),
          "f_sparse_part_exact": f_sparse_part, "P": P2, "Q": Q2, "history": res.history[:: max(1, steps // 200)],
-         "chosen_seed": best_seed, "rows": seed_rows},
-        time.perf_counter() - t0)
+         "chosen_seed": best_seed, "full_top10_share": s_full["top10_share"],
+         "sparse_optimum_top10_share": s_opt["top10_share"], "rows": seed_rows},
+        params=settings, worst_case={"paired difference (standard errors)": z},
+        examples_run=samples, optimiser=(f"exact sparse optimum: {opt.status}",), figures=("training_curves",))
+
+
+def experiment_full_vs_sparse(quick: bool = False, progress=None) -> Record:
+    """E2 as a Record (REGISTRY["E2"].run): see _e2."""
+    return REGISTRY["E2"].run(quick, progress=progress)
 
 
 # --- E3 ---------------------------------------------------------------------------------------
 
 
-def experiment_loops(quick: bool = False, progress=None) -> ExperimentResult:
+def _e3(quick: bool, params: dict, progress=None) -> Outcome:
     """E3: the exact optimal loss against loops (at the trained depths; claim G5 has the curve to
     MAX_LOOPS), and trained looped against trained multi-layer sparse models at the same depth (Monte Carlo of the
     reference forward passes). A multi-layer model contains the looped one, so its population
     optimum is at most the looped optimum; the trained values show how much that buys."""
-    t0 = time.perf_counter()
     d, n = 5, 20
     task = Task.gatmiry(d, n)
     depths = [1, 2, 3] if quick else [1, 2, 3, 4]
@@ -272,7 +288,8 @@ def experiment_loops(quick: bool = False, progress=None) -> ExperimentResult:
                 "optimizer": "adam", "lr": 1e-2, "lr_final": 1e-3, "steps": steps, "batch": batch, "average": "last 50%",
                 "Monte Carlo prompts": samples}
     # the exact optimum at the trained depths; the curve to MAX_LOOPS is claim G5's (a)
-    exact = [{"loops": L, "f_star": optimal_preconditioner(task, L, starts=2, seed=L).loss} for L in depths]
+    opts = {L: optimal_preconditioner(task, L, starts=2, seed=L) for L in depths}
+    exact = [{"loops": L, "f_star": opts[L].loss, "converged": opts[L].converged} for L in depths]
     rows = []
     for L in depths:
         row = {"loops": L, "f_star_looped_exact": exact[L - 1]["f_star"]}
@@ -289,17 +306,30 @@ def experiment_loops(quick: bool = False, progress=None) -> ExperimentResult:
                               "Q": np.stack([q for _, q in layer_weights(r.params, model, L)])}
             errs = prompt_errors(ref_params, ref_model, task, L, samples, seed=100 + L)
             row[f"{model}_mc"], row[f"{model}_se"] = _mc(errs)
+            st = mc_summary(errs)
+            row[f"{model}_resolved"] = "yes" if st["resolved"] else f"no ({st['why']})"
             paired[model] = errs
         # same seed, same prompts: the difference has its own, smaller standard error
         row["multilayer_minus_looped"], row["difference_se"] = _mc(paired["multilayer_sparse"] - paired["sparse"])
         rows.append(row)
     falls = all(exact[i + 1]["f_star"] < exact[i]["f_star"] for i in range(len(exact) - 1))
+    unconv = [x["loops"] for x in exact if not x["converged"]]
+    tails = [f"L = {r['loops']} {m}" for r in rows for m in ("sparse", "multilayer_sparse") if r[f"{m}_resolved"] != "yes"]
+    status = "unresolved" if (unconv or tails) else "pass"
     summary = (f"exact optimal loss {'falls' if falls else 'does not fall'} with loops "
                f"({exact[0]['f_star']:.3f} at 1 to {exact[-1]['f_star']:.3f} at {exact[-1]['loops']}); trained multi-layer minus "
                f"trained looped loss (paired on the same prompts): " + ", ".join(
-                   f"L={r['loops']}: {r['multilayer_minus_looped']:+.4f} (SE {r['difference_se']:.0e})" for r in rows))
-    return ExperimentResult("E3", "Optimal loss against loops; looped against multi-layer", summary, settings,
-                            {"exact": exact, "rows": rows}, time.perf_counter() - t0)
+                   f"L={r['loops']}: {r['multilayer_minus_looped']:+.4f} (SE {r['difference_se']:.0e})" for r in rows)
+               + (f"; the exact optimum did not converge at loops {unconv}" if unconv else "")
+               + (f"; Monte Carlo mean not resolved (heavy tail) for {', '.join(tails)}" if tails else ""))
+    return Outcome(status, summary, {"exact": exact, "rows": rows}, params=settings, examples_run=samples * 2 * len(depths),
+                   optimiser=tuple(f"exact optimum at loops = {L}: {o.status}" for L, o in opts.items()),
+                   figures=("looped_vs_multilayer", "training_curves"))
+
+
+def experiment_loops(quick: bool = False, progress=None) -> Record:
+    """E3 as a Record (REGISTRY["E3"].run): see _e3."""
+    return REGISTRY["E3"].run(quick, progress=progress)
 
 
 # --- E4 ---------------------------------------------------------------------------------------
@@ -307,44 +337,88 @@ def experiment_loops(quick: bool = False, progress=None) -> ExperimentResult:
 TEST_LOOPS = [1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64]
 
 
-def experiment_test_time_loops(quick: bool = False, progress=None) -> ExperimentResult:
+def _e4(quick: bool, params: dict, progress=None) -> Outcome:
     """E4: sparse models trained with 2 and with 5 loops (d = 5, n = 20), then run with
-    1 ... 64 loops: mean and median squared error over prompts (simulation, the same prompts
-    for every loop count) and the exact mean for loops <= MAX_LOOPS."""
-    t0 = time.perf_counter()
+    1 ... 64 loops: mean (with its standard error) and median (with its distribution-free 95%
+    interval) of the squared error over prompts (simulation, the same prompts for every loop
+    count), the exact mean for loops <= MAX_LOOPS, and, as an exact reference at every loop
+    count, the mean of the scalar-family optimum gamma_L I for the training loop count. At
+    large loop counts a few prompts on which the model diverges set the sample mean: those
+    means are marked unresolved (heavy tail), and the record is then unresolved."""
     d, n = 5, 20
     task = Task.gatmiry(d, n)
     steps, batch = (800, 2048) if quick else (2000, 2048)
     samples = 20_000 if quick else 100_000
     settings = {"d": d, "n": n, "sigma_x": "I", "train loops": [2, 5], "test loops": TEST_LOOPS, "steps": steps,
                 "batch": batch, "optimizer": "adam", "lr": 1e-2, "lr_final": 1e-3, "average": "last 50%",
-                "prompts per test loop": samples}
+                "prompts per test loop": samples, "prompt seeds": "200 + training loops",
+                "mean resolved": "finite, the 10 largest errors carry <= 10% of the sum, standard error <= 10% of the mean",
+                "exact reference": "scale_loss of γ_L I, γ_L = optimal_scale at the training loop count"}
     curves = []
+    rows = []
     for train_L in (2, 5):
         r = _train(task, "sparse", train_L, steps=steps, batch=batch, lr=1e-2, lr_final=1e-3, seed=train_L, average=0.5,
-                  progress=progress)
+                   progress=progress)
         A, u = r.params["A"], r.params["u"]
         rng = np.random.default_rng(200 + train_L)
         X, y, x_q, y_q, _ = task.sample(samples, rng)
         with np.errstate(over="ignore", invalid="ignore"):
             err = (_sparse_predictions(A, u, X, y, x_q, max(TEST_LOOPS), every_loop=True) - y_q[:, None]) ** 2
         err = np.where(np.isfinite(err), err, np.inf)
-        mean = [float(np.mean(err[:, L])) for L in TEST_LOOPS]
-        median = [float(np.median(err[:, L])) for L in TEST_LOOPS]
+        stats = [mc_summary(err[:, L]) for L in TEST_LOOPS]
+        meds = [median_interval(err[:, L]) for L in TEST_LOOPS]
+        mean = [st["mean"] for st in stats]
+        median = [m[0] for m in meds]
         exact = [population_loss(task, A, L, u) if L <= MAX_LOOPS else None for L in TEST_LOOPS]
-        curves.append({"train_loops": train_L, "test_loops": TEST_LOOPS, "mean_mc": mean, "median_mc": median,
-                       "mean_exact": exact,
+        g = optimal_scale(task, train_L)
+        scalar_ref = [scale_loss(task, L, g) for L in TEST_LOOPS]
+        resolved = [st["resolved"] for st in stats]
+        res_means = [(L, m) for L, m, ok in zip(TEST_LOOPS, mean, resolved) if ok]
+        curves.append({"train_loops": train_L, "test_loops": TEST_LOOPS, "mean_mc": mean,
+                       "mean_mc_se": [st["se"] for st in stats], "mean_resolved": resolved, "median_mc": median,
+                       "median_lo": [m[1] for m in meds], "median_hi": [m[2] for m in meds], "mean_exact": exact,
+                       "scalar_reference_exact": scalar_ref, "gamma_reference": g,
                        "median_keeps_falling": all(median[i + 1] < median[i] for i in range(len(median) - 1)),
-                       "best_mean_at": TEST_LOOPS[int(np.argmin(mean))]})
-    rows = [{"train loops": c["train_loops"], "test loops": L, "mean (MC)": c["mean_mc"][i],
-             "median (MC)": c["median_mc"][i], "exact mean": c["mean_exact"][i] if c["mean_exact"][i] is not None else "-"}
-            for c in curves for i, L in enumerate(TEST_LOOPS)]
-    summary = "; ".join(
-        f"trained with {c['train_loops']} loops: median {'keeps falling' if c['median_keeps_falling'] else 'stops falling'} "
-        f"to 64 loops ({c['median_mc'][0]:.3g} -> {c['median_mc'][-1]:.3g}), mean is lowest at {c['best_mean_at']} loops "
-        f"and reaches {c['mean_mc'][-1]:.3g} at 64" for c in curves)
-    return ExperimentResult("E4", "Trained with 2 and 5 loops, run with up to 64", summary, settings, {"curves": curves, "rows": rows},
-                            time.perf_counter() - t0)
+                       "best_mean_at": min(res_means, key=lambda t: t[1])[0] if res_means else None,
+                       "first_unresolved_mean_at": next((L for L, ok in zip(TEST_LOOPS, resolved) if not ok), None)})
+        for i, L in enumerate(TEST_LOOPS):
+            st = stats[i]
+            rows.append({"train loops": train_L, "test loops": L,
+                         "mean (MC)": st["mean"] if math.isfinite(st["mean"]) else "n/a (overflow on some prompts)",
+                         "SE": st["se"] if math.isfinite(st["se"]) else "n/a (overflow)",
+                         "10 largest / sum": st["top10_share"],
+                         "mean resolved": "yes" if st["resolved"] else "no (heavy tail)",
+                         "median (MC)": meds[i][0], "median 95% low": meds[i][1], "median 95% high": meds[i][2],
+                         "exact mean": exact[i] if exact[i] is not None else f"n/a (loops > {MAX_LOOPS}: beyond the exact engine)",
+                         "exact mean of γ I (reference)": scalar_ref[i]})
+    parts = []
+    for c in curves:
+        text = (f"trained with {c['train_loops']} loops: median {'keeps falling' if c['median_keeps_falling'] else 'stops falling'} "
+                f"to 64 loops ({c['median_mc'][0]:.3g} -> {c['median_mc'][-1]:.3g}, 95% interval "
+                f"[{c['median_lo'][-1]:.3g}, {c['median_hi'][-1]:.3g}])")
+        bad = c["first_unresolved_mean_at"]
+        if bad is None:
+            text += f"; mean (resolved at every loop count) is lowest at {c['best_mean_at']} loops"
+        else:
+            k = sum(not ok for ok in c["mean_resolved"])
+            share = rows[len(TEST_LOOPS) * curves.index(c) + len(TEST_LOOPS) - 1]["10 largest / sum"]
+            text += (f"; the mean over prompts is not resolved at {k} of {len(TEST_LOOPS)} loop counts, from {bad} loops "
+                     f"on: a few prompts with huge errors (those on which looping diverges) set it (at 64 loops the 10 "
+                     f"largest errors carry {share:.0%} of the sum), so where the sample mean is lowest "
+                     f"({TEST_LOOPS[int(np.argmin(c['mean_mc']))]} loops here) says nothing; for comparison the exact "
+                     f"mean of γ_{c['train_loops']} I (the scalar-family optimum for {c['train_loops']} loops, near but "
+                     f"not the trained model) grows to {c['scalar_reference_exact'][-1]:.3g} at 64 loops (claim G5): the "
+                     f"population mean diverges with loops while the median keeps falling")
+        parts.append(text)
+    unresolved = any(c["first_unresolved_mean_at"] is not None for c in curves)
+    return Outcome("unresolved" if unresolved else "pass", "; ".join(parts), {"curves": curves, "rows": rows},
+                   params=settings, examples_run=2 * samples, figures=("test_time_loops", "training_curves"),
+                   worst_case={"largest 10-largest share": max(r["10 largest / sum"] for r in rows)})
+
+
+def experiment_test_time_loops(quick: bool = False, progress=None) -> Record:
+    """E4 as a Record (REGISTRY["E4"].run): see _e4."""
+    return REGISTRY["E4"].run(quick, progress=progress)
 
 
 # --- E5 ---------------------------------------------------------------------------------------
@@ -358,12 +432,13 @@ def _test_covariances(d):
             ("3 I", 3.0 * np.eye(d)), ("rotated, eigenvalues 0.5 ... 2", aniso)]
 
 
-def experiment_out_of_distribution(quick: bool = False, progress=None) -> ExperimentResult:
+def _e5(quick: bool, params: dict, progress=None) -> Outcome:
     """E5: the sparse and the full model trained at sigma_x = I (d = 5, n = 20, loops = 3) tested
     on covariances Sigma' with the test prior sigma_w = Sigma'^{-1} (docs/conventions.md, G4). Exact
     test loss for the sparse model, Monte Carlo for both, and the test loss of the exact optimum
-    for Sigma' (what a model trained on Sigma' could reach) as the yardstick."""
-    t0 = time.perf_counter()
+    for Sigma' (what a model trained on Sigma' could reach) as the yardstick. Every Monte Carlo
+    ratio carries its standard error; one whose mean is not resolved (heavy tail, or a standard
+    error above 10% of the mean) is marked, and the record is then unresolved."""
     d, n, L = 5, 20, 3
     train_task = Task.gatmiry(d, n)
     # the very models E1 and E2 train (memoised, so a run of all experiments trains them once)
@@ -378,31 +453,72 @@ def experiment_out_of_distribution(quick: bool = False, progress=None) -> Experi
                     **_E2_TRAIN) for s in _E2_SEEDS[quick]]
     full = min(fulls, key=lambda r: float(np.mean(r.history[-max(1, steps_f // 10):])))  # E2's choice
     rows = []
+    optimiser = []
     for name, cov in _test_covariances(d):
         test = Task.gatmiry(d, n, sigma_x=cov)
-        f_opt = optimal_preconditioner(test, L, starts=2, seed=0).loss
+        opt = optimal_preconditioner(test, L, starts=2, seed=0)
+        optimiser.append(f"exact optimum for {name}: {opt.status}")
+        f_opt = opt.loss
         f_sparse = population_loss(test, sparse.params["A"], L, sparse.params["u"])
-        ms, ses = _mc(prompt_errors(sparse.params, "sparse", test, L, samples, seed=300))
-        mf, sef = _mc(prompt_errors(full.params, "full", test, L, samples, seed=301))
-        rows.append({"test covariance": name, "f_opt_for_test": f_opt, "sparse_exact": f_sparse, "sparse_mc": ms,
-                     "sparse_se": ses, "full_mc": mf, "full_se": sef})
-    summary = "test loss / exact optimum of the sparse (preconditioned-GD) form for that covariance: " + "; ".join(
-        f"{r['test covariance']}: sparse {r['sparse_exact'] / r['f_opt_for_test']:.3g}x, full {r['full_mc'] / r['f_opt_for_test']:.3g}x"
-        for r in rows)
-    return ExperimentResult("E5", "Out-of-distribution test covariances", summary, settings, {"rows": rows},
-                            time.perf_counter() - t0)
+        ss = mc_summary(prompt_errors(sparse.params, "sparse", test, L, samples, seed=300))
+        sf = mc_summary(prompt_errors(full.params, "full", test, L, samples, seed=301))
+        rows.append({"test covariance": name, "f_opt_for_test": f_opt, "optimum converged": opt.converged,
+                     "sparse_exact": f_sparse, "sparse / optimum (exact)": f_sparse / f_opt,
+                     "sparse_mc": ss["mean"], "sparse_se": ss["se"],
+                     "full_mc": sf["mean"], "full_se": sf["se"],
+                     "full / optimum": sf["mean"] / f_opt, "full / optimum SE": sf["se"] / f_opt,
+                     "10 largest / sum (full)": sf["top10_share"],
+                     "full resolved": "yes" if sf["resolved"] else f"no ({sf['why']})",
+                     "sparse MC resolved": "yes" if ss["resolved"] else f"no ({ss['why']})"})
+
+    def ratio(r):
+        text = f"full {r['full / optimum']:.3g}x ± {r['full / optimum SE']:.2g}"
+        return text if r["full resolved"] == "yes" else text + f" (not resolved: {r['full resolved'][4:-1]})"
+
+    summary = ("test loss / exact optimum of the sparse (preconditioned-GD) form for that covariance (Monte Carlo "
+               "ratios ± their standard errors): " + "; ".join(
+                   f"{r['test covariance']}: sparse {r['sparse / optimum (exact)']:.3g}x (exact), {ratio(r)}" for r in rows))
+    unconv = [r["test covariance"] for r in rows if not r["optimum converged"]]
+    unres = [r["test covariance"] for r in rows if r["full resolved"] != "yes"]
+    if unconv:
+        summary += f"; the exact optimum did not converge for {', '.join(unconv)}"
+    status = "unresolved" if (unconv or unres) else "pass"
+    return Outcome(status, summary, {"rows": rows}, params=settings, examples_run=2 * samples * len(rows),
+                   optimiser=tuple(optimiser),
+                   worst_case=max(({"test covariance": r["test covariance"], "full / optimum": r["full / optimum"],
+                                    "SE": r["full / optimum SE"]} for r in rows), key=lambda w: w["full / optimum"]))
 
 
+def experiment_out_of_distribution(quick: bool = False, progress=None) -> Record:
+    """E5 as a Record (REGISTRY["E5"].run): see _e5."""
+    return REGISTRY["E5"].run(quick, progress=progress)
+
+
+def _spec(id, title, statement, check, figures):
+    return Spec(id, "experiment", title, check, statement=statement, figures=figures)
+
+
+#: The experiments, each declared once (its settings are set in the check and reported in params).
 REGISTRY = {
-    "E1": experiment_sparse_vs_exact,
-    "E2": experiment_full_vs_sparse,
-    "E3": experiment_loops,
-    "E4": experiment_test_time_loops,
-    "E5": experiment_out_of_distribution,
+    "E1": _spec("E1", "Sparse model trained on prompts against the exact optimum (d = 5, n = 20, loops = 3)",
+                f"The sparse model trained on sampled prompts lands within {TARGET_REL:g} (relative Frobenius) of the "
+                "exact optimum found blind by optimal_preconditioner", _e1, ("training_curves",)),
+    "E2": _spec("E2", "Full looped model (all of P, Q trainable) against the sparse form",
+                "Unrestricted attention against preconditioned GD: the full model's loss against the exact sparse optimum",
+                _e2, ("training_curves",)),
+    "E3": _spec("E3", "Optimal loss against loops; looped against multi-layer",
+                "The exact optimal loss against loops, and trained looped against trained multi-layer models",
+                _e3, ("looped_vs_multilayer", "training_curves")),
+    "E4": _spec("E4", "Trained with 2 and 5 loops, run with up to 64",
+                "Models trained with few loops, run with more loops at test time: median and mean error over prompts",
+                _e4, ("test_time_loops", "training_curves")),
+    "E5": _spec("E5", "Out-of-distribution test covariances",
+                "Trained models on test covariances other than the training one, against the exact optimum for each",
+                _e5, ()),
 }
 
 
-def run_experiments(ids=None, quick: bool = False, progress=None, bars=None) -> list[ExperimentResult]:
+def run_experiments(ids=None, quick: bool = False, progress=None, bars=None) -> list[Record]:
     """Run the experiments (all, or the given ids in order); progress(result) after each;
     bars: show tqdm bars during training (None: only on a terminal). quick: True or False.
     Arguments are checked before any experiment runs."""
@@ -420,7 +536,7 @@ def run_experiments(ids=None, quick: bool = False, progress=None, bars=None) -> 
             raise ValueError(f"ids: unknown experiment {i!r}; expected some of {', '.join(REGISTRY)}")
     out = []
     for i in ids:
-        res = REGISTRY[i](quick, bars)
+        res = REGISTRY[i].run(quick, progress=bars)
         out.append(res)
         if progress is not None:
             progress(res)

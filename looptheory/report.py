@@ -1,6 +1,11 @@
-"""The verification report: runs the checks, writes DIR/report.md, DIR/results.json and figures.
+"""The verification report: runs the items of `looptheory.verify` (checks, proofs_check modules,
+claims, experiments), writes DIR/report.md, DIR/results.json and figures, one item at a time.
 
-Nothing the user had is overwritten: the folder must be new or empty unless force=True.
+Every item returns a `looptheory.record.Record`; each finished one is saved in DIR/items/ and the
+report and results.json are rewritten after it, marked "incomplete (k of N items)" until every
+item and the figures are done, so an interrupted run leaves a valid partial report that
+`looptheory verify --resume DIR` completes. Nothing the user had is overwritten: a new run's
+folder must be new or empty unless force=True.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict
 
 import numpy as np
 
 from . import __version__
-from .checks import loss_curve_data, run_checks
+from . import verify as _verify
+from .checks import loss_curve_data
+from .record import Record
 from .runlock import LOCK_NAME, probe_writable
 
 
@@ -87,44 +93,99 @@ def _existing_ancestor(path: str) -> str:
     return path
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if math.isfinite(v) else str(v)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return str(x)
+# --- rendering ---------------------------------------------------------------------------------
+
+KIND_HEADINGS = {
+    "claim": ("Claims of the papers", "Claim details"),
+    "check": ("Checks of the toolkit", "Check details"),
+    "proof": ("Symbolic derivations of proofs_check", "Symbolic derivation details"),
+    "experiment": ("Trained models against the exact theory", "Experiment details"),
+}
+KIND_ORDER = ("claim", "check", "proof", "experiment")
+
+#: What a cell with no value means, when its row gives no reason of its own.
+NA = "n/a"
+
+
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _fmt(v):
-    """A table cell: numbers to 6 significant digits, and '|' escaped for Markdown tables."""
-    text = f"{v:.6g}" if isinstance(v, float) else str(v)
-    return text.replace("|", "\\|")
+    """A table cell: numbers to 6 significant digits, no value as n/a, '|' escaped for Markdown."""
+    if _is_missing(v):
+        text = NA
+    elif isinstance(v, float):
+        text = f"{v:.6g}"
+    elif isinstance(v, dict):
+        text = ", ".join(f"{k} = {_fmt(x)}" for k, x in v.items() if not isinstance(x, list))
+    else:
+        text = str(v)
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _details(title, verdict, summary, params_heading, params, evidence) -> list:
-    """A report section: verdict, declared parameters, and the evidence rows as a table
-    (list-valued columns, such as matrices, stay in results.json)."""
-    head = f"Verdict: **{verdict}**. {summary}" if verdict else f"Result: {summary}"
-    lines = [f"### {title}", "", head, "", params_heading, ""]
-    lines += [f"- {k}: {_fmt(v)}" for k, v in params.items()]
-    scalars = {k: v for k, v in evidence.items() if isinstance(v, (int, float, str, bool, np.floating)) or v is None}
+def _table(rows) -> list:
+    """A Markdown table of the rows' scalar columns (list-valued columns, such as matrices and
+    curves, stay in results.json), with a note where a cell has no value."""
+    keys = []
+    for row in rows:
+        for k, v in row.items():
+            if k not in keys:
+                keys.append(k)
+    keys = [k for k in keys if not any(isinstance(r.get(k), list) for r in rows)]
+    if not keys:
+        return []
+    lines = ["| " + " | ".join(_fmt(k) for k in keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |" for row in rows]
+    missing = [k for k in keys if any(_is_missing(r.get(k)) for r in rows)]
+    if missing:
+        lines += ["", f"{NA}: no value for that row (the column does not apply to it): {', '.join(missing)}."]
+    return lines
+
+
+def _mode(rec_or_mode) -> str:
+    mode = rec_or_mode if isinstance(rec_or_mode, str) else rec_or_mode.mode
+    return f"{mode} run" if mode else "run"
+
+
+def _details(rec: Record, present: set) -> list:
+    """A record's section: verdict and summary, source and statement, declared parameters (when
+    it has any), the optimisations it rests on, worst case, counterexample, and the evidence
+    (scalars, then its tables)."""
+    lines = [f"### {rec.id}: {rec.title}", ""]
+    lines += [f"Verdict: **{rec.verdict}** ({_mode(rec)}{'' if rec.complete else ', incomplete'}). {rec.summary}", ""]
+    if rec.kind == "claim" or rec.source != "looptheory":
+        lines += [f"Source: {rec.source}.", ""]
+    if rec.statement and rec.statement != rec.title:
+        lines += [f"Statement: {rec.statement}", ""]
+    if rec.params:
+        lines += ["Declared parameters (fixed before running):", ""]
+        lines += [f"- {k}: {_fmt(v)}" for k, v in rec.params.items()] + [""]
+    if rec.optimiser:
+        lines += ["Optimisations the verdict rests on (what each reached):", ""]
+        lines += [f"- {_fmt(t)}" for t in rec.optimiser] + [""]
+    if rec.worst_case is not None:
+        lines += [f"Worst case: {_fmt(rec.worst_case)}.", ""]
+    if rec.counterexample is not None:
+        lines += [f"Counterexample: {_fmt(rec.counterexample)} (in full in results.json).", ""]
+    if rec.examples_run is not None:
+        lines += [f"Cases run: {rec.examples_run}.", ""]
+    ev = rec.evidence
+    scalars = {k: v for k, v in ev.items()
+               if (isinstance(v, (int, float, str, bool)) or v is None) and k != "same_table_as"}
     if scalars:
-        lines += ["", "Evidence:", ""] + [f"- {k}: {_fmt(v)}" for k, v in scalars.items()]
-    rows = evidence.get("rows")
+        lines += ["Evidence:", ""] + [f"- {k}: {_fmt(v)}" for k, v in scalars.items()] + [""]
+    rows = ev.get("rows")
+    ref = ev.get("same_table_as")
     if rows and isinstance(rows, list) and isinstance(rows[0], dict):
-        keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]
-        lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |" for row in rows]
-    return lines + [""]
+        if ref and ref in present:
+            lines += [f"Cells: the table under {ref} above (the same cells and the same searches, computed once).", ""]
+        else:
+            lines += _table(rows) + [""]
+    for title, trows in (ev.get("tables") or {}).items():
+        if trows and isinstance(trows, list) and isinstance(trows[0], dict):
+            lines += [f"{title}:", ""] + _table(trows) + [""]
+    return lines
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -184,109 +245,212 @@ def _figure_specs(curve, chen, claims, experiments):
     return specs
 
 
-def _write_figures(out_dir, curve, chen, claims, experiments) -> list:
-    """Draw and save (PNG and SVG) every figure of the report; returns the file paths. Figures are
-    matplotlib Figure objects (no pyplot, so no global state and nothing left open)."""
-    from matplotlib.figure import Figure
-
-    paths = []
-    for stem, size, draw in _figure_specs(curve, chen, claims, experiments):
-        fig = Figure(figsize=size, layout="constrained")
-        draw(fig)
-        for ext in ("png", "svg"):
-            path = os.path.join(out_dir, f"{stem}.{ext}")
-            fig.savefig(path, dpi=130, bbox_inches="tight")
-            paths.append(path)
-    return paths
+def _status(done: int, total: int, figures_done: bool) -> str:
+    if done == total and figures_done:
+        return "complete"
+    if done == total:
+        return f"incomplete ({done} of {total} items; figures not drawn yet)"
+    return f"incomplete ({done} of {total} items)"
 
 
-def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=None, bars=None) -> dict:
-    """Run every check, claim and experiment; write the report and figures into out_dir and
-    return the results dict. progress(i, total, result) after each check or claim (i = 0 for
-    claims); experiment_progress(result) after each trained-model experiment; bars: tqdm bars
-    during training (None: only on a terminal)."""
-    from .claims import check_claims
-    from .chen import chen_figure_data
-    from .experiments import run_experiments
+def render(records: list, meta: dict, figures: list, pending: list, figure_notes=()) -> str:
+    """report.md's text for the records finished so far (in the report's order), the figure
+    files drawn, and the ids still to run."""
     from .plots import figure_markdown
 
-    t0 = time.perf_counter()
-    results = run_checks(quick=quick, progress=progress)
-    claims = check_claims(quick=quick, progress=(lambda r: progress(0, 0, r)) if progress else None)
-    curve = loss_curve_data(quick)
-    chen = chen_figure_data(quick)
-    experiments = run_experiments(quick=quick, progress=experiment_progress, bars=bars)
-    figs = _write_figures(out_dir, curve, chen, claims, experiments)
-    total = time.perf_counter() - t0
-    meta = {
-        "looptheory": __version__,
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "mode": "quick" if quick else "full",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "seconds": total,
-    }
-    payload = {"meta": meta, "claims": [asdict(c) for c in claims], "checks": [asdict(r) for r in results],
-               "experiments": [asdict(e) for e in experiments],
-               "figures": [os.path.basename(f) for f in figs], "loss_curve": curve}
-    with open(os.path.join(out_dir, "results.json"), "w") as fh:
-        json.dump(_jsonable(payload), fh, indent=1)
-    lines = [
-        "# looptheory verification report",
+    status = meta["status"]
+    mode = meta["mode"]
+    lines = ["# looptheory verification report", ""]
+    if status != "complete":
+        lines += [f"**Status: {status}.** The run stopped or is still running; the items below are finished and "
+                  f"final. Resume it with `looptheory verify --resume {meta['folder']}`.", ""]
+    lines += [
+        f"looptheory {meta['looptheory']}, **{mode} run**, {meta['date']}, {meta['seconds']:.1f} s "
+        f"(Python {meta['python']}, NumPy {meta['numpy']}). Status: {status}.",
         "",
-        f"looptheory {meta['looptheory']}, {meta['mode']} run, {meta['date']}, {total:.1f} s "
-        f"(Python {meta['python']}, NumPy {meta['numpy']}).",
-        "",
+    ]
+    if mode == "quick":
+        lines += ["Every number below is from a quick run (`--quick`): smaller Monte Carlo samples, fewer cases and "
+                  "shorter training than the full run (`looptheory verify` without `--quick`); docs/claims.md labels "
+                  "which of its numbers are quick and which full.", ""]
+    else:
+        lines += ["Every number below is from a full run (`looptheory verify` without `--quick`).", ""]
+    if meta.get("only"):
+        lines += [f"Selected items only (`--only {' '.join(meta['only'])}`).", ""]
+    lines += [
         "Conventions: docs/conventions.md in the looptheory repository (loss not divided by d, no factor 1/2;",
         "prediction -[Z_L]_{d+1,n+1}; sparse weights Q = [[A,0],[0,0]], P = [[0,0],[u^T,1]]).",
         "",
-        "## Claims of the papers",
+        "Verdicts: claims hold / fail (with the counterexample) / are vacuous (true only because the bound is "
+        "trivial) / unresolved (the evidence could not decide: an optimisation that did not converge, a Monte Carlo "
+        "estimate whose error cannot be trusted); checks, symbolic derivations and experiments pass / fail / are "
+        "unresolved. A verdict never rests on an optimisation that did not converge.",
+        "Parameters and regions are declared in the code (`looptheory/claims.py`, `looptheory/chen.py`, "
+        "`looptheory/checks.py`, `looptheory/experiments.py`, `proofs_check/`) before any result is seen.",
         "",
-        "Verdicts: holds / fails (with the counterexample) / vacuous (true only because the bound is trivial) / unresolved (the evidence could not decide, e.g. an optimisation that did not converge).",
-        "Parameters and regions are declared in `looptheory/claims.py` before any result is seen.",
-        "",
-        "| claim | statement | verdict | evidence |",
-        "|---|---|---|---|",
     ]
-    for c in claims:
-        lines.append(f"| {c.id} | {_fmt(c.statement)} | **{c.verdict}** | {_fmt(c.summary)} |")
-    lines += [
-        "",
-        "## Checks of the toolkit",
-        "",
-        "| check | verdict | evidence | seconds |",
-        "|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(f"| {_fmt(r.title)} (`{r.id}`) | **{r.verdict}** | {_fmt(r.summary)} | {r.seconds:.1f} |")
-    passed = sum(r.verdict == "pass" for r in results)
-    lines += ["", f"{passed} passed, {len(results) - passed} failed.", ""]
-    lines += [
-        "## Trained models against the exact theory",
-        "",
-        "Models trained in NumPy on fresh minibatches of sampled prompts (looptheory.training), compared",
-        "with the exact engine and with Monte Carlo of the reference forward pass. Settings are declared",
-        "in `looptheory/experiments.py`.",
-        "",
-        "| experiment | result | seconds |",
-        "|---|---|---|",
-    ]
-    for e in experiments:
-        lines.append(f"| {e.id}: {_fmt(e.title)} | {_fmt(e.summary)} | {e.seconds:.1f} |")
-    lines += ["", "## Figures", ""]
-    for f in figs:
+    by_kind = {k: [r for r in records if r.kind == k] for k in KIND_ORDER}
+    for kind in KIND_ORDER:
+        recs = by_kind[kind]
+        if not recs:
+            continue
+        lines += [f"## {KIND_HEADINGS[kind][0]} ({mode} run)", ""]
+        if kind == "experiment":
+            lines += ["Models trained in NumPy on fresh minibatches of sampled prompts (looptheory.training), compared",
+                      "with the exact engine and with Monte Carlo of the reference forward pass. Monte Carlo means carry",
+                      "their standard errors; a mean whose sample cannot resolve a heavy tail is marked unresolved.", ""]
+        lines += ["| item | verdict | evidence | seconds |", "|---|---|---|---|"]
+        for r in recs:
+            lines.append(f"| {_fmt(r.id)}: {_fmt(r.title)} | **{r.verdict}** | {_fmt(r.summary)} | {r.seconds:.1f} |")
+        if kind in ("check", "proof"):
+            passed = sum(r.verdict == "pass" for r in recs)
+            lines += ["", f"{passed} passed, {len(recs) - passed} failed or unresolved."]
+        lines.append("")
+    if pending:
+        lines += ["## Not run yet", "", ", ".join(f"`{i}`" for i in pending), ""]
+    lines += ["## Figures", ""]
+    if status != "complete" and not figures:
+        lines += ["Figures are drawn when every item has finished.", ""]
+    for f in figures:
         if f.endswith(".png"):
             name = os.path.basename(f)
             lines += [figure_markdown(name[:-4], name), ""]
-    lines += ["## Claim details", ""]
-    for c in claims:
-        lines += _details(f"{c.id}: {c.statement}", c.verdict, c.summary, "Declared parameters:", c.params, c.evidence)
-    lines += ["## Experiment details", ""]
-    for e in experiments:
-        lines += _details(f"{e.id}: {e.title}", None, e.summary, "Declared settings:", e.params, e.evidence)
-    lines += ["## Check details", ""]
-    for r in results:
-        lines += _details(r.title, r.verdict, r.summary, "Parameters (fixed before running):", r.params, r.evidence)
-    with open(os.path.join(out_dir, "report.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    lines += [f"- {n}" for n in figure_notes] + ([""] if figure_notes else [])
+    present = {r.id for r in records}
+    for kind in KIND_ORDER:
+        if by_kind[kind]:
+            lines += [f"## {KIND_HEADINGS[kind][1]} ({mode} run)", ""]
+            for r in by_kind[kind]:
+                lines += _details(r, present)
+    return "\n".join(lines) + "\n"
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def draw_figures(out_dir: str, records: list, quick: bool) -> tuple:
+    """Draw the report's figures from the finished records (only those of the items present)
+    through the public functions of looptheory.plots (`_figure_specs`); returns (files, notes,
+    extra data for results.json). A figure that cannot be drawn is a note, not a crash."""
+    from matplotlib.figure import Figure
+
+    from .chen import chen_figure_data
+
+    by_id = {r.id: r for r in records}
+    files, notes, extra = [], [], {}
+    curve = chen = None
+    if "G5" in by_id:
+        try:
+            curve = extra["loss_curve"] = loss_curve_data(quick)
+        except Exception as exc:  # a figure's data must not cost the report
+            notes.append(f"loss-against-loops data could not be computed: {exc!r}")
+    if "C2" in by_id:
+        try:
+            chen = chen_figure_data(quick)
+        except Exception as exc:
+            notes.append(f"Chen et al. figure data could not be computed: {exc!r}")
+    claims = [r for r in records if r.kind == "claim"]
+    experiments = [r for r in records if r.kind == "experiment"]
+    for stem, size, draw in _figure_specs(curve, chen, claims, experiments):
+        try:
+            fig = Figure(figsize=size, layout="constrained")
+            draw(fig)
+            for ext in ("png", "svg"):
+                path = os.path.join(out_dir, f"{stem}.{ext}")
+                fig.savefig(path, dpi=130, bbox_inches="tight")
+                files.append(path)
+        except Exception as exc:
+            notes.append(f"figure {stem} could not be drawn: {exc!r}")
+    return files, notes, extra
+
+
+# --- a run -------------------------------------------------------------------------------------
+
+
+def _meta(run: dict, out_dir: str, seconds: float, status: str, done: int, total: int) -> dict:
+    return {"looptheory": __version__, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "mode": run["mode"], "only": run.get("only"), "python": platform.python_version(),
+            "numpy": np.__version__, "seconds": seconds, "status": status, "items done": done,
+            "items total": total, "folder": out_dir}
+
+
+def write_outputs(out_dir: str, run: dict, records: dict, seconds: float, figures=(), figure_notes=(),
+                  extra=None, figures_done: bool = False) -> dict:
+    """Rewrite out_dir/report.md and out_dir/results.json (atomically) for the finished records
+    ({id: Record}) of the run; returns the results dict."""
+    order = [i for i in run["items"] if i in records]
+    recs = [records[i] for i in order]
+    pending = [i for i in run["items"] if i not in records]
+    status = _status(len(recs), len(run["items"]), figures_done)
+    meta = _meta(run, out_dir, seconds, status, len(recs), len(run["items"]))
+    fig_names = [os.path.basename(f) for f in figures]
+    payload = {"meta": meta, "complete": status == "complete", "pending": pending,
+               "records": [r.to_dict() for r in recs]}
+    for kind, key in (("claim", "claims"), ("check", "checks"), ("proof", "proofs"), ("experiment", "experiments")):
+        payload[key] = [r.to_dict() for r in recs if r.kind == kind]
+    payload["figures"] = fig_names
+    payload.update(extra or {})
+    _verify.atomic_write(os.path.join(out_dir, "results.json"), json.dumps(_verify.jsonable(payload), indent=1))
+    _verify.atomic_write(os.path.join(out_dir, "report.md"), render(recs, meta, list(figures), pending, figure_notes))
     return payload
+
+
+def run_verify(out_dir: str, quick: bool, only=None, resume: bool = False, progress=None, bars=None) -> dict:
+    """Run the items of a verify run in out_dir (a prepared, locked folder) and write the report.
+
+    New run (resume False): records the settings in out_dir/run.json, then runs the items (all,
+    or those named in `only`). resume True: reads out_dir/run.json (the caller has compared it
+    with what was asked, `verify.resume_refusal`) and runs only the items without a finished
+    record. After each item its record is saved and the report rewritten; at the end the
+    figures are drawn and the report is marked complete. progress(i, total, record) after each
+    item; bars: tqdm bars during training (None: only on a terminal). KeyboardInterrupt (and
+    whatever the caller raises from a signal handler) passes through, leaving the partial report."""
+    t0 = time.perf_counter()
+    _verify.clean_partials(out_dir)
+    if resume:
+        run = _verify.read_run(out_dir)
+        specs = _verify.select(run.get("only"))
+        known = {s.id for s in specs}
+        missing = [i for i in run["items"] if i not in known]
+        if missing:
+            raise ValueError(f"--resume: the run in {out_dir!r} has items this looptheory does not: {', '.join(missing)}")
+        specs = [s for s in specs if s.id in set(run["items"])]
+        done = _verify.load_done(out_dir, run["items"])
+        previous = sum(r.seconds for r in done.values())  # the earlier session's items
+    else:
+        specs = _verify.select(only)
+        run = _verify.start_run(out_dir, quick, specs, None if only is None else [s.id for s in specs])
+        done = {}
+        previous = 0.0
+    quick = run["mode"] == "quick"
+
+    def elapsed():
+        return previous + (time.perf_counter() - t0)
+
+    write_outputs(out_dir, run, done, elapsed())
+    total = len(run["items"])
+    for spec in specs:
+        if spec.id in done:
+            continue
+        options = {"progress": bars} if spec.kind == "experiment" else {}
+        rec = spec.run(quick, **options)
+        done[spec.id] = _verify.save_item(out_dir, rec)
+        write_outputs(out_dir, run, done, elapsed())
+        if progress:
+            progress(len(done), total, done[spec.id])
+    records = [done[i] for i in run["items"] if i in done]
+    figures, notes, extra = draw_figures(out_dir, records, quick)
+    return write_outputs(out_dir, run, done, elapsed(), figures, notes, extra, figures_done=True)
+
+
+def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=None, bars=None, only=None) -> dict:
+    """Run every item (or those in `only`) into out_dir and write the report; returns the
+    results dict. progress(i, total, record) after each item; experiment_progress(record)
+    after each experiment too; bars: tqdm bars during training (None: only on a terminal)."""
+    def both(i, total, rec):
+        if progress:
+            progress(i, total, rec)
+        if experiment_progress and rec.kind == "experiment":
+            experiment_progress(rec)
+
+    return run_verify(out_dir, quick, only=only, progress=both, bars=bars)

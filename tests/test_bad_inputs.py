@@ -477,7 +477,8 @@ CASES = [
 ]
 
 # Exported names that are not functions taking input: result records and a constant.
-NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult"}
+NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult",
+              "Record"}
 
 # The command line: (argv, text the one-line error must contain). Exit status 2, nothing run.
 CLI_CASES = [
@@ -486,6 +487,12 @@ CLI_CASES = [
     (["verify", "--out"], "--out"),
     (["verify", "--quick=yes"], "--quick"),
     (["verify", "--out", ""], "--out"),
+    (["verify", "--only", "G9"], "--only"),
+    (["verify", "--only"], "--only"),
+    (["verify", "--resume"], "--resume"),
+    (["verify", "--resume", "missing-folder"], "--resume"),
+    (["verify", "--resume", ".", "--force"], "--resume"),
+    (["--version=1"], "--version"),
 ]
 
 

@@ -44,20 +44,26 @@ def test_verify_quick_writes_report(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     report = (out / "report.md").read_text()
-    assert "| check | verdict |" in report and "**pass**" in report and "**fail**" not in report
+    assert "## Checks of the toolkit (quick run)" in report and "**pass**" in report
     data = json.loads((out / "results.json").read_text())
-    assert all(c["verdict"] == "pass" for c in data["checks"])
+    assert all(c["verdict"] == "pass" for c in data["checks"] + data["proofs"])
     assert (out / "loss_vs_loops.png").exists() and (out / "loss_vs_loops.svg").exists()
     # every claim, every proofs_check module and every trained-model experiment is in the report
     from proofs_check.runner import CHECKS
 
-    assert {"G1", "G2", "G3", "G4", "G5", "C1", "C2"} <= {c["id"] for c in data["claims"]}
-    assert {f"proofs_check.{name}" for name in CHECKS} <= {c["id"] for c in data["checks"]}
+    assert [c["id"] for c in data["claims"]] == ["G1", "G1-structure", "G2", "G3", "G4", "G5", "C1", "C2"]
+    assert [c["id"] for c in data["proofs"]] == [f"proofs_check.{name}" for name in CHECKS]
     assert [e["id"] for e in data["experiments"]] == ["E1", "E2", "E3", "E4", "E5"]
+    assert data["complete"] and data["meta"]["status"] == "complete" and data["meta"]["mode"] == "quick"
+    assert all(set(rec) == set(data["records"][0]) for rec in data["records"])  # one record shape
     for fig in ("training_curves", "test_time_loops", "looped_vs_multilayer"):
         assert (out / f"{fig}.png").exists() and f"({fig}.png)" in report
-    # progress is shown while it runs: one line per check, claim and experiment
-    assert r.stderr.count("[experiment]") == 5 and r.stderr.count("[claim]") >= 7
+    # progress is shown while it runs: one line per item
+    total = len(data["records"])
+    assert all(f"[{i}/{total}]" in r.stderr for i in range(1, total + 1))
+    # G1's cell table is printed once; no unexplained nan or None cell
+    assert report.count("the table under G1 above") == 1
+    assert "| nan |" not in report and "| None |" not in report and " nan " not in report
 
 
 # --- --out problems are one-line errors with status 2, found before any work (issue 11) -------

@@ -338,20 +338,20 @@ def test_every_figure_the_report_draws_has_a_caption(specs):
         assert any(w in plots.FIGURE_CAPTIONS[stem] for w in ("G1", "G2", "G3", "G5", "C2", "E1", "E3", "E4", "check"))
 
 
-def test_report_embeds_figures_with_their_captions(tmp_path, monkeypatch):
-    """write_report with the checks, claims and experiments stubbed: the figures it draws are
-    embedded in report.md through figure_markdown, caption included."""
-    from looptheory import chen, claims, experiments
+def test_report_embeds_figures_with_their_captions(tmp_path):
+    """The report's figure specs drawn and saved as draw_figures does, then report.md rendered:
+    the figures are embedded through figure_markdown, caption included."""
+    from matplotlib.figure import Figure
 
-    monkeypatch.setattr(report, "run_checks", lambda *a, **k: [])
-    monkeypatch.setattr(report, "loss_curve_data", lambda *a, **k: _curve())
-    monkeypatch.setattr(claims, "check_claims", lambda *a, **k: [])
-    monkeypatch.setattr(chen, "chen_figure_data", lambda *a, **k: {"error_curves": []})
-    monkeypatch.setattr(experiments, "run_experiments", lambda *a, **k: [])
-    for name in ("plot_chen_error", "plot_chen_kappa", "plot_chen_divergence", "plot_sample_complexity"):
-        monkeypatch.setattr(plots, name, lambda *a, **k: None)
-    report.write_report(str(tmp_path), quick=True)
-    text = (tmp_path / "report.md").read_text()
+    files = []
+    for stem, size, draw in report._figure_specs(_curve(), None, [], []):
+        fig = Figure(figsize=size, layout="constrained")
+        draw(fig)
+        for ext in ("png", "svg"):
+            fig.savefig(tmp_path / f"{stem}.{ext}")
+            files.append(str(tmp_path / f"{stem}.{ext}"))
+    meta = report._meta({"mode": "quick", "items": []}, str(tmp_path), 0.0, "complete", 0, 0)
+    text = report.render([], meta, files, [])
     for stem in ("loss_vs_loops", "optimal_scale_vs_loops"):
         assert plots.figure_markdown(stem) in text
         assert (tmp_path / f"{stem}.png").exists() and (tmp_path / f"{stem}.svg").exists()

@@ -13,8 +13,9 @@ from proofs_check import gd_equivalence, wishart_moments
 @pytest.mark.slow
 def test_all_checks_pass():
     results = run()
-    assert [r.name for r in results] == list(CHECKS)
-    assert all(r.passed for r in results), [(r.name, r.detail) for r in results if not r.passed]
+    assert [r.id for r in results] == [f"proofs_check.{name}" for name in CHECKS]
+    assert all(r.kind == "proof" for r in results)
+    assert all(r.verdict == "pass" for r in results), [(r.id, r.summary) for r in results if r.verdict != "pass"]
 
 
 def test_gd_equivalence_negative_controls():
