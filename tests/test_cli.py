@@ -41,7 +41,7 @@ def test_out_is_a_file(tmp_path, capsys):
 def test_verify_quick_writes_report(tmp_path):
     out = tmp_path / "rep"
     r = subprocess.run([sys.executable, "-m", "looptheory", "verify", "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=2400)  # a guard against a hang, not a timing target (benchmarks/ time it)
     assert r.returncode == 0, r.stderr
     report = (out / "report.md").read_text()
     assert "## Checks of the toolkit (quick run)" in report and "**pass**" in report

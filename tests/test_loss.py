@@ -114,7 +114,8 @@ def test_infinite_n_is_the_s_equals_identity_limit(d, loops, data):
     assert big == pytest.approx(expected, rel=1e-6, abs=1e-8)
 
 
-@pytest.mark.parametrize("loops", [1, 2, 3, 4, pytest.param(5, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow)])
+# loops = 6 is held against exact rationals near the optimum by tests/test_accuracy.py (slow tier)
+@pytest.mark.parametrize("loops", [1, 2, 3, 4, pytest.param(5, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("n", [10**6, 10**12])
 def test_stable_near_optimum_at_large_n(loops, n):
     """Near the optimum the loss is tiny and its expansion's terms are large; float64 must
