@@ -610,6 +610,7 @@ def test_outputs_of_a_diverged_model_pass_through_the_readouts():
     assert np.all(np.isinf(lt.prediction(Z))) and np.all(np.isinf(lt.chen_readout(Z)))
 
 
+@pytest.mark.slow
 def test_large_but_reasonable_inputs_still_run():
     # the guards refuse what cannot fit, not what is merely big
     lt.Task(1000, 10)

@@ -96,6 +96,7 @@ def test_monte_carlo_agrees(loops, seed):
     assert abs(mean - population_loss(task, A, loops, u)) < 4 * se
 
 
+@pytest.mark.slow
 @settings(max_examples=20)
 @given(d=st.integers(1, 3), loops=st.integers(1, MAX_LOOPS), data=st.data())
 def test_infinite_n_is_the_s_equals_identity_limit(d, loops, data):

@@ -31,6 +31,7 @@ def test_optimum_found_blind_matches_optimal_scale_at_small_n(d, n, loops):
     assert r.agree == 4
 
 
+@pytest.mark.slow
 def test_non_symmetric_minimiser_beats_the_scalar_one_at_four_loops():
     """A finding, kept as a regression test: at d = 2, n = 20, loops = 4 the scalar critical
     point gamma_4 I is a saddle (negative curvature along the skew-symmetric direction) and the
@@ -50,6 +51,7 @@ def test_non_symmetric_minimiser_beats_the_scalar_one_at_four_loops():
     assert curv < 0
 
 
+@pytest.mark.slow
 def test_non_symmetric_minimiser_confirmed_by_paired_monte_carlo():
     """At d = 2, n = 20, loops = 3 the blind optimum has a lower loss than gamma_3 sigma_x^{-1}
     (exact engine); the same prompts pushed through the real forward pass with both weights
@@ -76,6 +78,7 @@ def test_flow_from_zero_reaches_the_scalar_point():
     assert np.all(np.diff(r.loss) <= 1e-12)  # a gradient flow never increases the loss
 
 
+@pytest.mark.slow
 def test_flow_from_random_start_ends_at_the_optimum():
     task = lt.Task.gatmiry(2, 6, _sx(2, 3))
     opt = optimal_preconditioner(task, 2, starts=3)

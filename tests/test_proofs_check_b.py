@@ -14,7 +14,11 @@ from proofs_check import chen_contraction, dominance_infinite_n, flow_bound
 MODULES = [dominance_infinite_n, flow_bound, chen_contraction]
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize(
+    "module",
+    [pytest.param(m, marks=pytest.mark.slow) if m is not flow_bound else m for m in MODULES],
+    ids=lambda m: m.__name__.rsplit(".", 1)[-1],
+)
 def test_check_passes(module):
     res = module.check()
     assert isinstance(res, CheckOutcome)
@@ -64,6 +68,7 @@ def test_dominance_d2_certificate_negative():
 # flow_bound ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_flow_wrong_solution_fails():
     wrong_exp = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * (L - 1) * t / L) ** (-(L - 1) / L)  # noqa: E731
     wrong_rate = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * L * t / (L - 1)) ** (-L / (L - 1))  # noqa: E731
@@ -106,6 +111,7 @@ def test_chen_wrong_rate_fails(kw):
     assert not chen_contraction.check(**kw).passed
 
 
+@pytest.mark.slow
 def test_chen_reports_looseness_and_exponent():
     res = chen_contraction.check()
     assert res.data["looseness_factor"] == "exp(L/(2 kappa))"

@@ -154,6 +154,7 @@ def test_mean_minibatch_gradient_is_the_exact_population_gradient():
     assert abs(np.mean(vals) - f) < 4.5 * np.std(vals, ddof=1) / math.sqrt(len(vals))
 
 
+@pytest.mark.slow
 def test_sgd_reaches_the_one_loop_closed_form_optimum():
     # loops = 1, sigma_w = sigma_x^{-1}: A* = n/(n + d + 1) sigma_x^{-1} (docs/conventions.md), u* = 0
     d, n = 2, 5
