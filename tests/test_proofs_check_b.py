@@ -30,6 +30,7 @@ def test_check_passes(module):
 # dominance_infinite_n -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dominance_thresholds_and_jordan_values():
     res = dominance_infinite_n.check()
     assert res.data["integer_thresholds"] == {2: 65537, 3: 13825, 4: 10322, 5: 10120, 6: 10839}
@@ -52,6 +53,7 @@ def test_dominance_wrong_constant_fails(wrong):
     assert not dominance_infinite_n.check(constant=wrong).passed
 
 
+@pytest.mark.slow
 def test_dominance_wrong_threshold_fails():
     wrong = lambda L: (64 * sp.sympify(L) ** 2) ** ((L - 1) / sp.sympify(L))  # noqa: E731
     assert not dominance_infinite_n.check(threshold=wrong).passed
@@ -77,6 +79,7 @@ def test_flow_wrong_solution_fails():
     assert flow_bound.dsolve_agrees(sol=wrong_exp) == [2, 3, 4]
 
 
+@pytest.mark.slow
 def test_flow_wrong_hitting_time_fails():
     wrong_factor = lambda L, xi, mu, f0: (L - 1) / (mu * L) * (xi ** (-(L - 1) / L) - f0 ** (-(L - 1) / L))  # noqa: E731
     wrong_power = lambda L, xi, mu, f0: L / (mu * (L - 1)) * (xi ** (-L / (L - 1)) - f0 ** (-L / (L - 1)))  # noqa: E731

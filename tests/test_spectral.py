@@ -13,7 +13,7 @@ from looptheory.diagnostics import taylor_test
 from looptheory.spectral import spectral_loss, spectral_loss_grad
 
 
-@settings(max_examples=25)
+@settings(max_examples=12)
 @given(d=st.integers(1, 5), n=st.sampled_from([1, 2, 7, 50, math.inf]), loops=st.integers(1, lt.MAX_LOOPS),
        noise=st.sampled_from([0.0, 0.4]), seed=st.integers(0, 10**6), data=st.data())
 def test_matches_dense_loss(d, n, loops, noise, seed, data):
