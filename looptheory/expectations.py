@@ -230,14 +230,18 @@ class Engine:
         a = max(range(len(state)), key=lambda a: (len(state[a]), -a))
         return a, state[a].find(rb)
 
+    def _split(self, state, hint):
+        """(the other factors F, the rest R of the picked factor read from after its picked S):
+        the state written as tr(S R) F."""
+        a, i = self._pick(state, hint)
+        w = state[a]
+        return state[:a] + state[a + 1:], w[i + 1:] + w[:i]
+
     def _children(self, state, hint):
         """{(dp, constants id, child state): multiplicity} for Stein's identity on the picked S
         (the formula in the module docstring, with R the rest of its word read from after it)."""
         rb, Tt, canon = self._rb, self._Ttab, self._canon
-        a, i = self._pick(state, hint)
-        w = state[a]
-        F = state[:a] + state[a + 1:]
-        R = w[i + 1:] + w[:i]
+        F, R = self._split(state, hint)
         g = defaultdict(int)
         if rb in R:
             g[(0, 0, tuple(sorted(F + (canon(R),))))] += 1
@@ -282,10 +286,7 @@ class Engine:
         identity produces is I + D, so each child splits into the word with D and the word
         with that letter removed. A child has one or two random letters fewer."""
         rb, Tt, canon = self._rb, self._Ttab, self._canon
-        a, i = self._pick(state, hint)
-        w = state[a]
-        F = state[:a] + state[a + 1:]
-        R = w[i + 1:] + w[:i]
+        F, R = self._split(state, hint)
         g = defaultdict(int)
 
         def emit(rest, new_words, mult):
