@@ -47,7 +47,8 @@ import numpy as np
 from . import _validate as V
 from .compensated import U as U_ROUND
 from .compensated import gamma, product
-from .expectations import Alphabet, CompiledExpansion, Engine, Expansion
+from .expectations import Alphabet, Engine, Expansion
+from .layout import CompiledExpansion, build_arrays, load_arrays, select_arrays
 from .task import Task
 
 #: Loop counts the engine supports. Expansions for every supported loop count ship as package
@@ -171,11 +172,50 @@ def _main0(loops: int) -> Expansion:
     return Expansion(ALPHABET, {(0, ((_E,) * loops + (_W,) + (_ET,) * loops,)): 1})
 
 
+#: The parts each shipped evaluation layout holds, by form (looptheory/data/layout_L{L}_{form}.npz):
+#: a route's layout is the shipped one with only the parts it needs (`layout.select_arrays`).
+LAYOUT_PARTS = {"S": ("main0", "main", "u", "noise"), "centred": ("centred", "u", "noise")}
+
+
+def layout_path(loops: int, form: str) -> str:
+    """The shipped evaluation layout of `form` ("S" or "centred") at this loop count."""
+    return os.path.join(DATA_DIR, f"layout_L{loops}_{form}.npz")
+
+
+def build_layout(loops: int, form: str) -> dict:
+    """The evaluation layout of all of a form's parts as arrays, built from the expansions
+    (scripts/build_expansions.py ships it; tests/test_shipped_expansions.py checks it)."""
+    parts = LAYOUT_PARTS[form]
+    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    return build_arrays(exps, parts)
+
+
+@lru_cache(maxsize=None)
+def _layout_arrays(loops: int, form: str) -> dict:
+    path = layout_path(loops, form)
+    if not os.path.exists(path):
+        return build_layout(loops, form)
+    arrays = load_arrays(path)
+    alphabet = ALPHABET_CENTRED if form == "centred" else ALPHABET
+    if (tuple(str(x) for x in arrays["names"]) != alphabet.names or tuple(int(x) for x in arrays["transpose"]) != alphabet.transpose
+            or tuple(str(x) for x in arrays["parts"]) != LAYOUT_PARTS[form]):
+        raise ValueError(f"{path}: the shipped layout's alphabet or parts differ from the loss's")
+    return arrays
+
+
 @lru_cache(maxsize=None)
 def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
-    """One layout for the requested parts ("main0" is the n^0 part of the main term)."""
+    """One layout for the requested parts ("main0" is the n^0 part of the main term): the
+    shipped layout (loaded lazily, once per loop count) restricted to these parts."""
+    form = "centred" if "centred" in parts else "S"
+    full = LAYOUT_PARTS[form]
+    if len(set(parts)) == len(parts) and all(p in full for p in parts):
+        arrays = _layout_arrays(loops, form)
+        if tuple(parts) != full:
+            arrays = select_arrays(arrays, [full.index(p) for p in parts])
+        return CompiledExpansion.from_arrays(arrays, _GRAD_LETTERS)
     exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
-    return CompiledExpansion(exps, _GRAD_LETTERS)
+    return CompiledExpansion(exps, _GRAD_LETTERS, parts)
 
 
 # --- inputs ----------------------------------------------------------------------------------
