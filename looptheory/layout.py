@@ -56,6 +56,10 @@ _FLAT_D = 16
 #: Up to this d a trie level is one stacked matmul over all its letters (gathered letter
 #: matrices); above it one GEMM per (level, letter) run.
 _STACK_D = 24
+#: Above this d the error bounds of the traces and of the adjoints bound a node's own error
+#: matrix by its row or column maxima (a rank-one upper bound, d times fewer flops than the
+#: full product); up to it they use the full products (fewer, larger calls).
+_RANK1_D = 0
 #: Weight tables kept per layout, keyed by (n, d, scales).
 _WEIGHT_CACHE = 8
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
@@ -297,6 +301,23 @@ def select_arrays(arrays: dict, keep) -> dict:
 # --- the layout --------------------------------------------------------------------------------
 
 
+def _max_rows(X):
+    """Row maxima of each matrix of a stack (..., d, d): max over the last axis (a loop over
+    columns: numpy's reduction over a short last axis is several times slower)."""
+    m = X[..., 0].copy()
+    for j in range(1, X.shape[-1]):
+        np.maximum(m, X[..., j], out=m)
+    return m
+
+
+def _max_cols(X):
+    """Column maxima of each matrix of a stack (..., d, d): max over the row axis."""
+    m = X[..., 0, :].copy()
+    for i in range(1, X.shape[-2]):
+        np.maximum(m, X[..., i, :], out=m)
+    return m
+
+
 class _Level:
     """One depth of a trie: nodes lo:hi, their parents and letters, and the runs of one letter
     (contiguous; within a run every parent is distinct)."""
@@ -456,6 +477,7 @@ class CompiledExpansion:
         self._max_uses = int(uses.max(initial=0))
         self._weights_cache = OrderedDict()
         self._exact_cache = None
+        self._inc = None
 
     def _prefix_range(self, depth):
         lv = self._levels[depth - 1]
@@ -509,16 +531,17 @@ class CompiledExpansion:
     # --- stage 1: the trie and the traces -------------------------------------------------------
 
     def _letter_stacks(self, mats, errs, d, bound):
-        """Right-multiplication matrices of the extended alphabet: M_c and M_c^T; with bound
-        also |M| + e_M and the column maxima of e_M."""
+        """Right-multiplication matrices of the extended alphabet, M_c and M_c^T; with bound
+        also |M| + e_M and the column and row maxima of e_M."""
         M = np.concatenate([mats, mats.transpose(0, 2, 1)])
         if not bound:
-            return M, None, None
+            return M, None, None, None
         E = np.concatenate([errs, errs.transpose(0, 2, 1)])
-        return M, np.abs(M) + E, E.max(axis=1)
+        return M, np.abs(M) + E, E.max(axis=1), E.max(axis=2)
 
     def _forward(self, M, hiM, colE, d, bound):
-        """Node products X (and with bound |X| and running error bounds e_X)."""
+        """Node products X (and with bound |X| and running error bounds e_X):
+        e(X M) <= (e_X + gamma_d |X|) (|M| + e_M) + rowsum(|X|) colmax(e_M)."""
         N = self.n_nodes
         X = np.empty((N, d, d))
         X[0] = np.eye(d)
@@ -542,48 +565,60 @@ class CompiledExpansion:
                 Ap = AX[par]
                 T = eX[par]
                 T += gd * Ap
-                # rank-one bound of |X| e_M: row sums of |X| times column maxima of e_M
-                rs = Ap.sum(axis=2)
+                rs = Ap @ np.ones((d, 1))
                 if stacked:
                     np.matmul(T, hiM[lv.let], out=eX[lo:hi])
-                    eX[lo:hi] += rs[:, :, None] * colE[lv.let][:, None, :]
+                    eX[lo:hi] += rs * colE[lv.let][:, None, :]
                 else:
                     for c, a, b, _ in lv.runs:
                         np.matmul(T[a:b], hiM[c], out=eX[lo + a:lo + b])
-                        eX[lo + a:lo + b] += rs[a:b, :, None] * colE[c][None, None, :]
+                        eX[lo + a:lo + b] += rs[a:b] * colE[c]
                 np.abs(X[lo:hi], out=AX[lo:hi])
         return X, AX, eX
 
-    def _frob(self, X2, Y2, d):
-        """Frobenius products of the rows of X2 (n_a, d^2) with those of Y2 (n_b, d^2)."""
-        if d <= _FLAT_D:
-            return X2 @ Y2.T
-        na, nb = X2.shape[0], Y2.shape[0]
-        Xs = X2.reshape(na, d, d).transpose(1, 0, 2)
-        Ys = Y2.reshape(nb, d, d).transpose(1, 2, 0)
-        return np.matmul(Xs, Ys).sum(axis=0)
-
     def _pair_rounding(self, d):
+        """Roundings of one computed trace: a Frobenius product of d^2 terms in one GEMM
+        (d <= _FLAT_D), else d GEMMs of inner dimension d and a sum of d."""
         return gamma(d * d if d <= _FLAT_D else 2 * d)
 
     def _traces(self, X, AX, eX, d, bound):
-        """t_w = sum(P * R) for each word (and with bound its error bound e_t)."""
-        nw = self.n_words
+        """t_w = sum(P * R) for each word, and with bound
+        e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>, the first product bounded
+        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _RANK1_D."""
+        nw, N = self.n_words, self.n_nodes
         t = np.empty(nw + 1)
         t[nw] = 1.0
-        X2 = X.reshape(self.n_nodes, d * d)
+        X2 = X.reshape(N, d * d)
+        flat = d <= _FLAT_D
+        if not flat:
+            X3 = X.transpose(1, 0, 2)  # (row, node, column): d GEMMs of inner dimension d
         et = None
         if bound:
             et = np.empty(nw + 1)
             et[nw] = 0.0
             gK = self._pair_rounding(d)
-            HiX = AX + eX
-            E2, A2, H2 = eX.reshape(-1, d * d), AX.reshape(-1, d * d), HiX.reshape(-1, d * d)
-            Y2 = (eX + gK * HiX).reshape(-1, d * d)
+            rank1 = d > _RANK1_D
+            Hi = AX + eX
+            H2 = Hi.reshape(N, d * d)
+            if rank1:
+                cs = (np.ones((1, d)) @ Hi)[:, 0, :]  # column sums of |R| + e_R
+                cm = _max_cols(eX)
+            E2 = eX.reshape(N, d * d)
+            Y2 = H2 * gK
+            Y2 += E2
+            A2 = AX.reshape(N, d * d)
         for plo, phi, slo, shi, wi, pi, si in self._blocks:
-            t[wi] = self._frob(X2[plo:phi], X2[slo:shi], d)[pi, si]
+            if flat:
+                T = X2[plo:phi] @ X2[slo:shi].T
+            else:
+                T = np.matmul(X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)).sum(axis=0)
+            t[wi] = T[pi, si]
             if bound:
-                e = self._frob(E2[plo:phi], H2[slo:shi], d) + self._frob(A2[plo:phi], Y2[slo:shi], d)
+                e = A2[plo:phi] @ Y2[slo:shi].T
+                if rank1:
+                    e += cm[plo:phi] @ cs[slo:shi].T
+                else:
+                    e += E2[plo:phi] @ H2[slo:shi].T
                 et[wi] = e[pi, si]
         return t, et
 
@@ -666,48 +701,76 @@ class CompiledExpansion:
 
     # --- stage 3: reverse mode -------------------------------------------------------------------
 
+    def _incidence(self):
+        """Sparse 0/1 matrices: per level, parents x children (the adjoints' scatter-add),
+        and extended letter x node (the letter gradients' sums)."""
+        if self._inc is None:
+            from scipy import sparse
+
+            inc = []
+            prev = 0
+            for lv in self._levels:
+                k = lv.hi - lv.lo
+                inc.append(sparse.csr_matrix((np.ones(k), (lv.par - prev, np.arange(k))), shape=(lv.lo - prev, k)))
+                prev = lv.lo
+            N = self.n_nodes
+            let = self._letter[1:]
+            self._inc = (inc, sparse.csr_matrix((np.ones(N - 1), (let, np.arange(N - 1))), shape=(2 * self.n_letters, N - 1)))
+        return self._inc
+
     def _backward(self, X, AX, eX, M, hiM, rowE, dt, edt, d, bound):
-        """{letter: df/dM_letter} (and with bound {letter: entrywise error bound})."""
-        N, L, nw = self.n_nodes, self.n_letters, self.n_words
+        """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
+        mode through the pairing and the trie (module docstring for the bounds)."""
+        N, L = self.n_nodes, self.n_letters
         X2 = X.reshape(N, d * d)
         G = np.zeros((N, d, d))
         G2 = G.reshape(N, d * d)
+        level_inc, letter_inc = self._incidence()
         if bound:
             eG = np.zeros((N, d, d))
             eG2 = eG.reshape(N, d * d)
-            g_add = gamma(self._max_adds)
+            g_add = gamma(self._max_adds + 1)
             gb = gamma(self._max_block) + g_add
             A2 = AX.reshape(N, d * d)
-            Hi2 = A2 + eX.reshape(N, d * d)
-            Lo2 = eX.reshape(N, d * d) + gb * A2
-        # the traces' adjoints: dt/dP = R, dt/dR = P
-        for plo, phi, slo, shi, wi, pi, si in self._blocks:
-            C = np.zeros((phi - plo, shi - slo))
-            C[pi, si] = dt[wi]
+            E2 = eX.reshape(N, d * d)
+            rank1 = d > _RANK1_D
+            if rank1:
+                rm = _max_rows(eX)
+        # the traces' adjoints, dt/dP = R and dt/dR = P, block by block:
+        # e(C R) + g_add |C R| <= (gb |C| + e_C) |R| + (|C| + e_C) e_R, the last term bounded
+        # row by row, ((|C| + e_C) rowmax(e_R)) 1^T, above _RANK1_D
+        Cn = np.zeros((N, N))
+        Cn[self._word_pre, self._word_suf] = dt[: self.n_words]
+        if bound:
+            eCn = np.zeros((N, N))
+            eCn[self._word_pre, self._word_suf] = edt[: self.n_words]
+        for plo, phi, slo, shi, *_ in self._blocks:
+            C = Cn[plo:phi, slo:shi]
             G2[plo:phi] += C @ X2[slo:shi]
             G2[slo:shi] += C.T @ X2[plo:phi]
             if bound:
-                eC = np.zeros_like(C)
-                eC[pi, si] = edt[wi]
+                eC = eCn[plo:phi, slo:shi]
                 aC = np.abs(C)
-                eG2[plo:phi] += aC @ Lo2[slo:shi] + eC @ Hi2[slo:shi]
-                eG2[slo:shi] += aC.T @ Lo2[plo:phi] + eC.T @ Hi2[plo:phi]
-        del X2
-        grads = {c: np.zeros((d, d)) for c in self.grad_letters}
-        gsum = {}  # extended letter -> sum over nodes of X_parent^T G_node
-        egsum = {}
+                F = gb * aC + eC
+                H = aC + eC
+                eG2[plo:phi] += F @ A2[slo:shi]
+                eG2[slo:shi] += F.T @ A2[plo:phi]
+                if rank1:
+                    eG[plo:phi] += (H @ rm[slo:shi])[:, :, None]
+                    eG[slo:shi] += (H.T @ rm[plo:phi])[:, :, None]
+                else:
+                    eG2[plo:phi] += H @ E2[slo:shi]
+                    eG2[slo:shi] += H.T @ E2[plo:phi]
+        del Cn
         MT = M.transpose(0, 2, 1)
         if bound:
             hiMT = hiM.transpose(0, 2, 1)
             gd = gamma(d)
-            g_grad = gamma(d + self._max_run + self._n_runs + 1)
-            Hi = Hi2.reshape(N, d, d)
-            Lo = (eX + g_grad * AX) if bound else None
-            del Lo2
-        want = set(self.grad_letters) | {c + L for c in self.grad_letters}
         stacked = d <= _STACK_D
-        for lv in reversed(self._levels):
-            lo, hi, par = lv.lo, lv.hi, lv.par
+        prev_lo = [0] + [lv.lo for lv in self._levels[:-1]]
+        # the trie, deepest level first: G_parent += G_node M^T (scatter-add by incidence)
+        for lv, inc, plo in zip(reversed(self._levels), reversed(level_inc), reversed(prev_lo)):
+            lo, hi = lv.lo, lv.hi
             Gs = G[lo:hi]
             if stacked:
                 back = np.matmul(Gs, MT[lv.let])
@@ -715,51 +778,61 @@ class CompiledExpansion:
                 back = np.empty_like(Gs)
                 for c, a, b, _ in lv.runs:
                     np.matmul(Gs[a:b], MT[c], out=back[a:b])
+            G2[plo:lo] += inc @ back.reshape(hi - lo, d * d)
             if bound:
+                # e(G M^T) <= (e_G + gamma_d |G|) (|M| + e_M)^T + rowsum(|G|) rowmax(e_M),
+                # plus g_add |G M^T| for the addition into the parent
                 aG = np.abs(Gs)
-                T = eG[lo:hi] + gd * aG
-                rs = aG.sum(axis=2)
+                T = aG * gd
+                T += eG[lo:hi]
+                rs = aG @ np.ones((d, 1))
                 if stacked:
                     eback = np.matmul(T, hiMT[lv.let])
-                    eback += rs[:, :, None] * rowE[lv.let][:, None, :]
+                    eback += rs * rowE[lv.let][:, None, :]
                 else:
                     eback = np.empty_like(T)
                     for c, a, b, _ in lv.runs:
                         np.matmul(T[a:b], hiMT[c], out=eback[a:b])
-                        eback[a:b] += rs[a:b, :, None] * rowE[c][None, None, :]
-                eback += g_add * np.abs(back)
-            for c, a, b, rp in lv.runs:
-                G[rp] += back[a:b]
-                if bound:
-                    eG[rp] += eback[a:b]
-            # letter gradients: sum over the nodes appending c of X_parent^T G_node
-            runs = [(c, a, b) for c, a, b, _ in lv.runs if c in want]
-            if runs:
-                Xp = X[par]
-                Z = np.matmul(Xp.transpose(0, 2, 1), Gs)
-                if bound:
-                    eZ = np.matmul(Hi[par].transpose(0, 2, 1), eG[lo:hi]) + np.matmul(Lo[par].transpose(0, 2, 1), aG)
-                for c, a, b in runs:
-                    gsum[c] = gsum.get(c, 0.0) + Z[a:b].sum(axis=0)
-                    if bound:
-                        egsum[c] = egsum.get(c, 0.0) + eZ[a:b].sum(axis=0)
+                        eback[a:b] += rs[a:b] * rowE[c]
+                np.abs(back, out=back)
+                back *= g_add
+                eback += back
+                eG2[plo:lo] += inc @ eback.reshape(hi - lo, d * d)
+        # letter gradients: df/dM_c = sum over the nodes appending c of X_parent^T G_node
+        # (and its transpose for the suffix letter c + L), in chunks of nodes
+        want = np.zeros(2 * L, dtype=bool)
         for c in self.grad_letters:
-            g = grads[c]
-            if c in gsum:
-                g += gsum[c]
-            if c + L in gsum:
-                g += gsum[c + L].T
-        if not bound:
-            return grads, None
-        egrads = {}
+            want[c] = want[c + L] = True
+        gsum = np.zeros((2 * L, d * d))
+        egsum = np.zeros((2 * L, d * d)) if bound else None
+        if bound:
+            g_grad = gamma(d + N + 1)
+        step = max(1, (1 << 22) // (d * d))
+        for lo in range(1, N, step):
+            hi = min(N, lo + step)
+            par = self._parent[lo:hi]
+            Z = np.matmul(X[par].transpose(0, 2, 1), G[lo:hi])
+            sub = letter_inc if hi - lo == N - 1 else letter_inc[:, lo - 1:hi - 1]
+            gsum += sub @ Z.reshape(hi - lo, d * d)
+            if bound:
+                # |X~^T G~ - fl(X^T G)| <= |X|^T (e_G + gamma |G|) + e_X^T (e_G + |G|), the last
+                # term bounded as colmax(e_X) colsum(e_G + |G|) above _RANK1_D
+                aG = np.abs(G[lo:hi])
+                F = aG * g_grad
+                F += eG[lo:hi]
+                eZ = np.matmul(AX[par].transpose(0, 2, 1), F)
+                F += aG * (1.0 - g_grad)
+                if rank1:
+                    eZ += _max_cols(eX[par])[:, :, None] * (np.ones((1, d)) @ F)
+                else:
+                    eZ += np.matmul(eX[par].transpose(0, 2, 1), F)
+                egsum += sub @ eZ.reshape(hi - lo, d * d)
+        grads, egrads = {}, {}
         for c in self.grad_letters:
-            e = np.zeros((d, d))
-            if c in egsum:
-                e += egsum[c]
-            if c + L in egsum:
-                e += egsum[c + L].T
-            egrads[c] = 1.01 * e
-        return grads, egrads
+            grads[c] = gsum[c].reshape(d, d) + gsum[c + L].reshape(d, d).T
+            if bound:
+                egrads[c] = 1.01 * (egsum[c].reshape(d, d) + egsum[c + L].reshape(d, d).T)
+        return grads, (egrads if bound else None)
 
     # --- public evaluation -----------------------------------------------------------------------
 
@@ -774,21 +847,20 @@ class CompiledExpansion:
         mats = np.asarray(mats, dtype=float)
         errs = np.zeros_like(mats) if errs is None else np.asarray(errs, dtype=float)
         W = self._weights(n, d, scales)
-        M, hiM, colE = self._letter_stacks(mats, errs, d, True)
+        M, hiM, colE, rowE = self._letter_stacks(mats, errs, d, True)
         X, AX, eX = self._forward(M, hiM, colE, d, True)
         t, et = self._traces(X, AX, eX, d, True)
         value, err, dt, edt = self._poly(t, et, W, need_grad, True)
         if not need_grad:
             return value, {}, err, {}
-        E = np.concatenate([errs, errs.transpose(0, 2, 1)])
-        grads, egrads = self._backward(X, AX, eX, M, hiM, E.max(axis=2), dt, edt, d, True)
+        grads, egrads = self._backward(X, AX, eX, M, hiM, rowE, dt, edt, d, True)
         return value, grads, err, egrads
 
     def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
         """Float evaluation without the bound: (value, {letter code: df/dM_letter})."""
         mats = np.asarray(mats, dtype=float)
         W = self._weights(n, d, scales)
-        M, _, _ = self._letter_stacks(mats, None, d, False)
+        M = self._letter_stacks(mats, None, d, False)[0]
         X, _, _ = self._forward(M, None, None, d, False)
         t, _ = self._traces(X, None, None, d, False)
         value, _, dt, _ = self._poly(t, None, W, need_grad, False)

@@ -409,21 +409,26 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
 
 def _float_letters(A, u, sx, sw, d):
     """Letter matrices formed with compensated products (one rounding each) and their entrywise
-    error bounds."""
+    error bounds: one stacked product for all of them (A^T sigma_x twice, for B = A^T sigma_x
+    and E = I - A^T sigma_x; A sigma_x twice; sigma_w sigma_x; u^T sigma_x)."""
     eye = np.eye(d)
-    mB, eB = product(A.T, sx)
-    mBt, eBt = product(A, sx)
-    mE, eE = product(A.T, sx, eye, -1.0)
-    mEt, eEt = product(A, sx, eye, -1.0)
-    mW, eW = product(sw, sx)
+    zero = np.zeros((d, d))
+    rows = [A.T, A.T, A, A, sw] + ([] if u is None else [u[None, :]])
+    X = np.concatenate(rows)
+    C = np.concatenate([zero, eye, zero, eye, zero] + ([] if u is None else [np.zeros((1, d))]))
+    sign = np.ones(len(X))
+    sign[d:2 * d] = sign[3 * d:4 * d] = -1.0
+    M, err = product(X, sx, C, sign)
+    mB, mE, mBt, mEt, mW = (M[i * d:(i + 1) * d] for i in range(5))
+    eB, eE, eBt, eEt, eW = (err[i * d:(i + 1) * d] for i in range(5))
     if u is None:
-        mU, eU = np.zeros((d, d)), np.zeros((d, d))
+        mU, eU = zero, zero
     else:
-        v, ev = product(u[None, :], sx)
-        mU = np.outer(u, v[0])
-        eU = np.abs(np.outer(u, ev[0])) + U_ROUND * np.abs(mU)
+        v, ev = M[5 * d], err[5 * d]
+        mU = np.outer(u, v)
+        eU = np.abs(np.outer(u, ev)) + U_ROUND * np.abs(mU)
     mats = np.stack([eye, mB, mBt, mE, mEt, mW, mU])
-    errs = np.stack([np.zeros((d, d)), eB, eBt, eE, eEt, eW, eU])
+    errs = np.stack([zero, eB, eBt, eE, eEt, eW, eU])
     return mats, errs
 
 
