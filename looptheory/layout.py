@@ -53,13 +53,12 @@ _CHUNK = 8
 #: Up to this d the traces are one Frobenius GEMM with inner dimension d^2 (error gamma_{d^2});
 #: above it d GEMMs of inner dimension d and a sum (error gamma_{2d}).
 _FLAT_D = 16
-#: Up to this d a trie level is one stacked matmul over all its letters (gathered letter
-#: matrices); above it one GEMM per (level, letter) run.
-_STACK_D = 24
-#: Above this d the error bounds of the traces and of the adjoints bound a node's own error
-#: matrix by its row or column maxima (a rank-one upper bound, d times fewer flops than the
-#: full product); up to it they use the full products (fewer, larger calls).
-_RANK1_D = 0
+#: Up to this d ("small d") a trie level is one stacked matmul over all its letters (gathered
+#: letter matrices), the adjoints are scattered by sparse incidence matrices, and the error
+#: bounds use full products; above it each letter run is one GEMM in cache-sized pieces, and a
+#: node's own error matrix in the traces' and adjoints' bounds is bounded by its row or column
+#: maxima (a rank-one upper bound: d times fewer flops than the full product).
+_SMALL_D = 24
 #: Weight tables kept per layout, keyed by (n, d, scales).
 _WEIGHT_CACHE = 8
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
@@ -117,10 +116,18 @@ def build_arrays(expansions, parts=None) -> dict:
             count[c] += 1
     rank = {c: (count[c], c) for c in count}
     halves = [_split_word(w, rank) for w in words]
-    strings = [p for p, _ in halves] + [tuple(c + L for c in reversed(q)) for _, q in halves]
-    parent, letter, offsets, index = _trie(strings)
-    word_pre = np.array([index[p] for p, _ in halves], dtype=np.int64)
-    word_suf = np.array([index[tuple(c + L for c in reversed(q))] for _, q in halves], dtype=np.int64)
+    # the prefix trie's nodes first, then the suffix trie's (their root is node 0 too): the
+    # prefix levels of one word length are adjacent, and so are the suffix levels
+    pparent, pletter, poffsets, pindex = _trie([p for p, _ in halves])
+    sstr = [tuple(c + L for c in reversed(q)) for _, q in halves]
+    sparent, sletter, soffsets, sindex = _trie(sstr)
+    split = len(pparent)
+    parent = np.concatenate([pparent, (sparent + np.where(sparent > 0, split - 1, 0))[1:]])
+    letter = np.concatenate([pletter, sletter[1:]])
+    offsets = np.concatenate([poffsets, soffsets[2:] + split - 1])
+    word_pre = np.array([pindex[p] for p, _ in halves], dtype=np.int64)
+    word_suf = np.array([sindex[q] for q in sstr], dtype=np.int64)
+    word_suf = np.where(word_suf > 0, word_suf + split - 1, 0)
     # stage 2: the polynomial
     coef, power, dpow, part, mono_of_term = [], [], [], [], []
     mono_id = {}
@@ -181,6 +188,7 @@ def build_arrays(expansions, parts=None) -> dict:
         "node_parent": parent,
         "node_letter": letter,
         "node_levels": offsets,
+        "node_split": np.array(split),
         "rest_parent": rparent,
         "rest_x": np.where(rx < 0, nw, rx),
         "rest_levels": roffsets,
@@ -195,7 +203,7 @@ def build_arrays(expansions, parts=None) -> dict:
 
 
 #: Integer arrays of the layout and the dtype they are stored with.
-_STORED = {"words": np.int16, "word_pre": np.int32, "word_suf": np.int32, "node_parent": np.int32,
+_STORED = {"node_split": np.int32, "words": np.int16, "word_pre": np.int32, "word_suf": np.int32, "node_parent": np.int32,
            "node_letter": np.int16, "node_levels": np.int32, "rest_parent": np.int32, "rest_x": np.int32,
            "rest_levels": np.int32, "leaf_x": np.int32, "leaf_j": np.int32, "term_mono": np.int32,
            "term_coef": np.int64, "term_power": np.int8, "term_dpow": np.int8, "term_part": np.int8}
@@ -271,10 +279,8 @@ def select_arrays(arrays: dict, keep) -> dict:
     def offsets(old, mask):
         c = np.concatenate([[0], np.cumsum(mask)])
         new = c[old]
-        # drop empty trailing levels
-        while len(new) > 2 and new[-1] == new[-2]:
-            new = new[:-1]
-        return new
+        # drop the levels left empty
+        return np.concatenate([new[:1], new[1:][np.diff(new) > 0]])
 
     out = dict(arrays)
     out["parts"] = arrays["parts"][keep]
@@ -284,6 +290,7 @@ def select_arrays(arrays: dict, keep) -> dict:
     out["node_parent"] = nr[npar[nmask]]
     out["node_letter"] = arrays["node_letter"][nmask]
     out["node_levels"] = offsets(levels, nmask)
+    out["node_split"] = np.array(int(nmask[: int(arrays["node_split"])].sum()))
     out["rest_parent"] = jr[rparent[jmask]]
     out["rest_x"] = wr[rx[jmask]]
     out["rest_levels"] = offsets(arrays["rest_levels"], jmask)
@@ -319,18 +326,30 @@ def _max_cols(X):
 
 
 class _Level:
-    """One depth of a trie: nodes lo:hi, their parents and letters, and the runs of one letter
-    (contiguous; within a run every parent is distinct)."""
+    """One level of a trie: nodes lo:hi, their parents (all in the range plo:phi) and letters,
+    and the runs of one letter (contiguous; within a run every parent is distinct)."""
 
-    __slots__ = ("lo", "hi", "par", "let", "runs", "run_starts")
+    __slots__ = ("lo", "hi", "par", "let", "runs", "plo", "phi")
 
     def __init__(self, lo, hi, par, let):
         self.lo, self.hi, self.par, self.let = lo, hi, par, let
+        self.plo, self.phi = int(par.min()), int(par.max()) + 1
         cuts = np.flatnonzero(np.diff(let)) + 1
         starts = np.concatenate([[0], cuts]).astype(np.int64)
         ends = np.concatenate([cuts, [len(let)]]).astype(np.int64)
         self.runs = [(int(let[a]), int(a), int(b), par[a:b]) for a, b in zip(starts, ends)]
-        self.run_starts = starts
+
+
+def _spans(ranges):
+    """Merge (lo, hi) ranges that touch into spans: [((lo, hi), [indices of the ranges])]."""
+    out = []
+    for i in sorted(range(len(ranges)), key=lambda i: ranges[i][0]):
+        lo, hi = ranges[i]
+        if out and out[-1][0][1] == lo:
+            out[-1] = ((out[-1][0][0], hi), out[-1][1] + [i])
+        else:
+            out.append(((lo, hi), [i]))
+    return out
 
 
 class CompiledExpansion:
@@ -400,36 +419,35 @@ class CompiledExpansion:
         self.n_letters = L = len(a["names"])
         self.n_parts = len(a["parts"])
         nw = self.n_words = len(a["word_pre"])
-        # the trie: node 0 the identity, letters c < L (prefixes) and c + L (suffixes, transposed)
+        # the trie: node 0 the identity, then the prefix trie's levels (letters c < L), then
+        # the suffix trie's (letters c + L: transposes)
         parent, letter, offs = a["node_parent"], a["node_letter"], a["node_levels"]
-        self.n_nodes = len(parent)
+        self.n_nodes = N = len(parent)
+        split = int(a["node_split"])
         self._levels = [_Level(int(lo), int(hi), parent[lo:hi], letter[lo:hi]) for lo, hi in zip(offs[1:-1], offs[2:])]
         self._parent = parent
         self._letter = letter
-        depth = np.searchsorted(offs, np.arange(self.n_nodes), side="right") - 1
-        self._node_depth = depth
-        self._max_run = max((b - a_ for lv in self._levels for _, a_, b, _ in lv.runs), default=0)
-        self._n_runs = sum(len(lv.runs) for lv in self._levels)
-        # pairing blocks: prefix nodes of one depth against suffix nodes of one depth
+        pre_levels = [(lv.lo, lv.hi) for lv in self._levels if lv.lo < split]
+        suf_levels = [(0, 1)] + [(lv.lo, lv.hi) for lv in self._levels if lv.lo >= split]
+        level_of = np.zeros(N, dtype=np.int64)
+        for i, (lo, hi) in enumerate(pre_levels):
+            level_of[lo:hi] = i
+        for i, (lo, hi) in enumerate(suf_levels):
+            level_of[lo:hi] = i
+        # pairing groups: words whose prefix and suffix levels pair, the partner levels merged
+        # where they are adjacent (one GEMM per group)
         wp, ws = a["word_pre"], a["word_suf"]
         self._word_pre, self._word_suf = wp, ws
-        dp, ds = depth[wp], depth[ws]
-        self._blocks = []
-        key = dp * (int(depth.max(initial=0)) + 1) + ds
-        for kv in np.unique(key):
-            wi = np.flatnonzero(key == kv)
-            a_, b_ = int(dp[wi[0]]), int(ds[wi[0]])
-            plo, phi = self._prefix_range(a_)
-            slo, shi = self._suffix_range(b_)
-            self._blocks.append((plo, phi, slo, shi, wi, wp[wi] - plo, ws[wi] - slo))
-        self._max_block = max((max(b[1] - b[0], b[3] - b[2]) for b in self._blocks), default=0)
-        # how many adjoint contributions one node sums: one per block it is in, one per child
-        in_blocks = np.zeros(self.n_nodes, dtype=np.int64)
-        for plo, phi, slo, shi, *_ in self._blocks:
-            in_blocks[plo:phi] += 1
-            in_blocks[slo:shi] += 1
-        children = np.bincount(parent[1:], minlength=self.n_nodes) if self.n_nodes > 1 else np.zeros(1, dtype=np.int64)
-        self._max_adds = int((in_blocks + children).max(initial=0))
+        lp, ls = level_of[wp], level_of[ws]
+        self._by_suffix = self._groups(suf_levels, pre_levels, ls, lp, ws, wp)
+        self._by_prefix = self._groups(pre_levels, suf_levels, lp, ls, wp, ws)
+        self._max_block = max((max(hi - lo, ohi - olo) for (lo, hi), (olo, ohi), *_ in self._by_suffix + self._by_prefix), default=0)
+        in_groups = np.zeros(N, dtype=np.int64)
+        for (lo, hi), *_ in self._by_suffix + self._by_prefix:
+            in_groups[lo:hi] += 1
+        # how many adjoint contributions one node sums: one per group it is in, one per child
+        children = np.bincount(parent[1:], minlength=N) if N > 1 else np.zeros(1, dtype=np.int64)
+        self._max_adds = int((in_groups + children).max(initial=0))
         # the polynomial: rests, leaves (monomials), terms
         self._rest_parent, self._rest_x = a["rest_parent"], a["rest_x"]
         ro = a["rest_levels"]
@@ -479,15 +497,23 @@ class CompiledExpansion:
         self._exact_cache = None
         self._inc = None
 
-    def _prefix_range(self, depth):
-        lv = self._levels[depth - 1]
-        return lv.lo, lv.lo + int(np.searchsorted(lv.let, self.n_letters))
-
-    def _suffix_range(self, depth):
-        if depth == 0:
-            return 0, 1
-        lv = self._levels[depth - 1]
-        return lv.lo + int(np.searchsorted(lv.let, self.n_letters)), lv.hi
+    @staticmethod
+    def _groups(own_levels, other_levels, own_level, other_level, own_node, other_node):
+        """For each level of one half (prefixes or suffixes): its words, grouped by spans of
+        adjacent partner levels of the other half: [(own range, partner span, words, rows,
+        columns)], rows indexing the own range and columns the span."""
+        out = []
+        for i, (lo, hi) in enumerate(own_levels):
+            wi_all = np.flatnonzero(own_level == i)
+            if not len(wi_all):
+                continue
+            partners = sorted(set(other_level[wi_all].tolist()))
+            for (plo, phi), members in _spans([other_levels[j] for j in partners]):
+                keep = np.isin(other_level[wi_all], [partners[m] for m in members])
+                wi = wi_all[keep]
+                rows, cols = own_node[wi] - lo, other_node[wi] - plo
+                out.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols))
+        return out
 
     # --- weights (the same on every call for the same n, d, scales) ---------------------------
 
@@ -522,7 +548,10 @@ class CompiledExpansion:
         def cols(v):
             return sparse.csr_matrix((v[self._jperm], self._col_x, self._col_ptr), shape=(self.n_rests, self.n_words + 1))
 
-        out = {"w": w, "C": rows(w), "A": rows(a), "B": rows(b), "Ct": cols(w), "At": cols(a), "Bt": cols(b)}
+        # [A | B] and [At | Bt]: A (R H) + B H and At e + Bt hi in one pass each
+        out = {"w": w, "C": rows(w), "Ct": cols(w), "A": rows(a), "At": cols(a),
+               "AB": sparse.hstack([rows(a), rows(b)], format="csr"),
+               "AtBt": sparse.hstack([cols(a), cols(b)], format="csr")}
         self._weights_cache[key] = out
         if len(self._weights_cache) > _WEIGHT_CACHE:
             self._weights_cache.popitem(last=False)
@@ -531,60 +560,94 @@ class CompiledExpansion:
     # --- stage 1: the trie and the traces -------------------------------------------------------
 
     def _letter_stacks(self, mats, errs, d, bound):
-        """Right-multiplication matrices of the extended alphabet, M_c and M_c^T; with bound
-        also |M| + e_M and the column and row maxima of e_M."""
+        """Right-multiplication matrices of the extended alphabet, M_c and M_c^T, and with
+        bound {hi: |M| + e_M, colE / rowE: column / row maxima of e_M}; for d <= _SMALL_D also
+        the matrices that fold the rank-one terms into one product:
+        Kf = gamma_d hi + 1 colE^T (forward) and Kb = gamma_d hi^T + 1 rowE^T (backward)."""
         M = np.concatenate([mats, mats.transpose(0, 2, 1)])
         if not bound:
-            return M, None, None, None
+            return M, None
         E = np.concatenate([errs, errs.transpose(0, 2, 1)])
-        return M, np.abs(M) + E, E.max(axis=1), E.max(axis=2)
+        lb = {"hi": np.abs(M) + E, "colE": E.max(axis=1), "rowE": E.max(axis=2)}
+        if d <= _SMALL_D:
+            gd = gamma(d)
+            lb["Kf"] = gd * lb["hi"] + lb["colE"][:, None, :]
+            lb["Kb"] = gd * lb["hi"].transpose(0, 2, 1) + lb["rowE"][:, None, :]
+        return M, lb
 
-    def _forward(self, M, hiM, colE, d, bound):
-        """Node products X (and with bound |X| and running error bounds e_X):
+    def _chunks(self, lv, d):
+        """(letter, first, end) pieces of a level's letter runs of at most about 2 MB each
+        (the large-d path keeps its temporaries in cache)."""
+        step = max(1, (1 << 18) // (d * d))
+        for c, a, b, _ in lv.runs:
+            for i in range(a, b, step):
+                yield c, i, min(b, i + step)
+
+    def _forward(self, M, lb, d, bound):
+        """Node products X (and with bound the dict aux of |X| "A", running error bounds "E"
+        and, above _SMALL_D, the row and column maxima of e_X "rmax", "cmax"):
         e(X M) <= (e_X + gamma_d |X|) (|M| + e_M) + rowsum(|X|) colmax(e_M)."""
         N = self.n_nodes
         X = np.empty((N, d, d))
         X[0] = np.eye(d)
-        AX = eX = None
+        aux = None
         if bound:
             AX = np.empty((N, d, d))
             AX[0] = np.eye(d)
             eX = np.empty((N, d, d))
             eX[0] = 0.0
+            aux = {"A": AX, "E": eX}
+        if d <= _SMALL_D:
+            # small d: one stacked product per level, the letters gathered;
+            # e_X M-bound = e_X_parent hi + |X_parent| Kf
+            for lv in self._levels:
+                lo, hi, par, let = lv.lo, lv.hi, lv.par, lv.let
+                np.matmul(X[par], M[let], out=X[lo:hi])
+                if bound:
+                    np.matmul(eX[par], lb["hi"][let], out=eX[lo:hi])
+                    eX[lo:hi] += np.matmul(AX[par], lb["Kf"][let])
+                    np.abs(X[lo:hi], out=AX[lo:hi])
+            return X, aux
+        # large d: one GEMM per piece of a letter run, temporaries in cache
+        if bound:
             gd = gamma(d)
-        stacked = d <= _STACK_D
+            ones = np.ones((d, 1))
+            hiM, colE = lb["hi"], lb["colE"]
+            rmax = aux["rmax"] = np.zeros((N, d))
+            cmax = aux["cmax"] = np.zeros((N, d))
         for lv in self._levels:
-            lo, hi, par = lv.lo, lv.hi, lv.par
-            Xp = X[par]
-            if stacked:
-                np.matmul(Xp, M[lv.let], out=X[lo:hi])
-            else:
-                for c, a, b, _ in lv.runs:
-                    np.matmul(Xp[a:b], M[c], out=X[lo + a:lo + b])
-            if bound:
-                Ap = AX[par]
-                T = eX[par]
-                T += gd * Ap
-                rs = Ap @ np.ones((d, 1))
-                if stacked:
-                    np.matmul(T, hiM[lv.let], out=eX[lo:hi])
-                    eX[lo:hi] += rs * colE[lv.let][:, None, :]
-                else:
-                    for c, a, b, _ in lv.runs:
-                        np.matmul(T[a:b], hiM[c], out=eX[lo + a:lo + b])
-                        eX[lo + a:lo + b] += rs[a:b] * colE[c]
-                np.abs(X[lo:hi], out=AX[lo:hi])
-        return X, AX, eX
+            lo, par = lv.lo, lv.par
+            for c, a, b in self._chunks(lv, d):
+                pp = par[a:b]
+                k = b - a
+                Xp = X[pp]
+                np.matmul(Xp.reshape(k * d, d), M[c], out=X[lo + a:lo + b].reshape(k * d, d))
+                if bound:
+                    Ap = AX[pp]
+                    rs = Ap @ ones
+                    T = eX[pp]
+                    Ap *= gd
+                    T += Ap
+                    out = eX[lo + a:lo + b]
+                    np.matmul(T.reshape(k * d, d), hiM[c], out=out.reshape(k * d, d))
+                    out += rs * colE[c]
+                    np.abs(X[lo + a:lo + b], out=AX[lo + a:lo + b])
+                    np.max(out, axis=2, out=rmax[lo + a:lo + b])
+                    np.max(out, axis=1, out=cmax[lo + a:lo + b])
+        return X, aux
 
     def _pair_rounding(self, d):
         """Roundings of one computed trace: a Frobenius product of d^2 terms in one GEMM
         (d <= _FLAT_D), else d GEMMs of inner dimension d and a sum of d."""
         return gamma(d * d if d <= _FLAT_D else 2 * d)
 
-    def _traces(self, X, AX, eX, d, bound):
-        """t_w = sum(P * R) for each word, and with bound
+    def _traces(self, X, aux, d, bound):
+        """t_w = sum(P * R) for each word, one GEMM per group (a suffix level against its
+        adjacent partner prefix levels), and with bound
         e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>, the first product bounded
-        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _RANK1_D."""
+        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _SMALL_D. Up to _SMALL_D,
+        aux gains Hi = |X| + e_X and Lo = g |X| + (1 + g) e_X with g the largest rounding
+        factor of the pairing and the adjoints (one array serves all their bounds)."""
         nw, N = self.n_words, self.n_nodes
         t = np.empty(nw + 1)
         t[nw] = 1.0
@@ -594,33 +657,43 @@ class CompiledExpansion:
             X3 = X.transpose(1, 0, 2)  # (row, node, column): d GEMMs of inner dimension d
         et = None
         if bound:
+            AX, eX = aux["A"], aux["E"]
             et = np.empty(nw + 1)
             et[nw] = 0.0
             gK = self._pair_rounding(d)
-            rank1 = d > _RANK1_D
-            Hi = AX + eX
-            H2 = Hi.reshape(N, d * d)
-            if rank1:
-                cs = (np.ones((1, d)) @ Hi)[:, 0, :]  # column sums of |R| + e_R
-                cm = _max_cols(eX)
-            E2 = eX.reshape(N, d * d)
-            Y2 = H2 * gK
-            Y2 += E2
+            rank1 = d > _SMALL_D
             A2 = AX.reshape(N, d * d)
-        for plo, phi, slo, shi, wi, pi, si in self._blocks:
+            E2 = eX.reshape(N, d * d)
+            if not rank1:
+                g = max(gK, self._adjoint_rounding(), gamma(d + N + 1))
+                Hi = aux["Hi"] = A2 + E2
+                Lo = aux["Lo"] = A2 * g
+                Lo += E2 * (1.0 + g)
+        for (slo, shi), (plo, phi), wi, si, pi, _ in self._by_suffix:
             if flat:
                 T = X2[plo:phi] @ X2[slo:shi].T
             else:
                 T = np.matmul(X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)).sum(axis=0)
             t[wi] = T[pi, si]
-            if bound:
-                e = A2[plo:phi] @ Y2[slo:shi].T
-                if rank1:
-                    e += cm[plo:phi] @ cs[slo:shi].T
-                else:
-                    e += E2[plo:phi] @ H2[slo:shi].T
-                et[wi] = e[pi, si]
+            if not bound:
+                continue
+            if rank1:
+                # over the suffix nodes: |R| + e_R and e_R + gamma_K (|R| + e_R)
+                HiS = AX[slo:shi] + eX[slo:shi]
+                Y2 = HiS.reshape(shi - slo, d * d) * gK
+                Y2 += E2[slo:shi]
+                e = A2[plo:phi] @ Y2.T
+                e += aux["cmax"][plo:phi] @ (np.ones((1, d)) @ HiS)[:, 0, :].T
+            else:
+                e = A2[plo:phi] @ Lo[slo:shi].T
+                e += E2[plo:phi] @ Hi[slo:shi].T
+            et[wi] = e[pi, si]
         return t, et
+
+    def _adjoint_rounding(self):
+        """gamma for a pairing GEMM of the adjoints (inner dimension at most _max_block) and
+        its addition into a node's adjoint."""
+        return gamma(self._max_block) + gamma(self._max_adds + 1)
 
     # --- stage 2: the polynomial -----------------------------------------------------------------
 
@@ -655,183 +728,228 @@ class CompiledExpansion:
         return gamma(n_val), gamma(n_grad)
 
     def _poly(self, t, et, W, need_grad, bound):
-        """value, error bound, df/dt, bounds on df/dt (None without bound)."""
-        nw = self.n_words
-        Pi = np.empty(self.n_rests)
-        Pi[0] = 1.0
-        if bound:
-            hi = np.abs(t) + et
-            q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
-            H = np.empty(self.n_rests)
-            R = np.empty(self.n_rests)
-            H[0], R[0] = 1.0, 0.0
-        for _, lo, hi_, par, x in self._rest_levels:
-            np.multiply(Pi[par], t[x], out=Pi[lo:hi_])
-            if bound:
-                np.multiply(H[par], hi[x], out=H[lo:hi_])
-                np.add(R[par], q[x], out=R[lo:hi_])
-        y = W["C"] @ Pi
+        """value, error bound, df/dt, bounds on df/dt (None without bound).
+
+        Per monomial m = w_m t_x Pi_j (x its chosen factor, j its rest): the value is
+        sum over rows of t_x (C Pi)_row. With hi = |t| + e_t, q = e_t / hi, H_j and R_j the
+        product of hi and the sum of q over the rest, a = |w| and b the weights' error bound,
+        the error is at most sum_m [a (q_x + R_j + g) + b] hi_x H_j (module docstring), that
+        is sum over rows of (e_x + g hi_x) (A H)_row + hi_x (A (R H) + B H)_row. The bounds on
+        df/dt are the gradient of the same bound polynomial with respect to hi."""
+        nw, nJ = self.n_words, self.n_rests
         rx = self._row_x
+        if not bound:
+            Pi = np.empty(nJ)
+            Pi[0] = 1.0
+            for _, lo, hi_, par, x in self._rest_levels:
+                np.multiply(Pi[par], t[x], out=Pi[lo:hi_])
+            y = W["C"] @ Pi
+            value = self._value_sum(t[rx] * y)
+            if not need_grad:
+                return value, None, None, None
+            dt = np.bincount(rx, weights=y, minlength=nw + 1)
+            APi = W["Ct"] @ t
+            for plo, lo, hi_, par, x in reversed(self._rest_levels):
+                APi[plo:lo] += np.bincount(par - plo, weights=APi[lo:hi_] * t[x], minlength=lo - plo)
+            if nJ > 1:
+                dt += np.bincount(self._rest_x[1:], weights=APi[1:] * Pi[self._rest_parent[1:]], minlength=nw + 1)
+            return value, None, dt, None
+        hi = np.abs(t) + et
+        q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
+        TH = np.stack([t, hi], axis=1)
+        S = np.empty((nJ, 2))  # Pi and H
+        S[0] = 1.0
+        R = np.empty(nJ)
+        R[0] = 0.0
+        for _, lo, hi_, par, x in self._rest_levels:
+            np.multiply(S[par], TH[x], out=S[lo:hi_])
+            np.add(R[par], q[x], out=R[lo:hi_])
+        Pi, H = S[:, 0], S[:, 1]
+        y = W["C"] @ Pi
+        u1 = W["A"] @ H
+        u2 = W["AB"] @ np.concatenate([R * H, H])
         value = self._value_sum(t[rx] * y)
-        err = dt = edt = None
-        if bound:
-            g_val, g_grad = self._rounding_counts()
-            u1 = W["A"] @ H
-            u2 = W["A"] @ (R * H) + W["B"] @ H
-            err = 1.01 * float(np.sum((et[rx] + g_val * hi[rx]) * u1 + hi[rx] * u2)) + _U * abs(value)
+        g_val, g_grad = self._rounding_counts()
+        hx = hi[rx]
+        err = 1.01 * float(np.dot(et[rx] + g_val * hx, u1) + np.dot(hx, u2)) + _U * abs(value)
         if not need_grad:
             return value, err, None, None
         dt = np.bincount(rx, weights=y, minlength=nw + 1)
-        APi = W["Ct"] @ t
-        if bound:
-            edt = np.bincount(rx, weights=(q[rx] + g_grad) * u1 + u2, minlength=nw + 1)
-            AH = W["At"] @ et + (R + g_grad) * (W["At"] @ hi) + W["Bt"] @ hi
+        edt = np.bincount(rx, weights=(q[rx] + g_grad) * u1 + u2, minlength=nw + 1)
+        # rest adjoints: Ct t, and for the bound At e + (R + g) At hi + Bt hi
+        A2 = np.empty((nJ, 2))
+        A2[:, 0] = W["Ct"] @ t
+        A2[:, 1] = W["AtBt"] @ np.concatenate([et, hi])
+        A2[:, 1] += (R + g_grad) * (W["At"] @ hi)
         for plo, lo, hi_, par, x in reversed(self._rest_levels):
-            APi[plo:lo] += np.bincount(par - plo, weights=APi[lo:hi_] * t[x], minlength=lo - plo)
-            if bound:
-                AH[plo:lo] += np.bincount(par - plo, weights=AH[lo:hi_] * hi[x], minlength=lo - plo)
-        if self.n_rests > 1:
+            up = A2[lo:hi_] * TH[x]
+            A2[plo:lo, 0] += np.bincount(par - plo, weights=up[:, 0], minlength=lo - plo)
+            A2[plo:lo, 1] += np.bincount(par - plo, weights=up[:, 1], minlength=lo - plo)
+        if nJ > 1:
             rp, rxs = self._rest_parent[1:], self._rest_x[1:]
-            dt += np.bincount(rxs, weights=APi[1:] * Pi[rp], minlength=nw + 1)
-            if bound:
-                edt += np.bincount(rxs, weights=AH[1:] * H[rp], minlength=nw + 1)
-        if bound:
-            edt *= 1.01
+            dn = A2[1:] * S[rp]
+            dt += np.bincount(rxs, weights=dn[:, 0], minlength=nw + 1)
+            edt += np.bincount(rxs, weights=dn[:, 1], minlength=nw + 1)
+        edt *= 1.01
         return value, err, dt, edt
 
     # --- stage 3: reverse mode -------------------------------------------------------------------
 
     def _incidence(self):
-        """Sparse 0/1 matrices: per level, parents x children (the adjoints' scatter-add),
-        and extended letter x node (the letter gradients' sums)."""
+        """Sparse 0/1 matrices for the small-d path: per level, parents x nodes (the adjoints'
+        scatter-add), and extended letter x nodes 1.. (the sums of the letter gradients)."""
         if self._inc is None:
             from scipy import sparse
 
-            inc = []
-            prev = 0
+            up = []
             for lv in self._levels:
                 k = lv.hi - lv.lo
-                inc.append(sparse.csr_matrix((np.ones(k), (lv.par - prev, np.arange(k))), shape=(lv.lo - prev, k)))
-                prev = lv.lo
+                up.append(sparse.csr_matrix((np.ones(k), (lv.par - lv.plo, np.arange(k))), shape=(lv.phi - lv.plo, k)))
             N = self.n_nodes
-            let = self._letter[1:]
-            self._inc = (inc, sparse.csr_matrix((np.ones(N - 1), (let, np.arange(N - 1))), shape=(2 * self.n_letters, N - 1)))
+            by_letter = sparse.csr_matrix((np.ones(N - 1), (self._letter[1:], np.arange(N - 1))), shape=(2 * self.n_letters, N - 1))
+            self._inc = (up, by_letter)
         return self._inc
 
-    def _backward(self, X, AX, eX, M, hiM, rowE, dt, edt, d, bound):
-        """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
-        mode through the pairing and the trie (module docstring for the bounds)."""
-        N, L = self.n_nodes, self.n_letters
+    def _pair_adjoints(self, X, aux, dt, edt, d, bound):
+        """G_node (and e_G) from the traces: dt/dP = R and dt/dR = P, one GEMM per group;
+        e(C R) + g_add |C R| <= |C| (gb |R| + e_R) + e_C (|R| + e_R) (with Lo and Hi up to
+        _SMALL_D), the e_R term bounded row by row, |C| rowmax(e_R) 1^T, above it."""
+        N = self.n_nodes
         X2 = X.reshape(N, d * d)
         G = np.zeros((N, d, d))
         G2 = G.reshape(N, d * d)
-        level_inc, letter_inc = self._incidence()
+        eG = None
         if bound:
             eG = np.zeros((N, d, d))
             eG2 = eG.reshape(N, d * d)
-            g_add = gamma(self._max_adds + 1)
-            gb = gamma(self._max_block) + g_add
-            A2 = AX.reshape(N, d * d)
-            E2 = eX.reshape(N, d * d)
-            rank1 = d > _RANK1_D
+            rank1 = d > _SMALL_D
             if rank1:
-                rm = _max_rows(eX)
-        # the traces' adjoints, dt/dP = R and dt/dR = P, block by block:
-        # e(C R) + g_add |C R| <= (gb |C| + e_C) |R| + (|C| + e_C) e_R, the last term bounded
-        # row by row, ((|C| + e_C) rowmax(e_R)) 1^T, above _RANK1_D
-        Cn = np.zeros((N, N))
-        Cn[self._word_pre, self._word_suf] = dt[: self.n_words]
-        if bound:
-            eCn = np.zeros((N, N))
-            eCn[self._word_pre, self._word_suf] = edt[: self.n_words]
-        for plo, phi, slo, shi, *_ in self._blocks:
-            C = Cn[plo:phi, slo:shi]
-            G2[plo:phi] += C @ X2[slo:shi]
-            G2[slo:shi] += C.T @ X2[plo:phi]
-            if bound:
-                eC = eCn[plo:phi, slo:shi]
+                gb = self._adjoint_rounding()
+                A2 = aux["A"].reshape(N, d * d)
+                rmax = aux["rmax"]
+            else:
+                Lo, Hi = aux["Lo"], aux["Hi"]
+        for groups in (self._by_prefix, self._by_suffix):
+            for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
+                C = np.zeros((hi - lo, ohi - olo))
+                C.ravel()[flat] = dt[wi]
+                G2[lo:hi] += C @ X2[olo:ohi]
+                if not bound:
+                    continue
                 aC = np.abs(C)
-                F = gb * aC + eC
-                H = aC + eC
-                eG2[plo:phi] += F @ A2[slo:shi]
-                eG2[slo:shi] += F.T @ A2[plo:phi]
+                eC = np.zeros_like(C)
+                eC.ravel()[flat] = edt[wi]
                 if rank1:
-                    eG[plo:phi] += (H @ rm[slo:shi])[:, :, None]
-                    eG[slo:shi] += (H.T @ rm[plo:phi])[:, :, None]
+                    F = aC * gb
+                    F += eC
+                    aC += eC
+                    eG2[lo:hi] += F @ A2[olo:ohi]
+                    eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
                 else:
-                    eG2[plo:phi] += H @ E2[slo:shi]
-                    eG2[slo:shi] += H.T @ E2[plo:phi]
-        del Cn
+                    eG2[lo:hi] += aC @ Lo[olo:ohi]
+                    eG2[lo:hi] += eC @ Hi[olo:ohi]
+        return G, eG
+
+    def _backward(self, X, aux, M, lb, dt, edt, d, bound):
+        """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
+        mode through the pairing and the trie, deepest level first (module docstring for the
+        bounds). A level's adjoints are complete once the deeper levels are done:
+        G_parent += G_node M^T and df/dM_c += X_parent^T G_node."""
+        N, L = self.n_nodes, self.n_letters
+        G, eG = self._pair_adjoints(X, aux, dt, edt, d, bound)
         MT = M.transpose(0, 2, 1)
         if bound:
-            hiMT = hiM.transpose(0, 2, 1)
-            gd = gamma(d)
-        stacked = d <= _STACK_D
-        prev_lo = [0] + [lv.lo for lv in self._levels[:-1]]
-        # the trie, deepest level first: G_parent += G_node M^T (scatter-add by incidence)
-        for lv, inc, plo in zip(reversed(self._levels), reversed(level_inc), reversed(prev_lo)):
-            lo, hi = lv.lo, lv.hi
-            Gs = G[lo:hi]
-            if stacked:
-                back = np.matmul(Gs, MT[lv.let])
-            else:
-                back = np.empty_like(Gs)
-                for c, a, b, _ in lv.runs:
-                    np.matmul(Gs[a:b], MT[c], out=back[a:b])
-            G2[plo:lo] += inc @ back.reshape(hi - lo, d * d)
-            if bound:
-                # e(G M^T) <= (e_G + gamma_d |G|) (|M| + e_M)^T + rowsum(|G|) rowmax(e_M),
-                # plus g_add |G M^T| for the addition into the parent
-                aG = np.abs(Gs)
-                T = aG * gd
-                T += eG[lo:hi]
-                rs = aG @ np.ones((d, 1))
-                if stacked:
-                    eback = np.matmul(T, hiMT[lv.let])
-                    eback += rs * rowE[lv.let][:, None, :]
-                else:
-                    eback = np.empty_like(T)
-                    for c, a, b, _ in lv.runs:
-                        np.matmul(T[a:b], hiMT[c], out=eback[a:b])
-                        eback[a:b] += rs[a:b] * rowE[c]
-                np.abs(back, out=back)
-                back *= g_add
-                eback += back
-                eG2[plo:lo] += inc @ eback.reshape(hi - lo, d * d)
-        # letter gradients: df/dM_c = sum over the nodes appending c of X_parent^T G_node
-        # (and its transpose for the suffix letter c + L), in chunks of nodes
+            AX, eX = aux["A"], aux["E"]
+            g_add = gamma(self._max_adds + 1)
         want = np.zeros(2 * L, dtype=bool)
         for c in self.grad_letters:
             want[c] = want[c + L] = True
-        gsum = np.zeros((2 * L, d * d))
-        egsum = np.zeros((2 * L, d * d)) if bound else None
-        if bound:
-            g_grad = gamma(d + N + 1)
-        step = max(1, (1 << 22) // (d * d))
-        for lo in range(1, N, step):
-            hi = min(N, lo + step)
-            par = self._parent[lo:hi]
-            Z = np.matmul(X[par].transpose(0, 2, 1), G[lo:hi])
-            sub = letter_inc if hi - lo == N - 1 else letter_inc[:, lo - 1:hi - 1]
-            gsum += sub @ Z.reshape(hi - lo, d * d)
+        gsum = np.zeros((2 * L, d, d))
+        egsum = np.zeros((2 * L, d, d)) if bound else None
+        if d <= _SMALL_D:
+            # small d: stacked products per level; the scatter into parents and the sums per
+            # letter by sparse incidence; X_parent^T G node by node (inner dimension d), then
+            # a sum over at most N nodes
+            G2 = G.reshape(N, d * d)
+            gs2 = gsum.reshape(2 * L, d * d)
             if bound:
-                # |X~^T G~ - fl(X^T G)| <= |X|^T (e_G + gamma |G|) + e_X^T (e_G + |G|), the last
-                # term bounded as colmax(e_X) colsum(e_G + |G|) above _RANK1_D
-                aG = np.abs(G[lo:hi])
-                F = aG * g_grad
-                F += eG[lo:hi]
-                eZ = np.matmul(AX[par].transpose(0, 2, 1), F)
-                F += aG * (1.0 - g_grad)
-                if rank1:
-                    eZ += _max_cols(eX[par])[:, :, None] * (np.ones((1, d)) @ F)
-                else:
-                    eZ += np.matmul(eX[par].transpose(0, 2, 1), F)
-                egsum += sub @ eZ.reshape(hi - lo, d * d)
+                eG2 = eG.reshape(N, d * d)
+                egs2 = egsum.reshape(2 * L, d * d)
+                hiMT, Kb = lb["hi"].transpose(0, 2, 1), lb["Kb"]
+            for lv, up in zip(reversed(self._levels), reversed(self._incidence()[0])):
+                lo, hi, let = lv.lo, lv.hi, lv.let
+                k = hi - lo
+                Gs = G[lo:hi]
+                back = np.matmul(Gs, MT[let])
+                G2[lv.plo:lv.phi] += up @ back.reshape(k, d * d)
+                if not bound:
+                    continue
+                # e(G M^T) <= (e_G + gamma_d |G|) (|M| + e_M)^T + rowsum(|G|) rowmax(e_M)
+                # = e_G hi^T + |G| Kb, plus g_add |G M^T| for the addition into the parent
+                eback = np.matmul(eG[lo:hi], hiMT[let])
+                eback += np.matmul(np.abs(Gs), Kb[let])
+                np.abs(back, out=back)
+                back *= g_add
+                eback += back
+                eG2[lv.plo:lv.phi] += up @ eback.reshape(k, d * d)
+            # all nodes at once: X_parent^T G node by node, summed per letter
+            by_letter = self._incidence()[1]
+            par = self._parent[1:]
+            Gs = G[1:]
+            gs2 += by_letter @ np.matmul(X[par].transpose(0, 2, 1), Gs).reshape(N - 1, d * d)
+            if bound:
+                # |X~^T G~ - fl(X^T G)| <= (|X| + e_X)^T e_G + (g |X| + e_X)^T |G| with
+                # g = gamma_{d + N + 1} (Hi and Lo, see _traces)
+                Hi, Lo = aux["Hi"].reshape(N, d, d), aux["Lo"].reshape(N, d, d)
+                eZ = np.matmul(Hi[par].transpose(0, 2, 1), eG[1:])
+                eZ += np.matmul(Lo[par].transpose(0, 2, 1), np.abs(Gs))
+                egs2 += by_letter @ eZ.reshape(N - 1, d * d)
+        else:
+            # large d: one GEMM per piece of a letter run (every parent distinct within a
+            # run); X_parent^T G summed over the piece in one GEMM (inner dimension k d)
+            if bound:
+                g_grad = gamma(N * d + 1)
+                gd = gamma(d)
+                ones = np.ones((d, 1))
+                hiMT, rowE = lb["hi"].transpose(0, 2, 1), lb["rowE"]
+                rank1 = d > _SMALL_D
+                cmax = aux.get("cmax")
+            for lv in reversed(self._levels):
+                lo, par = lv.lo, lv.par
+                for c, a, b in self._chunks(lv, d):
+                    pp = par[a:b]
+                    k = b - a
+                    Gs = G[lo + a:lo + b]
+                    G2s = Gs.reshape(k * d, d)
+                    back = (G2s @ MT[c]).reshape(k, d, d)
+                    G[pp] += back
+                    here = want[c]
+                    if here:
+                        gsum[c] += X[pp].reshape(k * d, d).T @ G2s
+                    if not bound:
+                        continue
+                    aG = np.abs(Gs)
+                    T = aG * gd
+                    T += eG[lo + a:lo + b]
+                    eback = (T.reshape(k * d, d) @ hiMT[c]).reshape(k, d, d)
+                    eback += (aG @ ones) * rowE[c]
+                    np.abs(back, out=back)
+                    back *= g_add
+                    eback += back
+                    eG[pp] += eback
+                    if here:
+                        T += aG * (g_grad - gd)
+                        egsum[c] += AX[pp].reshape(k * d, d).T @ T.reshape(k * d, d)
+                        T += aG * (1.0 - g_grad)
+                        if rank1:
+                            egsum[c] += cmax[pp].T @ (np.ones((1, d)) @ T)[:, 0, :]
+                        else:
+                            egsum[c] += eX[pp].reshape(k * d, d).T @ T.reshape(k * d, d)
         grads, egrads = {}, {}
         for c in self.grad_letters:
-            grads[c] = gsum[c].reshape(d, d) + gsum[c + L].reshape(d, d).T
+            grads[c] = gsum[c] + gsum[c + L].T
             if bound:
-                egrads[c] = 1.01 * (egsum[c].reshape(d, d) + egsum[c + L].reshape(d, d).T)
+                egrads[c] = 1.01 * (egsum[c] + egsum[c + L].T)
         return grads, (egrads if bound else None)
 
     # --- public evaluation -----------------------------------------------------------------------
@@ -847,13 +965,13 @@ class CompiledExpansion:
         mats = np.asarray(mats, dtype=float)
         errs = np.zeros_like(mats) if errs is None else np.asarray(errs, dtype=float)
         W = self._weights(n, d, scales)
-        M, hiM, colE, rowE = self._letter_stacks(mats, errs, d, True)
-        X, AX, eX = self._forward(M, hiM, colE, d, True)
-        t, et = self._traces(X, AX, eX, d, True)
+        M, lb = self._letter_stacks(mats, errs, d, True)
+        X, aux = self._forward(M, lb, d, True)
+        t, et = self._traces(X, aux, d, True)
         value, err, dt, edt = self._poly(t, et, W, need_grad, True)
         if not need_grad:
             return value, {}, err, {}
-        grads, egrads = self._backward(X, AX, eX, M, hiM, rowE, dt, edt, d, True)
+        grads, egrads = self._backward(X, aux, M, lb, dt, edt, d, True)
         return value, grads, err, egrads
 
     def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
@@ -861,12 +979,12 @@ class CompiledExpansion:
         mats = np.asarray(mats, dtype=float)
         W = self._weights(n, d, scales)
         M = self._letter_stacks(mats, None, d, False)[0]
-        X, _, _ = self._forward(M, None, None, d, False)
-        t, _ = self._traces(X, None, None, d, False)
+        X, _ = self._forward(M, None, d, False)
+        t, _ = self._traces(X, None, d, False)
         value, _, dt, _ = self._poly(t, None, W, need_grad, False)
         if not need_grad:
             return value, {}
-        return value, self._backward(X, None, None, M, None, None, dt, None, d, False)[0]
+        return value, self._backward(X, None, M, None, dt, None, d, False)[0]
 
     # --- exact evaluation ------------------------------------------------------------------------
 
