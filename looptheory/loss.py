@@ -221,10 +221,14 @@ def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-# Trie nodes of the compiled layout (`_compiled(loops, parts).n_nodes`) by loop count, without
-# and with the u part: computing the layout itself takes seconds at loops = 6, so the memory
-# estimate reads this table (tests/test_bad_inputs.py checks it bounds the real layout).
-_TRIE_NODES = {1: (9, 12), 2: (33, 50), 3: (119, 198), 4: (443, 780), 5: (1706, 3107), 6: (6687, 12434)}
+# Trie nodes of the evaluation layout (`_compiled(loops, parts).n_nodes`: prefixes and suffixes
+# of the split words) by loop count, the most any route needs without and with the u part
+# (tests/test_bad_inputs.py checks it bounds the real layouts).
+_TRIE_NODES = {1: (9, 11), 2: (25, 32), 3: (55, 70), 4: (111, 142), 5: (152, 215), 6: (291, 418)}
+# Arrays of nodes x d^2 doubles alive at once: the products, their absolute values and their
+# error bounds, plus the pairing's and the levels' temporaries (a loss); the adjoints and their
+# bounds on top (a gradient). Measured peak at d = 200, loops = 6 with u: 3.6 and 5.5.
+_FLOAT_COPIES = (4, 6)
 # Bytes per exact entry (a Fraction with its two ints) in exact mode: a rough, generous figure.
 _FRACTION_BYTES = 200
 # Above this n the float evaluation uses the n = inf limit: the terms in 1/n^p it drops are
@@ -253,16 +257,17 @@ def _check(task, A, loops, u, exact, grad=False):
 
 def check_loss_memory(d: int, loops: int, with_u: bool = False, exact: bool = False, grad: bool = False) -> None:
     """Refuse (ValueError naming task) a loss evaluation at dimension d whose memory is above the
-    cap (`looptheory._validate.memory_cap`): the trie holds nodes x d^2 entries, 8 bytes each in
-    float mode (twice: the products and the level temporaries; four times with the gradient's
-    adjoints), about 200 bytes each in exact mode. loops <= MAX_LOOPS."""
+    cap (`looptheory._validate.memory_cap`): the layout's trie holds nodes x d^2 entries, 8 bytes
+    each in float mode, in 4 arrays for a loss (the products, their absolute values, their error
+    bounds, temporaries) and 6 with the gradient's adjoints, about 200 bytes each in exact mode.
+    loops <= MAX_LOOPS."""
     nodes = _TRIE_NODES[loops][bool(with_u)]
     if exact:
         V.check_memory("task", f"population_loss(exact=True) at d = {d}, loops = {loops}",
                        nodes * d * d * _FRACTION_BYTES,
                        f"{nodes} trie nodes x d^2 Fractions x about {_FRACTION_BYTES} bytes")
         return
-    copies = 4 if grad else 2
+    copies = _FLOAT_COPIES[bool(grad)]
     name = "population_loss_grad" if grad else "population_loss"
     V.check_memory("task", f"{name} at d = {d}, loops = {loops}", copies * nodes * d * d * 8,
                    f"{copies} x {nodes} trie nodes x d^2 x 8 bytes")
@@ -369,10 +374,11 @@ def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     ValueError if none can at an affordable cost.
 
     Limits (docs/user-guide.md, "Limits and errors"): exact must be True or False. Memory is
-    about 2 x (trie nodes) x d^2 x 8 bytes, with 9, 33, 119, 443, 1706, 6687 nodes at loops
-    1 ... 6 (about twice as many with a non-zero u), and about 200 bytes per entry in exact
-    mode; a call above the memory cap (4 GiB by default, LOOPTHEORY_MEMORY_CAP) is refused
-    before anything is allocated (ValueError naming task), e.g. d = 2000 at loops = 6. An n
+    about 4 x (trie nodes) x d^2 x 8 bytes, with at most 9, 25, 55, 111, 152, 291 nodes at loops
+    1 ... 6 (11, 32, 70, 142, 215, 418 with a non-zero u: 0.6 GB at d = 200, loops = 6), and
+    about 200 bytes per entry in exact mode; a call above the memory cap (4 GiB by default,
+    LOOPTHEORY_MEMORY_CAP) is refused before anything is allocated (ValueError naming task),
+    e.g. d = 2000 at loops = 6. An n
     above 2^1000 (10**400, say) is evaluated in float mode as its n = inf limit, the dropped
     terms being below 1e-301 of the expansion's; exact mode keeps it exact. A loss that
     overflows float64 (A = 1e200 I) is returned as inf with a RuntimeWarning, never NaN.
@@ -400,8 +406,9 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
     smallest bound is returned, and its `error` and `grad_error` still say how accurate it is,
     possibly less than RTOL.
 
-    Memory is about 4 x (trie nodes) x d^2 x 8 bytes, checked against the memory cap as in
-    `population_loss`; an n above 2^1000 is evaluated as its n = inf limit.
+    Memory is about 6 x (trie nodes) x d^2 x 8 bytes (0.8 GB at d = 200, loops = 6 with u),
+    checked against the memory cap as in `population_loss`; an n above 2^1000 is evaluated as
+    its n = inf limit.
     """
     task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
     return _certified(task, A, loops, u, need_grad=True, fallback=V.boolean("fallback", fallback))

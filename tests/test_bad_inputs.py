@@ -536,11 +536,13 @@ def test_a_bad_cap_setting_is_named(monkeypatch, text):
 
 
 def test_trie_size_table_bounds_the_real_trie():
-    from looptheory.loss import _TRIE_NODES, _compiled
+    from looptheory.loss import CENTRED_MAX_LOOPS, _TRIE_NODES, _compiled
 
-    for loops in (1, 2, 3, 4):
-        for parts, with_u in ((("main0", "main"), False), (("main0", "main", "u", "noise"), True)):
-            assert _compiled(loops, parts).n_nodes <= _TRIE_NODES[loops][with_u]
+    for loops in range(1, 7):
+        forms = [("main0", "main")] + ([("centred",)] if loops <= CENTRED_MAX_LOOPS else [])
+        for head in forms:
+            for tail, with_u in (((), False), (("noise",), False), (("u",), True), (("u", "noise"), True)):
+                assert _compiled(loops, head + tail).n_nodes <= _TRIE_NODES[loops][with_u]
 
 
 # --- huge n and overflow ----------------------------------------------------------------------------
