@@ -493,9 +493,13 @@ class CompiledExpansion:
                 np.add.at(below, par, below[lo:hi])
             uses += np.bincount(self._rest_x[1:], weights=below[1:], minlength=nw + 1)[:nw].astype(np.int64)
         self._max_uses = int(uses.max(initial=0))
+        # df/dt_f sums its uses_f products of at most K + 1 factors each (module docstring)
+        self._grad_gamma = np.append((self._max_factors + 2 + _CHUNK + uses) * _U, 0.0)
+        self._grad_gamma /= 1.0 - self._grad_gamma
         self._weights_cache = OrderedDict()
         self._exact_cache = None
         self._inc = None
+        self._rest_inc = None
 
     @staticmethod
     def _groups(own_levels, other_levels, own_level, other_level, own_node, other_node):
@@ -561,18 +565,19 @@ class CompiledExpansion:
 
     def _letter_stacks(self, mats, errs, d, bound):
         """Right-multiplication matrices of the extended alphabet, M_c and M_c^T, and with
-        bound {hi: |M| + e_M, colE / rowE: column / row maxima of e_M}; for d <= _SMALL_D also
-        the matrices that fold the rank-one terms into one product:
-        Kf = gamma_d hi + 1 colE^T (forward) and Kb = gamma_d hi^T + 1 rowE^T (backward)."""
+        bound {hi: |M| + e_M, and for d <= _SMALL_D Kf = gamma_d hi + e_M and its transpose Kb,
+        so that (e_X + gamma_d |X|) hi + |X| e_M = e_X hi + |X| Kf is two products; above it
+        colE / rowE: the column / row maxima of e_M, for the rank-one term}."""
         M = np.concatenate([mats, mats.transpose(0, 2, 1)])
         if not bound:
             return M, None
         E = np.concatenate([errs, errs.transpose(0, 2, 1)])
-        lb = {"hi": np.abs(M) + E, "colE": E.max(axis=1), "rowE": E.max(axis=2)}
+        lb = {"hi": np.abs(M) + E}
         if d <= _SMALL_D:
-            gd = gamma(d)
-            lb["Kf"] = gd * lb["hi"] + lb["colE"][:, None, :]
-            lb["Kb"] = gd * lb["hi"].transpose(0, 2, 1) + lb["rowE"][:, None, :]
+            lb["Kf"] = gamma(d) * lb["hi"] + E
+            lb["Kb"] = lb["Kf"].transpose(0, 2, 1)
+        else:
+            lb["colE"], lb["rowE"] = E.max(axis=1), E.max(axis=2)
         return M, lb
 
     def _chunks(self, lv, d):
@@ -599,7 +604,7 @@ class CompiledExpansion:
             aux = {"A": AX, "E": eX}
         if d <= _SMALL_D:
             # small d: one stacked product per level, the letters gathered;
-            # e_X M-bound = e_X_parent hi + |X_parent| Kf
+            # e(X M) <= e_X hi + |X| Kf (exact form, no rank-one term)
             for lv in self._levels:
                 lo, hi, par, let = lv.lo, lv.hi, lv.par, lv.let
                 np.matmul(X[par], M[let], out=X[lo:hi])
@@ -645,9 +650,9 @@ class CompiledExpansion:
         """t_w = sum(P * R) for each word, one GEMM per group (a suffix level against its
         adjacent partner prefix levels), and with bound
         e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>, the first product bounded
-        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _SMALL_D. Up to _SMALL_D,
-        aux gains Hi = |X| + e_X and Lo = g |X| + (1 + g) e_X with g the largest rounding
-        factor of the pairing and the adjoints (one array serves all their bounds)."""
+        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _SMALL_D (up to it,
+        <|P|, Lo> + <e_P, Hi> with Hi = |R| + e_R, kept in aux for the adjoints, and
+        Lo = gamma_K |R| + (1 + gamma_K) e_R)."""
         nw, N = self.n_words, self.n_nodes
         t = np.empty(nw + 1)
         t[nw] = 1.0
@@ -665,10 +670,9 @@ class CompiledExpansion:
             A2 = AX.reshape(N, d * d)
             E2 = eX.reshape(N, d * d)
             if not rank1:
-                g = max(gK, self._adjoint_rounding(), gamma(d + N + 1))
                 Hi = aux["Hi"] = A2 + E2
-                Lo = aux["Lo"] = A2 * g
-                Lo += E2 * (1.0 + g)
+                Lo = A2 * gK
+                Lo += E2 * (1.0 + gK)
         for (slo, shi), (plo, phi), wi, si, pi, _ in self._by_suffix:
             if flat:
                 T = X2[plo:phi] @ X2[slo:shi].T
@@ -718,14 +722,10 @@ class CompiledExpansion:
             levels += 1
         return levels
 
-    def _rounding_counts(self):
-        pair_levels = self._pair_levels(len(self._row_x))
-        # value path of a monomial: the rest's product (K - 2), the weight (1), the row sum
-        # (_CHUNK - 1), the factor x (1), the pairwise additions
-        n_val = self._max_factors + _CHUNK + pair_levels + 1
-        # gradient paths: at most K + 1 products and (uses - 1) additions per word, plus rows
-        n_grad = self._max_factors + 2 + self._max_uses + _CHUNK
-        return gamma(n_val), gamma(n_grad)
+    def _value_rounding(self):
+        """gamma for the value path of a monomial: the rest's product (K - 2 roundings), the
+        weight (1), the row sum (_CHUNK - 1), the factor x (1), the pairwise additions."""
+        return gamma(self._max_factors + _CHUNK + self._pair_levels(len(self._row_x)) + 1)
 
     def _poly(self, t, et, W, need_grad, bound):
         """value, error bound, df/dt, bounds on df/dt (None without bound).
@@ -769,29 +769,43 @@ class CompiledExpansion:
         u1 = W["A"] @ H
         u2 = W["AB"] @ np.concatenate([R * H, H])
         value = self._value_sum(t[rx] * y)
-        g_val, g_grad = self._rounding_counts()
+        g_val = self._value_rounding()
         hx = hi[rx]
         err = 1.01 * float(np.dot(et[rx] + g_val * hx, u1) + np.dot(hx, u2)) + _U * abs(value)
         if not need_grad:
             return value, err, None, None
+        # df/dt, and its bound: the gradient in hi of sum_m [a (q_x + R_j) + b] hi_x H_j plus
+        # g_f times that of sum_m a hi_x H_j, g_f = gamma for word f's own count of roundings
         dt = np.bincount(rx, weights=y, minlength=nw + 1)
-        edt = np.bincount(rx, weights=(q[rx] + g_grad) * u1 + u2, minlength=nw + 1)
-        # rest adjoints: Ct t, and for the bound At e + (R + g) At hi + Bt hi
-        A2 = np.empty((nJ, 2))
-        A2[:, 0] = W["Ct"] @ t
-        A2[:, 1] = W["AtBt"] @ np.concatenate([et, hi])
-        A2[:, 1] += (R + g_grad) * (W["At"] @ hi)
-        for plo, lo, hi_, par, x in reversed(self._rest_levels):
-            up = A2[lo:hi_] * TH[x]
-            A2[plo:lo, 0] += np.bincount(par - plo, weights=up[:, 0], minlength=lo - plo)
-            A2[plo:lo, 1] += np.bincount(par - plo, weights=up[:, 1], minlength=lo - plo)
+        edt = np.bincount(rx, weights=q[rx] * u1 + u2, minlength=nw + 1)
+        dpa = np.bincount(rx, weights=u1, minlength=nw + 1)
+        A3 = np.empty((nJ, 3))  # rest adjoints: value, bound, absolute polynomial
+        A3[:, 0] = W["Ct"] @ t
+        A3[:, 2] = W["At"] @ hi
+        A3[:, 1] = W["AtBt"] @ np.concatenate([et, hi])
+        A3[:, 1] += R * A3[:, 2]
         if nJ > 1:
+            T3 = np.stack([t, hi, hi], axis=1)
+            for (plo, lo, hi_, par, x), up in zip(reversed(self._rest_levels), reversed(self._rest_incidence())):
+                A3[plo:lo] += up @ (A3[lo:hi_] * T3[x])
             rp, rxs = self._rest_parent[1:], self._rest_x[1:]
-            dn = A2[1:] * S[rp]
+            dn = A3[1:] * S[rp][:, [0, 1, 1]]
             dt += np.bincount(rxs, weights=dn[:, 0], minlength=nw + 1)
             edt += np.bincount(rxs, weights=dn[:, 1], minlength=nw + 1)
-        edt *= 1.01
+            dpa += np.bincount(rxs, weights=dn[:, 2], minlength=nw + 1)
+        edt += self._grad_gamma * dpa
+        # edt is a bound computed in float: its own rounding (relative 1e-12 or less, all terms
+        # non-negative) is covered by the factor 1.01 on the letters' bounds (_backward)
         return value, err, dt, edt
+
+    def _rest_incidence(self):
+        """Per level of the rests' trie, the sparse 0/1 matrix parents x nodes."""
+        if self._rest_inc is None:
+            from scipy import sparse
+
+            self._rest_inc = [sparse.csr_matrix((np.ones(hi - lo), (par - plo, np.arange(hi - lo))), shape=(lo - plo, hi - lo))
+                              for plo, lo, hi, par, _ in self._rest_levels]
+        return self._rest_inc
 
     # --- stage 3: reverse mode -------------------------------------------------------------------
 
@@ -828,7 +842,13 @@ class CompiledExpansion:
                 A2 = aux["A"].reshape(N, d * d)
                 rmax = aux["rmax"]
             else:
-                Lo, Hi = aux["Lo"], aux["Hi"]
+                # Lo = g |X| + (1 + g) e_X covers gb |R| + e_R here and g_grad |X| + e_X in
+                # the letter gradients' bound (_backward)
+                A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
+                g = max(self._adjoint_rounding(), gamma(d + N + 1))
+                Hi = aux["Hi"]
+                Lo = aux["Lo"] = A2 * g
+                Lo += E2 * (1.0 + g)
         for groups in (self._by_prefix, self._by_suffix):
             for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
                 C = np.zeros((hi - lo, ohi - olo))
@@ -884,8 +904,8 @@ class CompiledExpansion:
                 G2[lv.plo:lv.phi] += up @ back.reshape(k, d * d)
                 if not bound:
                     continue
-                # e(G M^T) <= (e_G + gamma_d |G|) (|M| + e_M)^T + rowsum(|G|) rowmax(e_M)
-                # = e_G hi^T + |G| Kb, plus g_add |G M^T| for the addition into the parent
+                # e(G M^T) <= (e_G + gamma_d |G|) (|M| + e_M)^T + |G| e_M^T = e_G hi^T + |G| Kb,
+                # plus g_add |G M^T| for the addition into the parent
                 eback = np.matmul(eG[lo:hi], hiMT[let])
                 eback += np.matmul(np.abs(Gs), Kb[let])
                 np.abs(back, out=back)

@@ -189,7 +189,8 @@ CASES = [
     ("population_loss-exact-None", lambda: lt.population_loss(_t(), E2, 1, exact=None), TypeError, "exact"),
     ("population_loss-exact-float-A", lambda: lt.population_loss(_t(), E2 * 0.5, 1, exact=True), TypeError, "A"),
     ("population_loss-d-huge", lambda: lt.population_loss(_t(2000, 20), np.zeros((2000, 2000)), 6), ValueError, "task"),
-    ("population_loss-exact-d-huge", lambda: lt.population_loss(_t(60, 20), np.zeros((60, 60), int), 6, exact=True),
+    # d = 300: 291 trie nodes x d^2 Fractions (the split layout; d = 60 fits since it)
+    ("population_loss-exact-d-huge", lambda: lt.population_loss(_t(300, 20), np.zeros((300, 300), int), 6, exact=True),
      ValueError, "task"),
     ("population_loss_grad-task-str", lambda: lt.population_loss_grad("task", E2, 1), TypeError, "task"),
     ("population_loss_grad-loops-zero", lambda: lt.population_loss_grad(_t(), E2, 0), ValueError, "loops"),
