@@ -499,7 +499,6 @@ class CompiledExpansion:
         self._weights_cache = OrderedDict()
         self._exact_cache = None
         self._inc = None
-        self._rest_inc = None
 
     @staticmethod
     def _groups(own_levels, other_levels, own_level, other_level, own_node, other_node):
@@ -572,21 +571,31 @@ class CompiledExpansion:
         if not bound:
             return M, None
         E = np.concatenate([errs, errs.transpose(0, 2, 1)])
-        lb = {"hi": np.abs(M) + E}
+        hi = np.abs(M) + E
+        lb = {"hi": hi}
         if d <= _SMALL_D:
-            lb["Kf"] = gamma(d) * lb["hi"] + E
-            lb["Kb"] = lb["Kf"].transpose(0, 2, 1)
+            lb["Kf"] = gamma(d) * hi + E
+            # the backward adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent
+            lb["Kb"] = ((gamma(d) + gamma(self._max_adds + 1)) * hi + E).transpose(0, 2, 1)
         else:
-            lb["colE"], lb["rowE"] = E.max(axis=1), E.max(axis=2)
+            # [hi; colmax(e_M)] and [hi^T; rowmax(e_M)]: the rank-one term as one more row, so
+            # that [T | rowsum(|X|)] [hi; colE] = T hi + rowsum(|X|) colE is one GEMM
+            lb["hiA"] = np.concatenate([hi, E.max(axis=1)[:, None, :]], axis=1)
+            lb["hiTA"] = np.concatenate([hi.transpose(0, 2, 1), E.max(axis=2)[:, None, :]], axis=1)
         return M, lb
 
     def _chunks(self, lv, d):
-        """(letter, first, end) pieces of a level's letter runs of at most about 2 MB each
-        (the large-d path keeps its temporaries in cache)."""
+        """(letter, first, end, parents) pieces of a level's letter runs of at most about 2 MB
+        each (the large-d path keeps its temporaries in cache); parents a slice where they are
+        consecutive nodes (a view instead of a gathered copy)."""
         step = max(1, (1 << 18) // (d * d))
         for c, a, b, _ in lv.runs:
             for i in range(a, b, step):
-                yield c, i, min(b, i + step)
+                j = min(b, i + step)
+                pp = lv.par[i:j]
+                if pp[-1] - pp[0] == j - i - 1 and np.all(np.diff(pp) == 1):
+                    pp = slice(int(pp[0]), int(pp[-1]) + 1)
+                yield c, i, j, pp
 
     def _forward(self, M, lb, d, bound):
         """Node products X (and with bound the dict aux of |X| "A", running error bounds "E"
@@ -613,29 +622,26 @@ class CompiledExpansion:
                     eX[lo:hi] += np.matmul(AX[par], lb["Kf"][let])
                     np.abs(X[lo:hi], out=AX[lo:hi])
             return X, aux
-        # large d: one GEMM per piece of a letter run, temporaries in cache
+        # large d: one GEMM per piece of a letter run, temporaries in cache; the bound's
+        # product and its rank-one term in one GEMM: [e_X + gamma_d |X| | rowsum(|X|)] [hi; colE]
         if bound:
             gd = gamma(d)
-            ones = np.ones((d, 1))
-            hiM, colE = lb["hi"], lb["colE"]
+            hiA = lb["hiA"]
             rmax = aux["rmax"] = np.zeros((N, d))
             cmax = aux["cmax"] = np.zeros((N, d))
         for lv in self._levels:
-            lo, par = lv.lo, lv.par
-            for c, a, b in self._chunks(lv, d):
-                pp = par[a:b]
+            lo = lv.lo
+            for c, a, b, pp in self._chunks(lv, d):
                 k = b - a
-                Xp = X[pp]
-                np.matmul(Xp.reshape(k * d, d), M[c], out=X[lo + a:lo + b].reshape(k * d, d))
+                np.matmul(X[pp].reshape(k * d, d), M[c], out=X[lo + a:lo + b].reshape(k * d, d))
                 if bound:
                     Ap = AX[pp]
-                    rs = Ap @ ones
-                    T = eX[pp]
-                    Ap *= gd
-                    T += Ap
+                    T = np.empty((k, d, d + 1))
+                    np.sum(Ap, axis=2, out=T[:, :, d])
+                    np.multiply(Ap, gd, out=T[:, :, :d])
+                    T[:, :, :d] += eX[pp]
                     out = eX[lo + a:lo + b]
-                    np.matmul(T.reshape(k * d, d), hiM[c], out=out.reshape(k * d, d))
-                    out += rs * colE[c]
+                    np.matmul(T.reshape(k * d, d + 1), hiA[c], out=out.reshape(k * d, d))
                     np.abs(X[lo + a:lo + b], out=AX[lo + a:lo + b])
                     np.max(out, axis=2, out=rmax[lo + a:lo + b])
                     np.max(out, axis=1, out=cmax[lo + a:lo + b])
@@ -786,8 +792,10 @@ class CompiledExpansion:
         A3[:, 1] += R * A3[:, 2]
         if nJ > 1:
             T3 = np.stack([t, hi, hi], axis=1)
-            for (plo, lo, hi_, par, x), up in zip(reversed(self._rest_levels), reversed(self._rest_incidence())):
-                A3[plo:lo] += up @ (A3[lo:hi_] * T3[x])
+            for plo, lo, hi_, par, x in reversed(self._rest_levels):
+                up = A3[lo:hi_] * T3[x]
+                for col in range(3):
+                    A3[plo:lo, col] += np.bincount(par - plo, weights=up[:, col], minlength=lo - plo)
             rp, rxs = self._rest_parent[1:], self._rest_x[1:]
             dn = A3[1:] * S[rp][:, [0, 1, 1]]
             dt += np.bincount(rxs, weights=dn[:, 0], minlength=nw + 1)
@@ -798,30 +806,16 @@ class CompiledExpansion:
         # non-negative) is covered by the factor 1.01 on the letters' bounds (_backward)
         return value, err, dt, edt
 
-    def _rest_incidence(self):
-        """Per level of the rests' trie, the sparse 0/1 matrix parents x nodes."""
-        if self._rest_inc is None:
-            from scipy import sparse
-
-            self._rest_inc = [sparse.csr_matrix((np.ones(hi - lo), (par - plo, np.arange(hi - lo))), shape=(lo - plo, hi - lo))
-                              for plo, lo, hi, par, _ in self._rest_levels]
-        return self._rest_inc
-
     # --- stage 3: reverse mode -------------------------------------------------------------------
 
-    def _incidence(self):
-        """Sparse 0/1 matrices for the small-d path: per level, parents x nodes (the adjoints'
-        scatter-add), and extended letter x nodes 1.. (the sums of the letter gradients)."""
+    def _by_letter(self):
+        """Nodes 1.. grouped by their extended letter (a permutation and group starts), for the
+        small-d path's sums of the letter gradients."""
         if self._inc is None:
-            from scipy import sparse
-
-            up = []
-            for lv in self._levels:
-                k = lv.hi - lv.lo
-                up.append(sparse.csr_matrix((np.ones(k), (lv.par - lv.plo, np.arange(k))), shape=(lv.phi - lv.plo, k)))
-            N = self.n_nodes
-            by_letter = sparse.csr_matrix((np.ones(N - 1), (self._letter[1:], np.arange(N - 1))), shape=(2 * self.n_letters, N - 1))
-            self._inc = (up, by_letter)
+            let = self._letter[1:]
+            perm = np.argsort(let, kind="stable")
+            letters, starts = np.unique(let[perm], return_index=True)
+            self._inc = (perm, letters, starts)
         return self._inc
 
     def _pair_adjoints(self, X, aux, dt, edt, d, bound):
@@ -879,7 +873,7 @@ class CompiledExpansion:
         G, eG = self._pair_adjoints(X, aux, dt, edt, d, bound)
         MT = M.transpose(0, 2, 1)
         if bound:
-            AX, eX = aux["A"], aux["E"]
+            AX = aux["A"]
             g_add = gamma(self._max_adds + 1)
         want = np.zeros(2 * L, dtype=bool)
         for c in self.grad_letters:
@@ -887,84 +881,73 @@ class CompiledExpansion:
         gsum = np.zeros((2 * L, d, d))
         egsum = np.zeros((2 * L, d, d)) if bound else None
         if d <= _SMALL_D:
-            # small d: stacked products per level; the scatter into parents and the sums per
-            # letter by sparse incidence; X_parent^T G node by node (inner dimension d), then
-            # a sum over at most N nodes
-            G2 = G.reshape(N, d * d)
+            # small d: stacked products per level, scattered into the parents run by run;
+            # X_parent^T G node by node (inner dimension d), then summed per letter over at
+            # most N nodes
             gs2 = gsum.reshape(2 * L, d * d)
             if bound:
-                eG2 = eG.reshape(N, d * d)
                 egs2 = egsum.reshape(2 * L, d * d)
                 hiMT, Kb = lb["hi"].transpose(0, 2, 1), lb["Kb"]
-            for lv, up in zip(reversed(self._levels), reversed(self._incidence()[0])):
+            for lv in reversed(self._levels):
                 lo, hi, let = lv.lo, lv.hi, lv.let
-                k = hi - lo
                 Gs = G[lo:hi]
                 back = np.matmul(Gs, MT[let])
-                G2[lv.plo:lv.phi] += up @ back.reshape(k, d * d)
-                if not bound:
-                    continue
-                # e(G M^T) <= (e_G + gamma_d |G|) (|M| + e_M)^T + |G| e_M^T = e_G hi^T + |G| Kb,
-                # plus g_add |G M^T| for the addition into the parent
-                eback = np.matmul(eG[lo:hi], hiMT[let])
-                eback += np.matmul(np.abs(Gs), Kb[let])
-                np.abs(back, out=back)
-                back *= g_add
-                eback += back
-                eG2[lv.plo:lv.phi] += up @ eback.reshape(k, d * d)
+                if bound:
+                    # e(G M^T) + g_add |G M^T| <= e_G hi^T + |G| ((gamma_d + g_add) hi + e_M)^T
+                    # = e_G hi^T + |G| Kb (g_add for the addition into the parent)
+                    eback = np.matmul(eG[lo:hi], hiMT[let])
+                    eback += np.matmul(np.abs(Gs), Kb[let])
+                for _, a, b, rp in lv.runs:  # within a run every parent is distinct
+                    G[rp] += back[a:b]
+                    if bound:
+                        eG[rp] += eback[a:b]
             # all nodes at once: X_parent^T G node by node, summed per letter
-            by_letter = self._incidence()[1]
-            par = self._parent[1:]
-            Gs = G[1:]
-            gs2 += by_letter @ np.matmul(X[par].transpose(0, 2, 1), Gs).reshape(N - 1, d * d)
+            perm, letters, starts = self._by_letter()
+            par = self._parent[1:][perm]
+            Gs = G[1:][perm]
+            gs2[letters] += np.add.reduceat(np.matmul(X[par].transpose(0, 2, 1), Gs), starts).reshape(len(letters), d * d)
             if bound:
                 # |X~^T G~ - fl(X^T G)| <= (|X| + e_X)^T e_G + (g |X| + e_X)^T |G| with
                 # g = gamma_{d + N + 1} (Hi and Lo, see _traces)
                 Hi, Lo = aux["Hi"].reshape(N, d, d), aux["Lo"].reshape(N, d, d)
-                eZ = np.matmul(Hi[par].transpose(0, 2, 1), eG[1:])
+                eZ = np.matmul(Hi[par].transpose(0, 2, 1), eG[1:][perm])
                 eZ += np.matmul(Lo[par].transpose(0, 2, 1), np.abs(Gs))
-                egs2 += by_letter @ eZ.reshape(N - 1, d * d)
+                egs2[letters] += np.add.reduceat(eZ, starts).reshape(len(letters), d * d)
         else:
             # large d: one GEMM per piece of a letter run (every parent distinct within a
             # run); X_parent^T G summed over the piece in one GEMM (inner dimension k d)
             if bound:
                 g_grad = gamma(N * d + 1)
-                gd = gamma(d)
-                ones = np.ones((d, 1))
-                hiMT, rowE = lb["hi"].transpose(0, 2, 1), lb["rowE"]
-                rank1 = d > _SMALL_D
-                cmax = aux.get("cmax")
+                gd = gamma(d) + g_add  # g_add |G M^T| <= g_add |G| hi^T: the sum into the parent
+                hiTA = lb["hiTA"]
+                cmax = aux["cmax"]
+                ones = np.ones(d)
             for lv in reversed(self._levels):
-                lo, par = lv.lo, lv.par
-                for c, a, b in self._chunks(lv, d):
-                    pp = par[a:b]
+                lo = lv.lo
+                for c, a, b, pp in self._chunks(lv, d):
                     k = b - a
                     Gs = G[lo + a:lo + b]
                     G2s = Gs.reshape(k * d, d)
-                    back = (G2s @ MT[c]).reshape(k, d, d)
-                    G[pp] += back
+                    G[pp] += (G2s @ MT[c]).reshape(k, d, d)
                     here = want[c]
                     if here:
                         gsum[c] += X[pp].reshape(k * d, d).T @ G2s
                     if not bound:
                         continue
+                    # e(G M^T) + g_add |G M^T| <= [e_G + gd |G| | rowsum(|G|)] [hi^T; rowE]
                     aG = np.abs(Gs)
-                    T = aG * gd
-                    T += eG[lo + a:lo + b]
-                    eback = (T.reshape(k * d, d) @ hiMT[c]).reshape(k, d, d)
-                    eback += (aG @ ones) * rowE[c]
-                    np.abs(back, out=back)
-                    back *= g_add
-                    eback += back
-                    eG[pp] += eback
+                    T = np.empty((k, d, d + 1))
+                    np.sum(aG, axis=2, out=T[:, :, d])
+                    np.multiply(aG, gd, out=T[:, :, :d])
+                    T[:, :, :d] += eG[lo + a:lo + b]
+                    eG[pp] += (T.reshape(k * d, d + 1) @ hiTA[c]).reshape(k, d, d)
                     if here:
-                        T += aG * (g_grad - gd)
-                        egsum[c] += AX[pp].reshape(k * d, d).T @ T.reshape(k * d, d)
-                        T += aG * (1.0 - g_grad)
-                        if rank1:
-                            egsum[c] += cmax[pp].T @ (np.ones((1, d)) @ T)[:, 0, :]
-                        else:
-                            egsum[c] += eX[pp].reshape(k * d, d).T @ T.reshape(k * d, d)
+                        # |X~^T G~ - fl(X^T G)| <= |X|^T (e_G + g |G|) + colmax(e_X) colsum(e_G + |G|)
+                        F = T[:, :, :d]
+                        colsum = ones @ F + (1.0 - gd) * (ones @ aG)
+                        F += (g_grad - gd) * aG
+                        egsum[c] += AX[pp].reshape(k * d, d).T @ F.reshape(k * d, d)
+                        egsum[c] += cmax[pp].T @ colsum
         grads, egrads = {}, {}
         for c in self.grad_letters:
             grads[c] = gsum[c] + gsum[c + L].T
