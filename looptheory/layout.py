@@ -308,23 +308,6 @@ def select_arrays(arrays: dict, keep) -> dict:
 # --- the layout --------------------------------------------------------------------------------
 
 
-def _max_rows(X):
-    """Row maxima of each matrix of a stack (..., d, d): max over the last axis (a loop over
-    columns: numpy's reduction over a short last axis is several times slower)."""
-    m = X[..., 0].copy()
-    for j in range(1, X.shape[-1]):
-        np.maximum(m, X[..., j], out=m)
-    return m
-
-
-def _max_cols(X):
-    """Column maxima of each matrix of a stack (..., d, d): max over the row axis."""
-    m = X[..., 0, :].copy()
-    for i in range(1, X.shape[-2]):
-        np.maximum(m, X[..., i, :], out=m)
-    return m
-
-
 class _Level:
     """One level of a trie: nodes lo:hi, their parents (all in the range plo:phi) and letters,
     and the runs of one letter (contiguous; within a run every parent is distinct)."""
@@ -416,7 +399,7 @@ class CompiledExpansion:
         self._arrays = a
         self._words = None
         self.grad_letters = tuple(int(g) for g in grad_letters)
-        self.n_letters = L = len(a["names"])
+        self.n_letters = len(a["names"])
         self.n_parts = len(a["parts"])
         nw = self.n_words = len(a["word_pre"])
         # the trie: node 0 the identity, then the prefix trie's levels (letters c < L), then
@@ -540,8 +523,10 @@ class CompiledExpansion:
         wt = self.coef_float * table[self.part, self.dpow, self.power]
         nm = self.n_monomials
         w = np.bincount(self._term_mono, weights=wt, minlength=nm)
-        # six roundings per term weight, then the sum over the terms sharing a monomial
-        b = gamma(6 + self._max_share) * np.bincount(self._term_mono, weights=np.abs(wt), minlength=nm)
+        # six roundings per term weight (seven if a coefficient is not exact in float), then
+        # the sum over the terms sharing a monomial
+        rounds = 6 + (0 if self._coef_exact else 1) + self._max_share
+        b = gamma(rounds) * np.bincount(self._term_mono, weights=np.abs(wt), minlength=nm)
         a = np.abs(w)
         from scipy import sparse
 
