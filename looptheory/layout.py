@@ -8,31 +8,36 @@ layout evaluates it in three stages.
    start with its rarest letter (W or U for the loss) and cut in two halves,
    tr(w) = tr(P Q) = sum(P * Q^T), P the first ceil(len/2) letters. Every distinct prefix P is
    a node of a trie, P_node = P_parent M_c; every distinct suffix Q too, stored transposed,
-   R = Q^T = (M_c Q_child)^T = R_child M_c^T, so both halves are one trie over an extended
-   alphabet (letter c and its matrix transpose, written c + L). At loops = 6 (all parts) that
-   is 417 nodes where the unsplit trie of whole words had 12 433. The traces are Frobenius
-   products of a prefix level with a suffix level, one dense GEMM per (prefix depth, suffix
-   depth) block.
-2. The polynomial. Each monomial is written x_m * Pi_j: one factor x_m (its rarest word) times
-   the product Pi_j of the others, the "rest", a node of a second trie (4 052 rests at
-   loops = 6 for 73 029 monomials). The sum over monomials and the adjoints are then sparse
-   matrix products (scipy.sparse), with rows of at most _CHUNK monomials so that every sum has
-   a known number of roundings.
-3. Reverse mode. d tr(P Q)/dP = Q^T = R and d/dR = P; the adjoints flow back through both
-   tries (G_parent += G_node M^T per letter, df/dM_c += P_parent^T G_node; for the suffix
-   letters the transposes).
+   R = Q^T = (M_c Q_child)^T = R_child M_c^T, so both halves are right multiplications over
+   an extended alphabet (letter c and its matrix transpose, written c + L). At loops = 6 (all
+   parts) that is 417 products where the trie of whole words needed 12 433. Prefix nodes come
+   first, then suffix nodes, each by depth, so that the levels a word length pairs with are
+   adjacent: the traces are Frobenius products, one GEMM per suffix level and its span of
+   partner prefix levels (a "group").
+2. The polynomial. Each monomial is written t_x Pi_j: one factor x (its rarest word) times the
+   product Pi_j of the others, the "rest", a node of a second trie (1 975 rests at loops = 6
+   for 73 029 monomials). The sums over monomials and the adjoints are sparse matrix products
+   (scipy.sparse), with rows of at most _CHUNK monomials so that every sum has a known number
+   of roundings. The weights, the same on every call for one (n, d, scales), are cached.
+3. Reverse mode. d tr(P Q)/dP = Q^T = R and d/dR = P give the nodes' adjoints, one GEMM per
+   group; they flow back through the trie (G_parent += G_node M^T; df/dM_c += P_parent^T G_node,
+   transposed for a suffix letter). Within one (level, letter) run every parent has one child,
+   so the adjoints are added into the parents directly.
 
 Running error analysis (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
 Sec. 3.5-3.6) gives every computed quantity x a bound e_x >= |x_exact - x| from the computed
-values themselves. With u = 2^-53, gamma_k = k u / (1 - k u), A = |X|:
-- node:   e(X M) <= (e_X + gamma_d A) (|M| + e_M) + (A 1) colmax(e_M)   (entrywise; the last
-          term is a rank-one upper bound of A e_M, one GEMM per node instead of two);
+values themselves. With u = 2^-53, gamma_k = k u / (1 - k u), A = |X|, hi = |M| + e_M:
+- node:   e(X M) <= (e_X + gamma_d A) hi + A e_M, computed as e_X hi + A (gamma_d hi + e_M) up
+          to d = _SMALL_D; above it A e_M <= rowsum(A) colmax(e_M), a rank-one term carried
+          as one more row of the same GEMM (one GEMM per node instead of two);
 - trace:  e_t <= <e_P, |R| + e_R> + <A_P, e_R + gamma_K (|R| + e_R)>, K = d^2 for the flat
           Frobenius GEMM (d <= _FLAT_D), else 2d (d GEMMs of inner dimension d, then a sum);
+          above _SMALL_D the first product is bounded as <colmax(e_P), colsum(|R| + e_R)>;
 - monomial: |prod t_exact - prod t| <= r prod (|t| + e_t), r = sum e_t / (|t| + e_t), plus
           gamma_N |w| prod(|t| + e_t) for the N roundings on its path and the weight's own
-          error;
-- adjoints: the same rules through the transposed products, with the additions counted.
+          error; the final sum of at most 64 numbers is correctly rounded (math.fsum);
+- adjoints: the same rules through the transposed products, the additions into a node
+          counted (g_add), each word's df/dt with the roundings of its own uses.
 The bounds are computed in float; their own relative error is far below 1e-12 and is covered
 by a factor 1.01.
 """
@@ -54,10 +59,9 @@ _CHUNK = 8
 #: above it d GEMMs of inner dimension d and a sum (error gamma_{2d}).
 _FLAT_D = 16
 #: Up to this d ("small d") a trie level is one stacked matmul over all its letters (gathered
-#: letter matrices), the adjoints are scattered by sparse incidence matrices, and the error
-#: bounds use full products; above it each letter run is one GEMM in cache-sized pieces, and a
-#: node's own error matrix in the traces' and adjoints' bounds is bounded by its row or column
-#: maxima (a rank-one upper bound: d times fewer flops than the full product).
+#: letter matrices) and the error bounds use full products; above it each letter run is one
+#: GEMM in cache-sized pieces, and a node's own error matrix in the bounds is bounded by its
+#: row or column maxima (a rank-one upper bound: d times fewer flops than the full product).
 _SMALL_D = 24
 #: Weight tables kept per layout, keyed by (n, d, scales).
 _WEIGHT_CACHE = 8
