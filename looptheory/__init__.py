@@ -1,7 +1,12 @@
 """looptheory: exact theory of looped linear Transformers on in-context linear regression.
 
-The public API; each name is defined in a small module named after its responsibility.
+The public API; each name is defined in a small module named after its responsibility. The
+modules that need SciPy's optimisers, integrators or linear algebra (optimum, flow, dominance,
+claims, chen, experiments, plots) are imported when one of their names is first used, so that
+`import looptheory` stays light (numpy and the exact engine).
 """
+
+import importlib as _importlib
 
 from .task import Task
 from .model import (
@@ -16,21 +21,8 @@ from .model import (
 from .montecarlo import monte_carlo_loss
 from .loss import MAX_LOOPS, RTOL, Certified, population_loss, population_loss_grad
 from .moments import trace_moments, wishart_trace_moments
-from .optimum import OptimumResult, optimal_preconditioner, optimal_scale, scale_loss
 from .spectral import spectral_loss, spectral_loss_grad
-from .flow import FlowResult, gradient_flow
-from .dominance import WorstCase, dominance_ratio, worst_dominance, worst_dominance_spectral
 from .record import Record
-from .claims import ClaimResult, check_claims
-from .chen import (
-    chen_forward,
-    chen_prompt,
-    chen_readout,
-    chen_weights,
-    gd_bounds,
-    gd_error_after,
-    prompt_condition_number,
-)
 from .diagnostics import finite_difference_gradient, taylor_test
 from .training import (
     TrainResult,
@@ -43,22 +35,42 @@ from .training import (
     save_checkpoint,
     train,
 )
-from .experiments import ExperimentResult, prompt_errors, run_experiments
-from .plots import (
-    plot_flow,
-    plot_flow_eigenvalues,
-    plot_loss_vs_loops,
-    plot_optimal_scale,
-    plot_dominance,
-    plot_optimal_loss,
-    plot_test_time_loops,
-    plot_chen_error,
-    plot_chen_kappa,
-    plot_chen_divergence,
-    plot_sample_complexity,
-    plot_training,
-    plot_looped_vs_multilayer,
-)
+
+#: Names imported on first use, by module.
+_LAZY = {
+    "optimum": ("OptimumResult", "optimal_preconditioner", "optimal_scale", "scale_loss"),
+    "flow": ("FlowResult", "gradient_flow"),
+    "dominance": ("WorstCase", "dominance_ratio", "worst_dominance", "worst_dominance_spectral"),
+    "claims": ("ClaimResult", "check_claims"),
+    "chen": ("chen_forward", "chen_prompt", "chen_readout", "chen_weights", "gd_bounds", "gd_error_after",
+             "prompt_condition_number"),
+    "experiments": ("ExperimentResult", "prompt_errors", "run_experiments"),
+    "plots": ("plot_flow", "plot_flow_eigenvalues", "plot_loss_vs_loops", "plot_optimal_scale",
+              "plot_dominance", "plot_optimal_loss", "plot_test_time_loops", "plot_chen_error",
+              "plot_chen_kappa", "plot_chen_divergence", "plot_sample_complexity", "plot_training",
+              "plot_looped_vs_multilayer"),
+}
+_LAZY_NAME = {name: mod for mod, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name):
+    mod = _LAZY_NAME.get(name)
+    if mod is not None:
+        value = getattr(_importlib.import_module(f"{__name__}.{mod}"), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__"):
+        try:  # a submodule, e.g. looptheory.optimum without importing it first
+            return _importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_NAME))
+
 
 __version__ = "0.1.0"
 

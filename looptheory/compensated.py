@@ -4,15 +4,30 @@ dot products with a rigorous error bound.
 Near the optimum the letter M_E = I - A^T sigma_x is of size 1e-11 while A^T sigma_x is of size 1;
 forming it in plain float64 leaves an absolute error of about 1e-16 per unit of |A^T| |sigma_x|,
 which is a relative error of 1e-5 or worse in E, and the loss near the optimum is a polynomial of
-degree 2L in E. Here every product a_ik b_kj is split exactly into p + e (Dekker's TwoProduct) and
-the 2d + 1 numbers of each entry are summed with TwoSum in double-double (Ogita, Rump and Oishi,
-"Accurate sum and dot product", SIAM J. Sci. Comput. 26, 2005, Algorithm Dot2). The result,
-rounded once to float64, satisfies
+degree 2L in E. `product` computes C + s X Y accurately and rounds it once, with an entrywise
+bound on its error, by one of two algorithms:
 
-    |fl(C + s X Y) - (C + s X Y)| <= u |C + s X Y| + gamma_{2d+1}^2 (|C| + |X| |Y|)
+- Dot2 (small products): every product a_ik b_kj is split exactly into p + e (Dekker's
+  TwoProduct) and the 2k + 1 numbers of each entry are summed with TwoSum in double-double
+  (Ogita, Rump and Oishi, "Accurate sum and dot product", SIAM J. Sci. Comput. 26, 2005,
+  Algorithm Dot2). Their Proposition 5.5 (u = 2^-53, gamma_k = k u / (1 - k u)):
 
-entrywise (their Proposition 5.5 with u = 2^-53, gamma_k = k u / (1 - k u)), which `product`
-returns beside the value.
+    |fl(C + s X Y) - (C + s X Y)| <= u |C + s X Y| + gamma_{2k+1}^2 (|C| + |X| |Y|).
+
+- Error-free splitting (large products, Ozaki, Ogita, Oishi and Rump, "Error-free
+  transformations of matrix multiplication by using fast routines of matrix multiplication",
+  Numer. Algorithms 59, 2012): X is cut row by row into slices X_1 + ... + X_s + R_X whose
+  entries are integer multiples of a power of two per row with at most 54 - beta bits, Y
+  column by column likewise, with 2 beta >= 55 + log2 k, so that every X_a Y_b is computed
+  EXACTLY by an ordinary BLAS GEMM (all partial sums are integers below 2^53 times a power of
+  two). The s^2 exact products and C are summed with Sum2 (cascaded TwoSum, their
+  Proposition 4.5) and rounded once; the dropped remainders add |R_X| |Y| + |X - R_X| |R_Y|:
+
+    |M - (C + s X Y)| <= u (1 + 2u) |M| + 2 gamma_{n-1}^2 (|C| + sum |X_a Y_b|)
+                         + (1 + 2 gamma_k) (|R_X| |Y| + (|X| + |R_X|) |R_Y|),   n = s^2 + 1.
+
+  It costs s^2 + 2 GEMMs instead of k vectorised passes over a (rows, k, m) array, which at
+  d = 100 is 40 times faster and needs no (rows, k, m) temporaries.
 """
 
 from __future__ import annotations
@@ -21,6 +36,10 @@ import numpy as np
 
 U = 2.0**-53
 _SPLIT = 134217729.0  # 2^27 + 1
+#: Products with at most this many scalar products (rows x k x m) use Dot2.
+_DOT2_MAX = 1 << 17
+#: Slices per factor in the error-free splitting.
+_SLICES = 4
 
 
 def gamma(k) -> float:
@@ -48,30 +67,94 @@ def _two_product(a, b):
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-def product(X, Y, C=None, sign=1.0):
-    """(M, err): M = fl(C + sign * X @ Y) computed in double-double and rounded once, and an
+def product(X, Y, C=None, sign=1.0, method=None):
+    """(M, err): M = fl(C + sign * X @ Y) computed accurately and rounded once, and an
     entrywise bound err >= |M - (C + sign X Y)| (see the module docstring).
 
-    X, Y: float arrays (d, k) and (k, m); C: (d, m) or None (zero); sign: +1 or -1. Entries
-    above 1e150 in magnitude could overflow the exact splitting; they fall back to the plain
-    product with the classical bound gamma_k |X| |Y|.
+    X, Y: float arrays (d, k) and (k, m); C: (d, m) or None (zero); sign: +1 or -1, or one
+    sign per row of X (shape (d,) or (d, 1)). method: "dot2" or "split" to force an algorithm
+    (default: Dot2 for at most _DOT2_MAX scalar products, else the error-free splitting).
+    Entries above 1e150 in magnitude could overflow the exact splitting; they fall back to
+    the plain product with the classical bound gamma_k |X| |Y|.
     """
     X = np.asarray(X, dtype=float)
     Y = np.asarray(Y, dtype=float)
-    k = X.shape[1]
+    r, k = X.shape
+    m = Y.shape[1]
+    sgn = np.asarray(sign, dtype=float)
+    sgn = sgn.reshape(r, 1) if sgn.ndim else sgn
     absC = 0.0 if C is None else np.abs(C)
+    big = max(np.max(np.abs(X), initial=0.0), np.max(np.abs(Y), initial=0.0))
+    if big > 1e150:
+        M = (0.0 if C is None else C) + sgn * (X @ Y)
+        return M, gamma(k + 1) * (np.abs(X) @ np.abs(Y) + absC)
+    if method is None:
+        method = "dot2" if r * k * m <= _DOT2_MAX else "split"
+    if method == "split":
+        out = _split_product(X, Y, C, sgn)
+        if out is not None:
+            return out
     mag = np.abs(X) @ np.abs(Y) + absC
-    if max(np.max(np.abs(X), initial=0.0), np.max(np.abs(Y), initial=0.0)) > 1e150:
-        M = (0.0 if C is None else C) + sign * (X @ Y)
-        return M, gamma(k + 1) * mag
     # all k products at once: (d, k, m)
     p, e = _two_product(X[:, :, None], Y[None, :, :])
-    if sign < 0:
+    if sgn.ndim:
+        p *= sgn[:, :, None]
+        e *= sgn[:, :, None]
+    elif sgn < 0:
         p, e = -p, -e
-    s = np.zeros((X.shape[0], Y.shape[1])) if C is None else np.array(C, dtype=float)
+    s = np.zeros((r, m)) if C is None else np.array(C, dtype=float)
     c = np.zeros_like(s)
     for j in range(k):
         s, q = _two_sum(s, p[:, j, :])
         c = c + (q + e[:, j, :])
     M = s + c
     return M, U * np.abs(M) + gamma(2 * k + 1) ** 2 * mag
+
+
+def _slices(Z, axis, beta, s):
+    """Z = Z_1 + ... + Z_s + R (exactly), each Z_a with entries integer multiples of one power
+    of two per row (axis=1) or column (axis=0), at most 54 - beta bits; None if a slice could
+    lose bits to underflow."""
+    mu = np.max(np.abs(Z), axis=axis, keepdims=True)
+    _, e = np.frexp(mu)  # mu <= 2^e
+    if np.any(mu > 0) and int(e[mu > 0].min()) - s * (53 - beta) - 53 < -1000:
+        return None, None
+    sigma = np.where(mu > 0, np.ldexp(1.0, e + beta), 0.0)
+    out = []
+    R = Z.copy()
+    for _ in range(s):
+        Za = (R + sigma) - sigma
+        R -= Za  # exact: the rounding error of R + sigma
+        out.append(Za)
+        sigma = sigma * 2.0 ** (beta - 53)
+    return out, R
+
+
+def _split_product(X, Y, C, sgn):
+    k = X.shape[1]
+    beta = int(np.ceil((55 + np.log2(max(k, 1))) / 2))
+    s = _SLICES
+    Xs, RX = _slices(X, 1, beta, s)
+    Ys, RY = _slices(Y, 0, beta, s)
+    if Xs is None or Ys is None:
+        return None
+    # the exact partial products, largest first, summed with Sum2 (cascaded TwoSum)
+    S = np.zeros((X.shape[0], Y.shape[1])) if C is None else np.array(C, dtype=float)
+    mag = np.abs(S)
+    c = np.zeros_like(S)
+    for total in range(2 * s - 1):
+        for a in range(s):
+            b = total - a
+            if 0 <= b < s:
+                P = Xs[a] @ Ys[b]
+                mag += np.abs(P)
+                if sgn.ndim or sgn < 0:
+                    P *= sgn
+                S, q = _two_sum(S, P)
+                c += q
+    M = S + c
+    aRX, aRY = np.abs(RX), np.abs(RY)
+    tail = aRX @ np.abs(Y) + (np.abs(X) + aRX) @ aRY
+    n = s * s + 1
+    err = U * (1 + 2 * U) * np.abs(M) + 2 * gamma(n - 1) ** 2 * mag + (1 + 2 * gamma(k)) * tail
+    return M, err

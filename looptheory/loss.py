@@ -47,7 +47,8 @@ import numpy as np
 from . import _validate as V
 from .compensated import U as U_ROUND
 from .compensated import gamma, product
-from .expectations import Alphabet, CompiledExpansion, Engine, Expansion
+from .expectations import Alphabet, Engine, Expansion
+from .layout import CompiledExpansion, build_arrays, load_arrays, select_arrays
 from .task import Task
 
 #: Loop counts the engine supports. Expansions for every supported loop count ship as package
@@ -171,20 +172,63 @@ def _main0(loops: int) -> Expansion:
     return Expansion(ALPHABET, {(0, ((_E,) * loops + (_W,) + (_ET,) * loops,)): 1})
 
 
+#: The parts each shipped evaluation layout holds, by form (looptheory/data/layout_L{L}_{form}.npz):
+#: a route's layout is the shipped one with only the parts it needs (`layout.select_arrays`).
+LAYOUT_PARTS = {"S": ("main0", "main", "u", "noise"), "centred": ("centred", "u", "noise")}
+
+
+def layout_path(loops: int, form: str) -> str:
+    """The shipped evaluation layout of `form` ("S" or "centred") at this loop count."""
+    return os.path.join(DATA_DIR, f"layout_L{loops}_{form}.npz")
+
+
+def build_layout(loops: int, form: str) -> dict:
+    """The evaluation layout of all of a form's parts as arrays, built from the expansions
+    (scripts/build_expansions.py ships it; tests/test_shipped_expansions.py checks it)."""
+    parts = LAYOUT_PARTS[form]
+    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    return build_arrays(exps, parts)
+
+
+@lru_cache(maxsize=None)
+def _layout_arrays(loops: int, form: str) -> dict:
+    path = layout_path(loops, form)
+    if not os.path.exists(path):
+        return build_layout(loops, form)
+    arrays = load_arrays(path)
+    alphabet = ALPHABET_CENTRED if form == "centred" else ALPHABET
+    if (tuple(str(x) for x in arrays["names"]) != alphabet.names or tuple(int(x) for x in arrays["transpose"]) != alphabet.transpose
+            or tuple(str(x) for x in arrays["parts"]) != LAYOUT_PARTS[form]):
+        raise ValueError(f"{path}: the shipped layout's alphabet or parts differ from the loss's")
+    return arrays
+
+
 @lru_cache(maxsize=None)
 def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
-    """One layout for the requested parts ("main0" is the n^0 part of the main term)."""
+    """One layout for the requested parts ("main0" is the n^0 part of the main term): the
+    shipped layout (loaded lazily, once per loop count) restricted to these parts."""
+    form = "centred" if "centred" in parts else "S"
+    full = LAYOUT_PARTS[form]
+    if len(set(parts)) == len(parts) and all(p in full for p in parts):
+        arrays = _layout_arrays(loops, form)
+        if tuple(parts) != full:
+            arrays = select_arrays(arrays, [full.index(p) for p in parts])
+        return CompiledExpansion.from_arrays(arrays, _GRAD_LETTERS)
     exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
-    return CompiledExpansion(exps, _GRAD_LETTERS)
+    return CompiledExpansion(exps, _GRAD_LETTERS, parts)
 
 
 # --- inputs ----------------------------------------------------------------------------------
 
 
-# Trie nodes of the compiled layout (`_compiled(loops, parts).n_nodes`) by loop count, without
-# and with the u part: computing the layout itself takes seconds at loops = 6, so the memory
-# estimate reads this table (tests/test_bad_inputs.py checks it bounds the real layout).
-_TRIE_NODES = {1: (9, 12), 2: (33, 50), 3: (119, 198), 4: (443, 780), 5: (1706, 3107), 6: (6687, 12434)}
+# Trie nodes of the evaluation layout (`_compiled(loops, parts).n_nodes`: prefixes and suffixes
+# of the split words) by loop count, the most any route needs without and with the u part
+# (tests/test_bad_inputs.py checks it bounds the real layouts).
+_TRIE_NODES = {1: (9, 11), 2: (25, 32), 3: (55, 70), 4: (111, 142), 5: (152, 215), 6: (291, 418)}
+# Arrays of nodes x d^2 doubles alive at once: the products, their absolute values and their
+# error bounds, plus the pairing's and the levels' temporaries (a loss); the adjoints and their
+# bounds on top (a gradient). Measured peak at d = 200, loops = 6 with u: 3.6 and 5.5.
+_FLOAT_COPIES = (4, 6)
 # Bytes per exact entry (a Fraction with its two ints) in exact mode: a rough, generous figure.
 _FRACTION_BYTES = 200
 # Above this n the float evaluation uses the n = inf limit: the terms in 1/n^p it drops are
@@ -213,16 +257,17 @@ def _check(task, A, loops, u, exact, grad=False):
 
 def check_loss_memory(d: int, loops: int, with_u: bool = False, exact: bool = False, grad: bool = False) -> None:
     """Refuse (ValueError naming task) a loss evaluation at dimension d whose memory is above the
-    cap (`looptheory._validate.memory_cap`): the trie holds nodes x d^2 entries, 8 bytes each in
-    float mode (twice: the products and the level temporaries; four times with the gradient's
-    adjoints), about 200 bytes each in exact mode. loops <= MAX_LOOPS."""
+    cap (`looptheory._validate.memory_cap`): the layout's trie holds nodes x d^2 entries, 8 bytes
+    each in float mode, in 4 arrays for a loss (the products, their absolute values, their error
+    bounds, temporaries) and 6 with the gradient's adjoints, about 200 bytes each in exact mode.
+    loops <= MAX_LOOPS."""
     nodes = _TRIE_NODES[loops][bool(with_u)]
     if exact:
         V.check_memory("task", f"population_loss(exact=True) at d = {d}, loops = {loops}",
                        nodes * d * d * _FRACTION_BYTES,
                        f"{nodes} trie nodes x d^2 Fractions x about {_FRACTION_BYTES} bytes")
         return
-    copies = 4 if grad else 2
+    copies = _FLOAT_COPIES[bool(grad)]
     name = "population_loss_grad" if grad else "population_loss"
     V.check_memory("task", f"{name} at d = {d}, loops = {loops}", copies * nodes * d * d * 8,
                    f"{copies} x {nodes} trie nodes x d^2 x 8 bytes")
@@ -334,10 +379,11 @@ def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     ValueError if none can at an affordable cost.
 
     Limits (docs/user-guide.md, "Limits and errors"): exact must be True or False. Memory is
-    about 2 x (trie nodes) x d^2 x 8 bytes, with 9, 33, 119, 443, 1706, 6687 nodes at loops
-    1 ... 6 (about twice as many with a non-zero u), and about 200 bytes per entry in exact
-    mode; a call above the memory cap (4 GiB by default, LOOPTHEORY_MEMORY_CAP) is refused
-    before anything is allocated (ValueError naming task), e.g. d = 2000 at loops = 6. An n
+    about 4 x (trie nodes) x d^2 x 8 bytes, with at most 9, 25, 55, 111, 152, 291 nodes at loops
+    1 ... 6 (11, 32, 70, 142, 215, 418 with a non-zero u: 0.6 GB at d = 200, loops = 6), and
+    about 200 bytes per entry in exact mode; a call above the memory cap (4 GiB by default,
+    LOOPTHEORY_MEMORY_CAP) is refused before anything is allocated (ValueError naming task),
+    e.g. d = 2000 at loops = 6. An n
     above 2^1000 (10**400, say) is evaluated in float mode as its n = inf limit, the dropped
     terms being below 1e-301 of the expansion's; exact mode keeps it exact. A loss that
     overflows float64 (A = 1e200 I) is returned as inf with a RuntimeWarning, never NaN.
@@ -365,8 +411,9 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
     smallest bound is returned, and its `error` and `grad_error` still say how accurate it is,
     possibly less than RTOL.
 
-    Memory is about 4 x (trie nodes) x d^2 x 8 bytes, checked against the memory cap as in
-    `population_loss`; an n above 2^1000 is evaluated as its n = inf limit.
+    Memory is about 6 x (trie nodes) x d^2 x 8 bytes (0.8 GB at d = 200, loops = 6 with u),
+    checked against the memory cap as in `population_loss`; an n above 2^1000 is evaluated as
+    its n = inf limit.
     """
     task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
     return _certified(task, A, loops, u, need_grad=True, fallback=V.boolean("fallback", fallback))
@@ -374,21 +421,26 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
 
 def _float_letters(A, u, sx, sw, d):
     """Letter matrices formed with compensated products (one rounding each) and their entrywise
-    error bounds."""
+    error bounds: one stacked product for all of them (A^T sigma_x twice, for B = A^T sigma_x
+    and E = I - A^T sigma_x; A sigma_x twice; sigma_w sigma_x; u^T sigma_x)."""
     eye = np.eye(d)
-    mB, eB = product(A.T, sx)
-    mBt, eBt = product(A, sx)
-    mE, eE = product(A.T, sx, eye, -1.0)
-    mEt, eEt = product(A, sx, eye, -1.0)
-    mW, eW = product(sw, sx)
+    zero = np.zeros((d, d))
+    rows = [A.T, A.T, A, A, sw] + ([] if u is None else [u[None, :]])
+    X = np.concatenate(rows)
+    C = np.concatenate([zero, eye, zero, eye, zero] + ([] if u is None else [np.zeros((1, d))]))
+    sign = np.ones(len(X))
+    sign[d:2 * d] = sign[3 * d:4 * d] = -1.0
+    M, err = product(X, sx, C, sign)
+    mB, mE, mBt, mEt, mW = (M[i * d:(i + 1) * d] for i in range(5))
+    eB, eE, eBt, eEt, eW = (err[i * d:(i + 1) * d] for i in range(5))
     if u is None:
-        mU, eU = np.zeros((d, d)), np.zeros((d, d))
+        mU, eU = zero, zero
     else:
-        v, ev = product(u[None, :], sx)
-        mU = np.outer(u, v[0])
-        eU = np.abs(np.outer(u, ev[0])) + U_ROUND * np.abs(mU)
+        v, ev = M[5 * d], err[5 * d]
+        mU = np.outer(u, v)
+        eU = np.abs(np.outer(u, ev)) + U_ROUND * np.abs(mU)
     mats = np.stack([eye, mB, mBt, mE, mEt, mW, mU])
-    errs = np.stack([np.zeros((d, d)), eB, eBt, eE, eEt, eW, eU])
+    errs = np.stack([zero, eB, eBt, eE, eEt, eW, eU])
     return mats, errs
 
 

@@ -193,7 +193,8 @@ CASES = [
     ("population_loss-exact-None", lambda: lt.population_loss(_t(), E2, 1, exact=None), TypeError, "exact"),
     ("population_loss-exact-float-A", lambda: lt.population_loss(_t(), E2 * 0.5, 1, exact=True), TypeError, "A"),
     ("population_loss-d-huge", lambda: lt.population_loss(_t(2000, 20), np.zeros((2000, 2000)), 6), ValueError, "task"),
-    ("population_loss-exact-d-huge", lambda: lt.population_loss(_t(60, 20), np.zeros((60, 60), int), 6, exact=True),
+    # d = 300: 291 trie nodes x d^2 Fractions (the split layout; d = 60 fits since it)
+    ("population_loss-exact-d-huge", lambda: lt.population_loss(_t(300, 20), np.zeros((300, 300), int), 6, exact=True),
      ValueError, "task"),
     ("population_loss_grad-task-str", lambda: lt.population_loss_grad("task", E2, 1), TypeError, "task"),
     ("population_loss_grad-loops-zero", lambda: lt.population_loss_grad(_t(), E2, 0), ValueError, "loops"),
@@ -569,11 +570,13 @@ def test_a_bad_cap_setting_is_named(monkeypatch, text):
 
 
 def test_trie_size_table_bounds_the_real_trie():
-    from looptheory.loss import _TRIE_NODES, _compiled
+    from looptheory.loss import CENTRED_MAX_LOOPS, _TRIE_NODES, _compiled
 
-    for loops in (1, 2, 3, 4):
-        for parts, with_u in ((("main0", "main"), False), (("main0", "main", "u", "noise"), True)):
-            assert _compiled(loops, parts).n_nodes <= _TRIE_NODES[loops][with_u]
+    for loops in range(1, 7):
+        forms = [("main0", "main")] + ([("centred",)] if loops <= CENTRED_MAX_LOOPS else [])
+        for head in forms:
+            for tail, with_u in (((), False), (("noise",), False), (("u",), True), (("u", "noise"), True)):
+                assert _compiled(loops, head + tail).n_nodes <= _TRIE_NODES[loops][with_u]
 
 
 # --- huge n and overflow ----------------------------------------------------------------------------

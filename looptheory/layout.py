@@ -1,0 +1,1075 @@
+"""Expansions laid out for fast evaluation: the value, the gradient with respect to every letter
+matrix, and rigorous running error bounds on both (docs/engine.md, sections 4, 5 and 8).
+
+An expansion is a polynomial in traces of constant words, sum_m w_m prod_f tr(word_f). The
+layout evaluates it in three stages.
+
+1. Words as prefix x suffix. tr(w) is invariant under rotation, so each word is rotated to
+   start with its rarest letter (W or U for the loss) and cut in two halves,
+   tr(w) = tr(P Q) = sum(P * Q^T), P the first ceil(len/2) letters. Every distinct prefix P is
+   a node of a trie, P_node = P_parent M_c; every distinct suffix Q too, stored transposed,
+   R = Q^T = (M_c Q_child)^T = R_child M_c^T, so both halves are right multiplications over
+   an extended alphabet (letter c and its matrix transpose, written c + L). At loops = 6 (all
+   parts) that is 417 products where the trie of whole words needed 12 433. Prefix nodes come
+   first, then suffix nodes, each by depth, so that the levels a word length pairs with are
+   adjacent: the traces are Frobenius products, one GEMM per suffix level and its span of
+   partner prefix levels (a "group").
+2. The polynomial. Each monomial is written t_x Pi_j: one factor x (its rarest word) times the
+   product Pi_j of the others, the "rest", a node of a second trie (1 975 rests at loops = 6
+   for 73 029 monomials). The sums over monomials and the adjoints are sparse matrix products
+   (scipy.sparse), with rows of at most _CHUNK monomials so that every sum has a known number
+   of roundings. The weights, the same on every call for one (n, d, scales), are cached.
+3. Reverse mode. d tr(P Q)/dP = Q^T = R and d/dR = P give the nodes' adjoints, one GEMM per
+   group; they flow back through the trie (G_parent += G_node M^T; df/dM_c += P_parent^T G_node,
+   transposed for a suffix letter). Within one (level, letter) run every parent has one child,
+   so the adjoints are added into the parents directly.
+
+Running error analysis (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
+Sec. 3.5-3.6) gives every computed quantity x a bound e_x >= |x_exact - x| from the computed
+values themselves. With u = 2^-53, gamma_k = k u / (1 - k u), A = |X|, hi = |M| + e_M:
+- node:   e(X M) <= (e_X + gamma_d A) hi + A e_M, computed as e_X hi + A (gamma_d hi + e_M) up
+          to d = _SMALL_D; above it A e_M <= rowsum(A) colmax(e_M), a rank-one term carried
+          as one more row of the same GEMM (one GEMM per node instead of two);
+- trace:  e_t <= <e_P, |R| + e_R> + <A_P, e_R + gamma_K (|R| + e_R)>, K = d^2 for the flat
+          Frobenius GEMM (d <= _FLAT_D), else 2d (d GEMMs of inner dimension d, then a sum);
+          above _SMALL_D the first product is bounded as <colmax(e_P), colsum(|R| + e_R)>;
+- monomial: |prod t_exact - prod t| <= r prod (|t| + e_t), r = sum e_t / (|t| + e_t), plus
+          gamma_N |w| prod(|t| + e_t) for the N roundings on its path and the weight's own
+          error; the final sum of at most 64 numbers is correctly rounded (math.fsum);
+- adjoints: the same rules through the transposed products, the additions into a node
+          counted (g_add), each word's df/dt with the roundings of its own uses.
+The bounds are computed in float; their own relative error is far below 1e-12 and is covered
+by a factor 1.01.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, defaultdict
+from fractions import Fraction
+
+import numpy as np
+
+from .compensated import U as _U
+from .compensated import gamma
+
+#: Monomials per row of the sparse sums (a sum of at most this many products per row).
+_CHUNK = 8
+#: Up to this d the traces are one Frobenius GEMM with inner dimension d^2 (error gamma_{d^2});
+#: above it d GEMMs of inner dimension d and a sum (error gamma_{2d}).
+_FLAT_D = 16
+#: Up to this d ("small d") a trie level is one stacked matmul over all its letters (gathered
+#: letter matrices) and the error bounds use full products; above it each letter run is one
+#: GEMM in cache-sized pieces, and a node's own error matrix in the bounds is bounded by its
+#: row or column maxima (a rank-one upper bound: d times fewer flops than the full product).
+_SMALL_D = 24
+#: Weight tables kept per layout, keyed by (n, d, scales): about 7 MB each at loops = 6, 14 ms
+#: to rebuild.
+_WEIGHT_CACHE = 4
+#: The version of the array layout (`to_arrays`, the shipped .npz files).
+LAYOUT_FORMAT = 1
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def _trie(strings):
+    """The prefix trie of `strings` (tuples of ints), node 0 the empty string, ordered by depth,
+    then by last letter, then by parent: (parent, letter, level offsets, {string: node})."""
+    by_depth = defaultdict(set)
+    for s in strings:
+        for k in range(1, len(s) + 1):
+            by_depth[k].add(s[:k])
+    index = {(): 0}
+    parent, letter, offsets = [0], [-1], [0, 1]
+    for k in range(1, max(by_depth, default=0) + 1):
+        for s in sorted(by_depth[k], key=lambda s: (s[-1], index[s[:-1]])):
+            index[s] = len(parent)
+            parent.append(index[s[:-1]])
+            letter.append(s[-1])
+        offsets.append(len(parent))
+    return np.array(parent, dtype=np.int64), np.array(letter, dtype=np.int64), np.array(offsets, dtype=np.int64), index
+
+
+def _split_word(w, rank):
+    """(prefix, suffix) with prefix + suffix a rotation of w starting with its rarest letter
+    (lowest rank), the least such rotation, cut after ceil(len / 2) letters."""
+    k = len(w)
+    first = min(w, key=rank.__getitem__)
+    r = min(w[i:] + w[:i] for i in range(k) if w[i] == first)
+    h = (k + 1) // 2
+    return r[:h], r[h:]
+
+
+def build_arrays(expansions, parts=None) -> dict:
+    """The layout of `expansions` (one per part) as a dict of arrays (see CompiledExpansion)."""
+    al = expansions[0].alphabet
+    L = len(al.names)
+    seen = {}
+    for e in expansions:
+        for _, ws in e:
+            for w in ws:
+                if w:
+                    seen.setdefault(w, None)
+    words = sorted(seen, key=lambda w: (len(w), w))
+    nw = len(words)
+    widx = {w: i for i, w in enumerate(words)}
+    # stage 1: the split, one trie over letters c (prefixes) and c + L (reversed suffixes, transposed)
+    count = defaultdict(int)
+    for w in words:
+        for c in w:
+            count[c] += 1
+    rank = {c: (count[c], c) for c in count}
+    halves = [_split_word(w, rank) for w in words]
+    # the prefix trie's nodes first, then the suffix trie's (their root is node 0 too): the
+    # prefix levels of one word length are adjacent, and so are the suffix levels
+    pparent, pletter, poffsets, pindex = _trie([p for p, _ in halves])
+    sstr = [tuple(c + L for c in reversed(q)) for _, q in halves]
+    sparent, sletter, soffsets, sindex = _trie(sstr)
+    split = len(pparent)
+    parent = np.concatenate([pparent, (sparent + np.where(sparent > 0, split - 1, 0))[1:]])
+    letter = np.concatenate([pletter, sletter[1:]])
+    offsets = np.concatenate([poffsets, soffsets[2:] + split - 1])
+    word_pre = np.array([pindex[p] for p, _ in halves], dtype=np.int64)
+    word_suf = np.array([sindex[q] for q in sstr], dtype=np.int64)
+    word_suf = np.where(word_suf > 0, word_suf + split - 1, 0)
+    # stage 2: the polynomial
+    coef, power, dpow, part, mono_of_term = [], [], [], [], []
+    mono_id = {}
+    for k, e in enumerate(expansions):
+        for (p, ws), c in e.items():
+            key = tuple(sorted(widx[w] for w in ws if w))
+            m = mono_id.get(key)
+            if m is None:
+                m = mono_id[key] = len(mono_id)
+            coef.append(c)
+            power.append(p)
+            dpow.append(sum(1 for w in ws if not w))
+            part.append(k)
+            mono_of_term.append(m)
+    monos = list(mono_id)
+    freq = defaultdict(int)
+    for key in monos:
+        for f in key:
+            freq[f] += 1
+    xs, rests = [], []
+    for key in monos:
+        if not key:
+            xs.append(nw)
+            rests.append(())
+            continue
+        x = min(key, key=lambda f: (freq[f], -f))
+        rest = list(key)
+        rest.remove(x)
+        xs.append(x)
+        rests.append(tuple(sorted(rest, key=lambda f: (-freq[f], f))))
+    rparent, rx, roffsets, rindex = _trie(rests)
+    leaf_x = np.array(xs, dtype=np.int64)
+    leaf_j = np.array([rindex[r] for r in rests], dtype=np.int64)
+    # monomials in (x, rest) order: the rows of the sparse sums are contiguous
+    order = np.lexsort((leaf_j, leaf_x))
+    new_id = np.empty(len(order), dtype=np.int64)
+    new_id[order] = np.arange(len(order))
+    for c in coef:
+        if abs(c) >= 2**62:
+            raise ValueError("expansion: a coefficient does not fit in 62 bits")
+    maxlen = max((len(w) for w in words), default=0)
+    wpad = np.full((nw, max(maxlen, 1)), -1, dtype=np.int16)
+    for i, w in enumerate(words):
+        wpad[i, : len(w)] = w
+    # terms sorted by monomial (then part, power of 1/n, power of d): compact to store
+    tm = new_id[np.array(mono_of_term, dtype=np.int64)] if coef else np.zeros(0, dtype=np.int64)
+    tcols = [np.array(v, dtype=np.int64) for v in (coef, power, dpow, part)]
+    torder = np.lexsort((tcols[2], tcols[1], tcols[3], tm))
+    return {
+        "format": np.array(LAYOUT_FORMAT),
+        "names": np.array(al.names),
+        "transpose": np.array(al.transpose, dtype=np.int64),
+        "random": np.array(al.random),
+        "parts": np.array(list(parts) if parts is not None else [str(k) for k in range(len(expansions))]),
+        "words": wpad,
+        "word_pre": word_pre,
+        "word_suf": word_suf,
+        "node_parent": parent,
+        "node_letter": letter,
+        "node_levels": offsets,
+        "node_split": np.array(split),
+        "rest_parent": rparent,
+        "rest_x": np.where(rx < 0, nw, rx),
+        "rest_levels": roffsets,
+        "leaf_x": leaf_x[order],
+        "leaf_j": leaf_j[order],
+        "term_mono": tm[torder],
+        "term_coef": tcols[0][torder],
+        "term_power": tcols[1][torder],
+        "term_dpow": tcols[2][torder],
+        "term_part": tcols[3][torder],
+    }
+
+
+#: Integer arrays of the layout and the dtype they are stored with.
+_STORED = {"node_split": np.int32, "words": np.int16, "word_pre": np.int32, "word_suf": np.int32, "node_parent": np.int32,
+           "node_letter": np.int16, "node_levels": np.int32, "rest_parent": np.int32, "rest_x": np.int32,
+           "rest_levels": np.int32, "leaf_x": np.int32, "leaf_j": np.int32, "term_mono": np.int32,
+           "term_coef": np.int64, "term_power": np.int8, "term_dpow": np.int8, "term_part": np.int8}
+
+
+def save_arrays(path, arrays) -> None:
+    """Write a layout as a compressed .npz (the integer arrays in their smallest safe dtype)."""
+    out = {}
+    for k, v in arrays.items():
+        if k in _STORED:
+            t = _STORED[k]
+            v = np.asarray(v)
+            if v.size and (v.min() < np.iinfo(t).min or v.max() > np.iinfo(t).max):
+                raise ValueError(f"{k}: values do not fit in {np.dtype(t).name}")
+            v = v.astype(t)
+        out[k] = v
+    np.savez_compressed(path, **out)
+
+
+def load_arrays(path) -> dict:
+    """Read a layout written by save_arrays (integer arrays widened to int64)."""
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    if int(out["format"]) != LAYOUT_FORMAT:
+        raise ValueError(f"{path}: unknown layout format {int(out['format'])}")
+    for k in _STORED:
+        out[k] = out[k].astype(np.int64)
+    return out
+
+
+def select_arrays(arrays: dict, keep) -> dict:
+    """The layout of the parts `keep` (indices into arrays["parts"], in the order wanted): the
+    terms of those parts, and the monomials, words and trie nodes they use, renumbered in the
+    same order (so every ordering the layout relies on still holds)."""
+    keep = [int(k) for k in keep]
+    part_map = np.full(len(arrays["parts"]), -1, dtype=np.int64)
+    part_map[keep] = np.arange(len(keep))
+    tmask = part_map[arrays["term_part"]] >= 0
+    nm = len(arrays["leaf_x"])
+    mmask = np.zeros(nm, dtype=bool)
+    mmask[arrays["term_mono"][tmask]] = True
+    nw = len(arrays["word_pre"])
+    # rest nodes on the kept monomials' chains
+    rparent, rx = arrays["rest_parent"], arrays["rest_x"]
+    jmask = np.zeros(len(rparent), dtype=bool)
+    jmask[arrays["leaf_j"][mmask]] = True
+    jmask[0] = True
+    for lo, hi in reversed(list(zip(arrays["rest_levels"][1:-1], arrays["rest_levels"][2:]))):
+        sel = np.flatnonzero(jmask[lo:hi]) + lo
+        jmask[rparent[sel]] = True
+    wmask = np.zeros(nw + 1, dtype=bool)
+    wmask[arrays["leaf_x"][mmask]] = True
+    wmask[rx[jmask]] = True
+    wmask = wmask[:nw]
+    npar = arrays["node_parent"]
+    nmask = np.zeros(len(npar), dtype=bool)
+    nmask[arrays["word_pre"][wmask]] = True
+    nmask[arrays["word_suf"][wmask]] = True
+    nmask[0] = True
+    levels = arrays["node_levels"]
+    for lo, hi in reversed(list(zip(levels[1:-1], levels[2:]))):
+        sel = np.flatnonzero(nmask[lo:hi]) + lo
+        nmask[npar[sel]] = True
+
+    def renum(mask):
+        r = np.full(len(mask), -1, dtype=np.int64)
+        r[mask] = np.arange(int(mask.sum()))
+        return r
+
+    wr = np.append(renum(wmask), int(wmask.sum()))  # the pad index nw -> new pad
+    nr, jr, mr = renum(nmask), renum(jmask), renum(mmask)
+
+    def offsets(old, mask):
+        c = np.concatenate([[0], np.cumsum(mask)])
+        new = c[old]
+        # drop the levels left empty
+        return np.concatenate([new[:1], new[1:][np.diff(new) > 0]])
+
+    out = dict(arrays)
+    out["parts"] = arrays["parts"][keep]
+    out["words"] = arrays["words"][wmask]
+    out["word_pre"] = nr[arrays["word_pre"][wmask]]
+    out["word_suf"] = nr[arrays["word_suf"][wmask]]
+    out["node_parent"] = nr[npar[nmask]]
+    out["node_letter"] = arrays["node_letter"][nmask]
+    out["node_levels"] = offsets(levels, nmask)
+    out["node_split"] = np.array(int(nmask[: int(arrays["node_split"])].sum()))
+    out["rest_parent"] = jr[rparent[jmask]]
+    out["rest_x"] = wr[rx[jmask]]
+    out["rest_levels"] = offsets(arrays["rest_levels"], jmask)
+    out["leaf_x"] = wr[arrays["leaf_x"][mmask]]
+    out["leaf_j"] = jr[arrays["leaf_j"][mmask]]
+    out["term_mono"] = mr[arrays["term_mono"][tmask]]
+    for k in ("term_coef", "term_power", "term_dpow"):
+        out[k] = arrays[k][tmask]
+    out["term_part"] = part_map[arrays["term_part"][tmask]]
+    out["node_parent"][0] = 0
+    out["rest_parent"][0] = 0
+    return out
+
+
+# --- the layout --------------------------------------------------------------------------------
+
+
+class _Level:
+    """One level of a trie: nodes lo:hi, their parents (all in the range plo:phi) and letters,
+    and the runs of one letter (contiguous; within a run every parent is distinct)."""
+
+    __slots__ = ("lo", "hi", "par", "let", "runs", "plo", "phi")
+
+    def __init__(self, lo, hi, par, let):
+        self.lo, self.hi, self.par, self.let = lo, hi, par, let
+        self.plo, self.phi = int(par.min()), int(par.max()) + 1
+        cuts = np.flatnonzero(np.diff(let)) + 1
+        starts = np.concatenate([[0], cuts]).astype(np.int64)
+        ends = np.concatenate([cuts, [len(let)]]).astype(np.int64)
+        self.runs = [(int(let[a]), int(a), int(b), par[a:b]) for a, b in zip(starts, ends)]
+
+
+def _spans(ranges):
+    """Merge (lo, hi) ranges that touch into spans: [((lo, hi), [indices of the ranges])]."""
+    out = []
+    for i in sorted(range(len(ranges)), key=lambda i: ranges[i][0]):
+        lo, hi = ranges[i]
+        if out and out[-1][0][1] == lo:
+            out[-1] = ((out[-1][0][0], hi), out[-1][1] + [i])
+        else:
+            out.append(((lo, hi), [i]))
+    return out
+
+
+class CompiledExpansion:
+    """Expansions laid out for fast evaluation of their (weighted) sum and of its gradient with
+    respect to each constant letter matrix, with rigorous running error bounds
+    (`looptheory.layout` module docstring; docs/engine.md, sections 4 and 5).
+
+    Several expansions (the parts of a loss) share one layout; each evaluation weighs part k
+    by scales[k]. Factors tr(()) = d are folded into a power of d. Each trace word is computed
+    as tr(P Q) from a prefix P and a suffix Q, each a node of one trie; the gradient is
+    reverse mode through the same trie (for tr(M_1 ... M_k), d/dM_i is the transposed rest of
+    the word, organised so that shared prefixes and suffixes are shared).
+
+    CompiledExpansion(expansions, grad_letters) builds the layout (slow at loops = 6, seconds);
+    CompiledExpansion.from_arrays loads a shipped one.
+    """
+
+    def __init__(self, expansions, grad_letters=(), parts=None):
+        from .expectations import Expansion
+
+        if isinstance(expansions, Expansion):
+            expansions = [expansions]
+        self._setup(build_arrays(list(expansions), parts), grad_letters)
+        self._alphabet = expansions[0].alphabet
+
+    @classmethod
+    def from_arrays(cls, arrays, grad_letters=()):
+        """A layout from `build_arrays` / `load_arrays` / `select_arrays` output."""
+        obj = cls.__new__(cls)
+        obj._setup(arrays, grad_letters)
+        obj._alphabet = None
+        return obj
+
+    def to_arrays(self) -> dict:
+        return dict(self._arrays)
+
+    def select(self, keep, grad_letters=None):
+        """The layout of the parts `keep` (indices, in the order wanted)."""
+        gl = self.grad_letters if grad_letters is None else grad_letters
+        return CompiledExpansion.from_arrays(select_arrays(self._arrays, keep), gl)
+
+    @property
+    def alphabet(self):
+        if self._alphabet is None:
+            from .expectations import Alphabet
+
+            a = self._arrays
+            self._alphabet = Alphabet(tuple(str(x) for x in a["names"]), tuple(int(x) for x in a["transpose"]), int(a["random"]))
+        return self._alphabet
+
+    @property
+    def words(self):
+        """The distinct non-empty constant words (tuples of letter codes), sorted by (length, word)."""
+        if self._words is None:
+            self._words = [tuple(int(c) for c in row if c >= 0) for row in self._arrays["words"]]
+        return self._words
+
+    def __len__(self):
+        return len(self.coef)
+
+    # --- derived structures ------------------------------------------------------------------
+
+    def _setup(self, a, grad_letters):
+        self._arrays = a
+        self._words = None
+        self.grad_letters = tuple(int(g) for g in grad_letters)
+        self.n_letters = len(a["names"])
+        self.n_parts = len(a["parts"])
+        nw = self.n_words = len(a["word_pre"])
+        # the trie: node 0 the identity, then the prefix trie's levels (letters c < L), then
+        # the suffix trie's (letters c + L: transposes)
+        parent, letter, offs = a["node_parent"], a["node_letter"], a["node_levels"]
+        self.n_nodes = N = len(parent)
+        split = int(a["node_split"])
+        self._levels = [_Level(int(lo), int(hi), parent[lo:hi], letter[lo:hi]) for lo, hi in zip(offs[1:-1], offs[2:])]
+        self._parent = parent
+        self._letter = letter
+        pre_levels = [(lv.lo, lv.hi) for lv in self._levels if lv.lo < split]
+        suf_levels = [(0, 1)] + [(lv.lo, lv.hi) for lv in self._levels if lv.lo >= split]
+        level_of = np.zeros(N, dtype=np.int64)
+        for i, (lo, hi) in enumerate(pre_levels):
+            level_of[lo:hi] = i
+        for i, (lo, hi) in enumerate(suf_levels):
+            level_of[lo:hi] = i
+        # pairing groups: words whose prefix and suffix levels pair, the partner levels merged
+        # where they are adjacent (one GEMM per group)
+        wp, ws = a["word_pre"], a["word_suf"]
+        self._word_pre, self._word_suf = wp, ws
+        lp, ls = level_of[wp], level_of[ws]
+        self._by_suffix = self._groups(suf_levels, pre_levels, ls, lp, ws, wp)
+        self._by_prefix = self._groups(pre_levels, suf_levels, lp, ls, wp, ws)
+        self._max_block = max((max(hi - lo, ohi - olo) for (lo, hi), (olo, ohi), *_ in self._by_suffix + self._by_prefix), default=0)
+        in_groups = np.zeros(N, dtype=np.int64)
+        for (lo, hi), *_ in self._by_suffix + self._by_prefix:
+            in_groups[lo:hi] += 1
+        # how many adjoint contributions one node sums: one per group it is in, one per child
+        children = np.bincount(parent[1:], minlength=N) if N > 1 else np.zeros(1, dtype=np.int64)
+        self._max_adds = int((in_groups + children).max(initial=0))
+        # the polynomial: rests, leaves (monomials), terms
+        self._rest_parent, self._rest_x = a["rest_parent"], a["rest_x"]
+        ro = a["rest_levels"]
+        self.n_rests = len(self._rest_parent)
+        # (first node of the previous level, lo, hi, parents, words)
+        self._rest_levels = [(int(plo), int(lo), int(hi), self._rest_parent[lo:hi], self._rest_x[lo:hi])
+                             for plo, lo, hi in zip(ro[:-2], ro[1:-1], ro[2:])]
+        self._rest_depth = np.searchsorted(ro, np.arange(self.n_rests), side="right") - 1
+        lx, lj = a["leaf_x"], a["leaf_j"]
+        self.n_monomials = nm = len(lx)
+        self._leaf_x, self._leaf_j = lx, lj
+        # rows of the x-side sums: runs of equal x, cut every _CHUNK monomials
+        if nm:
+            newrow = np.ones(nm, dtype=bool)
+            newrow[1:] = lx[1:] != lx[:-1]
+            run_start = np.maximum.accumulate(np.where(newrow, np.arange(nm), 0))
+            newrow |= (np.arange(nm) - run_start) % _CHUNK == 0
+            self._row_ptr = np.append(np.flatnonzero(newrow), nm)
+        else:
+            self._row_ptr = np.zeros(1, dtype=np.int64)
+        self._row_x = lx[self._row_ptr[:-1]]
+        # the rest-side sums: monomials ordered by rest
+        self._jperm = np.lexsort((lx, lj))
+        self._col_ptr = np.concatenate([[0], np.cumsum(np.bincount(lj, minlength=self.n_rests))])
+        self._col_x = lx[self._jperm]
+        # terms
+        self.coef = a["term_coef"]
+        self.power = a["term_power"]
+        self.dpow = a["term_dpow"]
+        self.part = a["term_part"]
+        self._term_mono = a["term_mono"]
+        self.coef_float = self.coef.astype(float)
+        self._coef_exact = bool(np.all(np.abs(self.coef) < 2**53))
+        # rounding counts (see `_poly`)
+        kfac = np.where(lx < nw, self._rest_depth[lj] + 1, 0)
+        self._max_factors = int(kfac.max(initial=0))
+        self._max_share = int(np.bincount(self._term_mono).max(initial=0)) if len(self._term_mono) else 0
+        uses = np.bincount(lx, minlength=nw + 1)[:nw].copy()
+        if self.n_rests > 1:
+            # a rest node's word occurs once in every monomial below it
+            below = np.bincount(lj, minlength=self.n_rests).astype(np.int64)
+            for _, lo, hi, par, _ in reversed(self._rest_levels):
+                np.add.at(below, par, below[lo:hi])
+            uses += np.bincount(self._rest_x[1:], weights=below[1:], minlength=nw + 1)[:nw].astype(np.int64)
+        self._max_uses = int(uses.max(initial=0))
+        # df/dt_f sums its uses_f products of at most K + 1 factors each (module docstring)
+        self._grad_gamma = np.append((self._max_factors + 2 + _CHUNK + uses) * _U, 0.0)
+        self._grad_gamma /= 1.0 - self._grad_gamma
+        self._weights_cache = OrderedDict()
+        self._exact_cache = None
+        self._inc = None
+
+    @staticmethod
+    def _groups(own_levels, other_levels, own_level, other_level, own_node, other_node):
+        """For each level of one half (prefixes or suffixes): its words, grouped by spans of
+        adjacent partner levels of the other half: [(own range, partner span, words, rows,
+        columns)], rows indexing the own range and columns the span."""
+        out = []
+        for i, (lo, hi) in enumerate(own_levels):
+            wi_all = np.flatnonzero(own_level == i)
+            if not len(wi_all):
+                continue
+            partners = sorted(set(other_level[wi_all].tolist()))
+            for (plo, phi), members in _spans([other_levels[j] for j in partners]):
+                keep = np.isin(other_level[wi_all], [partners[m] for m in members])
+                wi = wi_all[keep]
+                rows, cols = own_node[wi] - lo, other_node[wi] - plo
+                out.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols))
+        return out
+
+    # --- weights (the same on every call for the same n, d, scales) ---------------------------
+
+    def _weights(self, n, d, scales):
+        """Per monomial: the weight sum_t c_t s_part d^q n^-p (float), its absolute value and a
+        bound on its error, and the sparse matrices of the sums; cached per (n, d, scales)."""
+        s = np.ones(self.n_parts) if scales is None else np.asarray(scales, dtype=float)
+        key = (n, int(d), tuple(float(x) for x in s))
+        hit = self._weights_cache.get(key)
+        if hit is not None:
+            self._weights_cache.move_to_end(key)
+            return hit
+        dn = float(d) ** np.arange(int(self.dpow.max(initial=0)) + 1)
+        pmax = int(self.power.max(initial=0))
+        if n == float("inf"):
+            nn = (np.arange(pmax + 1) == 0).astype(float)
+        else:
+            inv = Fraction(1, int(n)) if isinstance(n, (int, np.integer)) else 1 / Fraction(n)
+            nn = np.array([float(inv**p) for p in range(pmax + 1)])
+        table = s[:, None, None] * dn[None, :, None] * nn[None, None, :]
+        wt = self.coef_float * table[self.part, self.dpow, self.power]
+        nm = self.n_monomials
+        w = np.bincount(self._term_mono, weights=wt, minlength=nm)
+        # six roundings per term weight (seven if a coefficient is not exact in float), then
+        # the sum over the terms sharing a monomial
+        rounds = 6 + (0 if self._coef_exact else 1) + self._max_share
+        b = gamma(rounds) * np.bincount(self._term_mono, weights=np.abs(wt), minlength=nm)
+        a = np.abs(w)
+        from scipy import sparse
+
+        def rows(v):
+            return sparse.csr_matrix((v, self._leaf_j, self._row_ptr), shape=(len(self._row_x), self.n_rests))
+
+        def cols(v):
+            return sparse.csr_matrix((v[self._jperm], self._col_x, self._col_ptr), shape=(self.n_rests, self.n_words + 1))
+
+        # [A | B] and [At | Bt]: A (R H) + B H and At e + Bt hi in one pass each
+        out = {"w": w, "C": rows(w), "Ct": cols(w), "A": rows(a), "At": cols(a),
+               "AB": sparse.hstack([rows(a), rows(b)], format="csr"),
+               "AtBt": sparse.hstack([cols(a), cols(b)], format="csr")}
+        self._weights_cache[key] = out
+        if len(self._weights_cache) > _WEIGHT_CACHE:
+            self._weights_cache.popitem(last=False)
+        return out
+
+    # --- stage 1: the trie and the traces -------------------------------------------------------
+
+    def _letter_stacks(self, mats, errs, d, bound):
+        """Right-multiplication matrices of the extended alphabet, M_c and M_c^T, and with
+        bound {hi: |M| + e_M, and for d <= _SMALL_D Kf = gamma_d hi + e_M and its transpose Kb,
+        so that (e_X + gamma_d |X|) hi + |X| e_M = e_X hi + |X| Kf is two products; above it
+        colE / rowE: the column / row maxima of e_M, for the rank-one term}."""
+        M = np.concatenate([mats, mats.transpose(0, 2, 1)])
+        if not bound:
+            return M, None
+        E = np.concatenate([errs, errs.transpose(0, 2, 1)])
+        hi = np.abs(M) + E
+        lb = {"hi": hi}
+        if d <= _SMALL_D:
+            lb["Kf"] = gamma(d) * hi + E
+            # the backward adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent
+            lb["Kb"] = ((gamma(d) + gamma(self._max_adds + 1)) * hi + E).transpose(0, 2, 1)
+        else:
+            # [hi; colmax(e_M)] and [hi^T; rowmax(e_M)]: the rank-one term as one more row, so
+            # that [T | rowsum(|X|)] [hi; colE] = T hi + rowsum(|X|) colE is one GEMM
+            lb["hiA"] = np.concatenate([hi, E.max(axis=1)[:, None, :]], axis=1)
+            lb["hiTA"] = np.concatenate([hi.transpose(0, 2, 1), E.max(axis=2)[:, None, :]], axis=1)
+        return M, lb
+
+    def _chunks(self, lv, d):
+        """(letter, first, end, parents) pieces of a level's letter runs of at most about 2 MB
+        each (the large-d path keeps its temporaries in cache); parents a slice where they are
+        consecutive nodes (a view instead of a gathered copy)."""
+        step = max(1, (1 << 18) // (d * d))
+        for c, a, b, _ in lv.runs:
+            for i in range(a, b, step):
+                j = min(b, i + step)
+                pp = lv.par[i:j]
+                if pp[-1] - pp[0] == j - i - 1 and np.all(np.diff(pp) == 1):
+                    pp = slice(int(pp[0]), int(pp[-1]) + 1)
+                yield c, i, j, pp
+
+    def _forward(self, M, lb, d, bound):
+        """Node products X (and with bound the dict aux of |X| "A", running error bounds "E"
+        and, above _SMALL_D, the row and column maxima of e_X "rmax", "cmax"):
+        e(X M) <= (e_X + gamma_d |X|) (|M| + e_M) + rowsum(|X|) colmax(e_M)."""
+        N = self.n_nodes
+        X = np.empty((N, d, d))
+        X[0] = np.eye(d)
+        aux = None
+        if bound:
+            AX = np.empty((N, d, d))
+            AX[0] = np.eye(d)
+            eX = np.empty((N, d, d))
+            eX[0] = 0.0
+            aux = {"A": AX, "E": eX}
+        if d <= _SMALL_D:
+            # small d: one stacked product per level, the letters gathered;
+            # e(X M) <= e_X hi + |X| Kf (exact form, no rank-one term)
+            for lv in self._levels:
+                lo, hi, par, let = lv.lo, lv.hi, lv.par, lv.let
+                np.matmul(X[par], M[let], out=X[lo:hi])
+                if bound:
+                    np.matmul(eX[par], lb["hi"][let], out=eX[lo:hi])
+                    eX[lo:hi] += np.matmul(AX[par], lb["Kf"][let])
+                    np.abs(X[lo:hi], out=AX[lo:hi])
+            return X, aux
+        # large d: one GEMM per piece of a letter run, temporaries in cache; the bound's
+        # product and its rank-one term in one GEMM: [e_X + gamma_d |X| | rowsum(|X|)] [hi; colE]
+        if bound:
+            gd = gamma(d)
+            hiA = lb["hiA"]
+            rmax = aux["rmax"] = np.zeros((N, d))
+            cmax = aux["cmax"] = np.zeros((N, d))
+        for lv in self._levels:
+            lo = lv.lo
+            for c, a, b, pp in self._chunks(lv, d):
+                k = b - a
+                np.matmul(X[pp].reshape(k * d, d), M[c], out=X[lo + a:lo + b].reshape(k * d, d))
+                if bound:
+                    Ap = AX[pp]
+                    T = np.empty((k, d, d + 1))
+                    np.sum(Ap, axis=2, out=T[:, :, d])
+                    np.multiply(Ap, gd, out=T[:, :, :d])
+                    T[:, :, :d] += eX[pp]
+                    out = eX[lo + a:lo + b]
+                    np.matmul(T.reshape(k * d, d + 1), hiA[c], out=out.reshape(k * d, d))
+                    np.abs(X[lo + a:lo + b], out=AX[lo + a:lo + b])
+                    np.max(out, axis=2, out=rmax[lo + a:lo + b])
+                    np.max(out, axis=1, out=cmax[lo + a:lo + b])
+        return X, aux
+
+    def _pair_rounding(self, d):
+        """Roundings of one computed trace: a Frobenius product of d^2 terms in one GEMM
+        (d <= _FLAT_D), else d GEMMs of inner dimension d and a sum of d."""
+        return gamma(d * d if d <= _FLAT_D else 2 * d)
+
+    def _traces(self, X, aux, d, bound):
+        """t_w = sum(P * R) for each word, one GEMM per group (a suffix level against its
+        adjacent partner prefix levels), and with bound
+        e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>, the first product bounded
+        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _SMALL_D (up to it,
+        <|P|, Lo> + <e_P, Hi> with Hi = |R| + e_R, kept in aux for the adjoints, and
+        Lo = gamma_K |R| + (1 + gamma_K) e_R)."""
+        nw, N = self.n_words, self.n_nodes
+        t = np.empty(nw + 1)
+        t[nw] = 1.0
+        X2 = X.reshape(N, d * d)
+        flat = d <= _FLAT_D
+        if not flat:
+            X3 = X.transpose(1, 0, 2)  # (row, node, column): d GEMMs of inner dimension d
+        et = None
+        if bound:
+            AX, eX = aux["A"], aux["E"]
+            et = np.empty(nw + 1)
+            et[nw] = 0.0
+            gK = self._pair_rounding(d)
+            rank1 = d > _SMALL_D
+            A2 = AX.reshape(N, d * d)
+            E2 = eX.reshape(N, d * d)
+            if not rank1:
+                Hi = aux["Hi"] = A2 + E2
+                Lo = A2 * gK
+                Lo += E2 * (1.0 + gK)
+        for (slo, shi), (plo, phi), wi, si, pi, _ in self._by_suffix:
+            if flat:
+                T = X2[plo:phi] @ X2[slo:shi].T
+            else:
+                T = np.matmul(X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)).sum(axis=0)
+            t[wi] = T[pi, si]
+            if not bound:
+                continue
+            if rank1:
+                # over the suffix nodes: |R| + e_R and e_R + gamma_K (|R| + e_R)
+                HiS = AX[slo:shi] + eX[slo:shi]
+                Y2 = HiS.reshape(shi - slo, d * d) * gK
+                Y2 += E2[slo:shi]
+                e = A2[plo:phi] @ Y2.T
+                e += aux["cmax"][plo:phi] @ (np.ones((1, d)) @ HiS)[:, 0, :].T
+            else:
+                e = A2[plo:phi] @ Lo[slo:shi].T
+                e += E2[plo:phi] @ Hi[slo:shi].T
+            et[wi] = e[pi, si]
+        return t, et
+
+    def _adjoint_rounding(self):
+        """gamma for a pairing GEMM of the adjoints (inner dimension at most _max_block) and
+        its addition into a node's adjoint."""
+        return gamma(self._max_block) + gamma(self._max_adds + 1)
+
+    # --- stage 2: the polynomial -----------------------------------------------------------------
+
+    @staticmethod
+    def _value_sum(v):
+        """The sum of v: pairwise additions down to at most 64 numbers (`_pair_levels` roundings
+        per summand), then the correctly rounded math.fsum."""
+        while len(v) > 64:
+            if len(v) % 2:
+                v = np.append(v, 0.0)
+            v = v[0::2] + v[1::2]
+        vals = v.tolist()
+        if all(math.isfinite(x) for x in vals):
+            return math.fsum(vals)
+        return float(np.sum(v))  # math.fsum refuses inf - inf: an overflow is reported as non-finite
+
+    @staticmethod
+    def _pair_levels(n):
+        levels = 0
+        while n > 64:
+            n = (n + 1) // 2
+            levels += 1
+        return levels
+
+    def _value_rounding(self):
+        """gamma for the value path of a monomial: the rest's product (K - 2 roundings), the
+        weight (1), the row sum (_CHUNK - 1), the factor x (1), the pairwise additions."""
+        return gamma(self._max_factors + _CHUNK + self._pair_levels(len(self._row_x)) + 1)
+
+    def _poly(self, t, et, W, need_grad, bound):
+        """value, error bound, df/dt, bounds on df/dt (None without bound).
+
+        Per monomial m = w_m t_x Pi_j (x its chosen factor, j its rest): the value is
+        sum over rows of t_x (C Pi)_row. With hi = |t| + e_t, q = e_t / hi, H_j and R_j the
+        product of hi and the sum of q over the rest, a = |w| and b the weights' error bound,
+        the error is at most sum_m [a (q_x + R_j + g) + b] hi_x H_j (module docstring), that
+        is sum over rows of (e_x + g hi_x) (A H)_row + hi_x (A (R H) + B H)_row. The bounds on
+        df/dt are the gradient of the same bound polynomial with respect to hi."""
+        nw, nJ = self.n_words, self.n_rests
+        rx = self._row_x
+        if not bound:
+            Pi = np.empty(nJ)
+            Pi[0] = 1.0
+            for _, lo, hi_, par, x in self._rest_levels:
+                np.multiply(Pi[par], t[x], out=Pi[lo:hi_])
+            y = W["C"] @ Pi
+            value = self._value_sum(t[rx] * y)
+            if not need_grad:
+                return value, None, None, None
+            dt = np.bincount(rx, weights=y, minlength=nw + 1)
+            APi = W["Ct"] @ t
+            for plo, lo, hi_, par, x in reversed(self._rest_levels):
+                APi[plo:lo] += np.bincount(par - plo, weights=APi[lo:hi_] * t[x], minlength=lo - plo)
+            if nJ > 1:
+                dt += np.bincount(self._rest_x[1:], weights=APi[1:] * Pi[self._rest_parent[1:]], minlength=nw + 1)
+            return value, None, dt, None
+        hi = np.abs(t) + et
+        q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
+        TH = np.stack([t, hi], axis=1)
+        S = np.empty((nJ, 2))  # Pi and H
+        S[0] = 1.0
+        R = np.empty(nJ)
+        R[0] = 0.0
+        for _, lo, hi_, par, x in self._rest_levels:
+            np.multiply(S[par], TH[x], out=S[lo:hi_])
+            np.add(R[par], q[x], out=R[lo:hi_])
+        Pi, H = S[:, 0], S[:, 1]
+        y = W["C"] @ Pi
+        u1 = W["A"] @ H
+        u2 = W["AB"] @ np.concatenate([R * H, H])
+        value = self._value_sum(t[rx] * y)
+        g_val = self._value_rounding()
+        hx = hi[rx]
+        err = 1.01 * float(np.dot(et[rx] + g_val * hx, u1) + np.dot(hx, u2)) + _U * abs(value)
+        if not need_grad:
+            return value, err, None, None
+        # df/dt, and its bound: the gradient in hi of sum_m [a (q_x + R_j) + b] hi_x H_j plus
+        # g_f times that of sum_m a hi_x H_j, g_f = gamma for word f's own count of roundings
+        dt = np.bincount(rx, weights=y, minlength=nw + 1)
+        edt = np.bincount(rx, weights=q[rx] * u1 + u2, minlength=nw + 1)
+        dpa = np.bincount(rx, weights=u1, minlength=nw + 1)
+        A3 = np.empty((nJ, 3))  # rest adjoints: value, bound, absolute polynomial
+        A3[:, 0] = W["Ct"] @ t
+        A3[:, 2] = W["At"] @ hi
+        A3[:, 1] = W["AtBt"] @ np.concatenate([et, hi])
+        A3[:, 1] += R * A3[:, 2]
+        if nJ > 1:
+            T3 = np.stack([t, hi, hi], axis=1)
+            for plo, lo, hi_, par, x in reversed(self._rest_levels):
+                up = A3[lo:hi_] * T3[x]
+                for col in range(3):
+                    A3[plo:lo, col] += np.bincount(par - plo, weights=up[:, col], minlength=lo - plo)
+            rp, rxs = self._rest_parent[1:], self._rest_x[1:]
+            dn = A3[1:] * S[rp][:, [0, 1, 1]]
+            dt += np.bincount(rxs, weights=dn[:, 0], minlength=nw + 1)
+            edt += np.bincount(rxs, weights=dn[:, 1], minlength=nw + 1)
+            dpa += np.bincount(rxs, weights=dn[:, 2], minlength=nw + 1)
+        edt += self._grad_gamma * dpa
+        # edt is a bound computed in float: its own rounding (relative 1e-12 or less, all terms
+        # non-negative) is covered by the factor 1.01 on the letters' bounds (_backward)
+        return value, err, dt, edt
+
+    # --- stage 3: reverse mode -------------------------------------------------------------------
+
+    def _by_letter(self):
+        """Nodes 1.. grouped by their extended letter (a permutation and group starts), for the
+        small-d path's sums of the letter gradients."""
+        if self._inc is None:
+            let = self._letter[1:]
+            perm = np.argsort(let, kind="stable")
+            letters, starts = np.unique(let[perm], return_index=True)
+            self._inc = (perm, letters, starts)
+        return self._inc
+
+    def _pair_adjoints(self, X, aux, dt, edt, d, bound):
+        """G_node (and e_G) from the traces: dt/dP = R and dt/dR = P, one GEMM per group;
+        e(C R) + g_add |C R| <= |C| (gb |R| + e_R) + e_C (|R| + e_R) (with Lo and Hi up to
+        _SMALL_D), the e_R term bounded row by row, |C| rowmax(e_R) 1^T, above it."""
+        N = self.n_nodes
+        X2 = X.reshape(N, d * d)
+        G = np.zeros((N, d, d))
+        G2 = G.reshape(N, d * d)
+        eG = None
+        if bound:
+            eG = np.zeros((N, d, d))
+            eG2 = eG.reshape(N, d * d)
+            rank1 = d > _SMALL_D
+            if rank1:
+                gb = self._adjoint_rounding()
+                A2 = aux["A"].reshape(N, d * d)
+                rmax = aux["rmax"]
+            else:
+                # Lo = g |X| + (1 + g) e_X covers gb |R| + e_R here and g_grad |X| + e_X in
+                # the letter gradients' bound (_backward)
+                A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
+                g = max(self._adjoint_rounding(), gamma(d + N + 1))
+                Hi = aux["Hi"]
+                Lo = aux["Lo"] = A2 * g
+                Lo += E2 * (1.0 + g)
+        for groups in (self._by_prefix, self._by_suffix):
+            for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
+                C = np.zeros((hi - lo, ohi - olo))
+                C.ravel()[flat] = dt[wi]
+                G2[lo:hi] += C @ X2[olo:ohi]
+                if not bound:
+                    continue
+                aC = np.abs(C)
+                eC = np.zeros_like(C)
+                eC.ravel()[flat] = edt[wi]
+                if rank1:
+                    F = aC * gb
+                    F += eC
+                    aC += eC
+                    eG2[lo:hi] += F @ A2[olo:ohi]
+                    eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
+                else:
+                    eG2[lo:hi] += aC @ Lo[olo:ohi]
+                    eG2[lo:hi] += eC @ Hi[olo:ohi]
+        return G, eG
+
+    def _backward(self, X, aux, M, lb, dt, edt, d, bound):
+        """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
+        mode through the pairing and the trie, deepest level first (module docstring for the
+        bounds). A level's adjoints are complete once the deeper levels are done:
+        G_parent += G_node M^T and df/dM_c += X_parent^T G_node."""
+        N, L = self.n_nodes, self.n_letters
+        G, eG = self._pair_adjoints(X, aux, dt, edt, d, bound)
+        MT = M.transpose(0, 2, 1)
+        if bound:
+            AX = aux["A"]
+            g_add = gamma(self._max_adds + 1)
+        want = np.zeros(2 * L, dtype=bool)
+        for c in self.grad_letters:
+            want[c] = want[c + L] = True
+        gsum = np.zeros((2 * L, d, d))
+        egsum = np.zeros((2 * L, d, d)) if bound else None
+        if d <= _SMALL_D:
+            # small d: stacked products per level, scattered into the parents run by run;
+            # X_parent^T G node by node (inner dimension d), then summed per letter over at
+            # most N nodes
+            gs2 = gsum.reshape(2 * L, d * d)
+            if bound:
+                egs2 = egsum.reshape(2 * L, d * d)
+                hiMT, Kb = lb["hi"].transpose(0, 2, 1), lb["Kb"]
+            for lv in reversed(self._levels):
+                lo, hi, let = lv.lo, lv.hi, lv.let
+                Gs = G[lo:hi]
+                back = np.matmul(Gs, MT[let])
+                if bound:
+                    # e(G M^T) + g_add |G M^T| <= e_G hi^T + |G| ((gamma_d + g_add) hi + e_M)^T
+                    # = e_G hi^T + |G| Kb (g_add for the addition into the parent)
+                    eback = np.matmul(eG[lo:hi], hiMT[let])
+                    eback += np.matmul(np.abs(Gs), Kb[let])
+                for _, a, b, rp in lv.runs:  # within a run every parent is distinct
+                    G[rp] += back[a:b]
+                    if bound:
+                        eG[rp] += eback[a:b]
+            # all nodes at once: X_parent^T G node by node, summed per letter
+            perm, letters, starts = self._by_letter()
+            par = self._parent[1:][perm]
+            Gs = G[1:][perm]
+            gs2[letters] += np.add.reduceat(np.matmul(X[par].transpose(0, 2, 1), Gs), starts).reshape(len(letters), d * d)
+            if bound:
+                # |X~^T G~ - fl(X^T G)| <= (|X| + e_X)^T e_G + (g |X| + e_X)^T |G| with
+                # g = gamma_{d + N + 1} (Hi and Lo, see _traces)
+                Hi, Lo = aux["Hi"].reshape(N, d, d), aux["Lo"].reshape(N, d, d)
+                eZ = np.matmul(Hi[par].transpose(0, 2, 1), eG[1:][perm])
+                eZ += np.matmul(Lo[par].transpose(0, 2, 1), np.abs(Gs))
+                egs2[letters] += np.add.reduceat(eZ, starts).reshape(len(letters), d * d)
+        else:
+            # large d: one GEMM per piece of a letter run (every parent distinct within a
+            # run); X_parent^T G summed over the piece in one GEMM (inner dimension k d)
+            if bound:
+                g_grad = gamma(N * d + 1)
+                gd = gamma(d) + g_add  # g_add |G M^T| <= g_add |G| hi^T: the sum into the parent
+                hiTA = lb["hiTA"]
+                cmax = aux["cmax"]
+                ones = np.ones(d)
+            for lv in reversed(self._levels):
+                lo = lv.lo
+                for c, a, b, pp in self._chunks(lv, d):
+                    k = b - a
+                    Gs = G[lo + a:lo + b]
+                    G2s = Gs.reshape(k * d, d)
+                    G[pp] += (G2s @ MT[c]).reshape(k, d, d)
+                    here = want[c]
+                    if here:
+                        gsum[c] += X[pp].reshape(k * d, d).T @ G2s
+                    if not bound:
+                        continue
+                    # e(G M^T) + g_add |G M^T| <= [e_G + gd |G| | rowsum(|G|)] [hi^T; rowE]
+                    aG = np.abs(Gs)
+                    T = np.empty((k, d, d + 1))
+                    np.sum(aG, axis=2, out=T[:, :, d])
+                    np.multiply(aG, gd, out=T[:, :, :d])
+                    T[:, :, :d] += eG[lo + a:lo + b]
+                    eG[pp] += (T.reshape(k * d, d + 1) @ hiTA[c]).reshape(k, d, d)
+                    if here:
+                        # |X~^T G~ - fl(X^T G)| <= |X|^T (e_G + g |G|) + colmax(e_X) colsum(e_G + |G|)
+                        F = T[:, :, :d]
+                        colsum = ones @ F + (1.0 - gd) * (ones @ aG)
+                        F += (g_grad - gd) * aG
+                        egsum[c] += AX[pp].reshape(k * d, d).T @ F.reshape(k * d, d)
+                        egsum[c] += cmax[pp].T @ colsum
+        grads, egrads = {}, {}
+        for c in self.grad_letters:
+            grads[c] = gsum[c] + gsum[c + L].T
+            if bound:
+                egrads[c] = 1.01 * (egsum[c] + egsum[c + L].T)
+        return grads, (egrads if bound else None)
+
+    # --- public evaluation -----------------------------------------------------------------------
+
+    def evaluate(self, mats, n, d, need_grad=True, scales=None, errs=None):
+        """Float evaluation with a rigorous error bound.
+
+        mats: array (letters, d, d) indexed by letter code; scales: one weight per part;
+        errs: entrywise bounds on the letters' own errors (default 0: letters exact as given).
+        Returns (value, {letter: df/dM}, error bound on the value, {letter: entrywise error
+        bound on df/dM}); the bounds come from running error analysis (module docstring).
+        """
+        mats = np.asarray(mats, dtype=float)
+        errs = np.zeros_like(mats) if errs is None else np.asarray(errs, dtype=float)
+        W = self._weights(n, d, scales)
+        M, lb = self._letter_stacks(mats, errs, d, True)
+        X, aux = self._forward(M, lb, d, True)
+        t, et = self._traces(X, aux, d, True)
+        value, err, dt, edt = self._poly(t, et, W, need_grad, True)
+        if not need_grad:
+            return value, {}, err, {}
+        grads, egrads = self._backward(X, aux, M, lb, dt, edt, d, True)
+        return value, grads, err, egrads
+
+    def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
+        """Float evaluation without the bound: (value, {letter code: df/dM_letter})."""
+        mats = np.asarray(mats, dtype=float)
+        W = self._weights(n, d, scales)
+        M = self._letter_stacks(mats, None, d, False)[0]
+        X, _ = self._forward(M, None, d, False)
+        t, _ = self._traces(X, None, d, False)
+        value, _, dt, _ = self._poly(t, None, W, need_grad, False)
+        if not need_grad:
+            return value, {}
+        return value, self._backward(X, None, M, None, dt, None, d, False)[0]
+
+    # --- exact evaluation ------------------------------------------------------------------------
+
+    def _exact_terms(self):
+        """Per monomial, its factors (word indices), for the exact path."""
+        if self._exact_cache is None:
+            nw = self.n_words
+            chains = [()] * self.n_rests
+            for _, lo, hi, _, _ in self._rest_levels:
+                for k in range(lo, hi):
+                    chains[k] = chains[int(self._rest_parent[k])] + (int(self._rest_x[k]),)
+            facs = [(() if x == nw else (int(x),)) + chains[int(j)] for x, j in zip(self._leaf_x, self._leaf_j)]
+            self._exact_cache = facs
+        return self._exact_cache
+
+    def _exact_products(self, mats, d):
+        one = np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object)
+        L = self.n_letters
+        ext = [np.asarray(m, dtype=object) for m in mats] + [np.asarray(m, dtype=object).T for m in mats]
+        X = [one] + [None] * (self.n_nodes - 1)
+        for k in range(1, self.n_nodes):
+            X[k] = X[int(self._parent[k])].dot(ext[int(self._letter[k])])
+        del L
+        return X, ext
+
+    def value_exact(self, mats, n, d, scales=None):
+        """Exact evaluation: mats maps letter code to an object array of Fractions; n an int
+        (or math.inf); scales one exact weight per part. Returns a Fraction."""
+        return self.value_and_grad_exact(mats, n, d, scales, need_grad=False)[0]
+
+    def value_and_grad_exact(self, mats, n, d, scales=None, need_grad=True):
+        """Exact value and {letter: df/dM_letter} (object arrays of Fractions): the same
+        reverse mode as the float path, in rational arithmetic."""
+        X, ext = self._exact_products(mats, d)
+        nw = self.n_words
+        t = [sum((X[int(p)] * X[int(s)]).ravel(), Fraction(0)) for p, s in zip(self._word_pre, self._word_suf)]
+        t.append(Fraction(1))
+        s = [Fraction(1)] * self.n_parts if scales is None else [Fraction(x) for x in scales]
+        inv_n = Fraction(0) if n == float("inf") else Fraction(1, int(n))
+        facs = self._exact_terms()
+        # exact weight per monomial: sum of c s_part n^-p d^q over its terms, in integers over
+        # one common denominator (a gcd per monomial instead of per term)
+        table = {}
+        for key in set(zip(self.part.tolist(), self.power.tolist(), self.dpow.tolist())):
+            part, p, dp = key
+            table[key] = Fraction(0) if p and n == float("inf") else s[part] * inv_n**p * Fraction(d) ** dp
+        den = math.lcm(*(f.denominator for f in table.values())) if table else 1
+        num = {key: int(f * den) for key, f in table.items()}
+        wsum = [0] * self.n_monomials
+        for c, part, p, dp, m in zip(self.coef.tolist(), self.part.tolist(), self.power.tolist(), self.dpow.tolist(), self._term_mono.tolist()):
+            wsum[m] += c * num[(part, p, dp)]
+        wm = [Fraction(v, den) if v else 0 for v in wsum]
+        total = Fraction(0)
+        dt = [Fraction(0)] * (nw + 1)
+        for w, fac in zip(wm, facs):
+            if not w:
+                continue
+            k = len(fac)
+            vals = [t[f] for f in fac]
+            pre = [w] * (k + 1)  # pre[i] = w t_0 ... t_{i-1}
+            for i in range(k):
+                pre[i + 1] = pre[i] * vals[i]
+            total += pre[k]
+            if need_grad:
+                suf = Fraction(1)  # t_{i+1} ... t_{k-1}
+                for i in range(k - 1, -1, -1):
+                    dt[fac[i]] += pre[i] * suf
+                    suf *= vals[i]
+        if not need_grad:
+            return total, {}
+        zero = np.array([[Fraction(0)] * d for _ in range(d)], dtype=object)
+        G = {}
+        for i in range(nw):
+            if dt[i]:
+                p, q = int(self._word_pre[i]), int(self._word_suf[i])
+                G[p] = G.get(p, zero) + dt[i] * X[q]
+                G[q] = G.get(q, zero) + dt[i] * X[p]
+        L = self.n_letters
+        gsum = {}
+        for k in range(self.n_nodes - 1, 0, -1):
+            if k not in G:
+                continue
+            par, c = int(self._parent[k]), int(self._letter[k])
+            if c in self.grad_letters or c - L in self.grad_letters:
+                gsum[c] = gsum.get(c, zero) + X[par].T.dot(G[k])
+            G[par] = G.get(par, zero) + G[k].dot(ext[c].T)
+        grads = {}
+        for c in self.grad_letters:
+            g = zero.copy()
+            if c in gsum:
+                g = g + gsum[c]
+            if c + L in gsum:
+                g = g + gsum[c + L].T
+            grads[c] = g
+        return total, grads

@@ -1,0 +1,223 @@
+"""The evaluation layout (looptheory/layout.py): words as prefix x suffix, the polynomial as sparse
+sums, the shipped arrays. Values and gradients against a plain unsplit evaluation (every word's
+product written out, the gradient as the transposed rest of each word); the running error
+bounds against exact rational evaluation of the same float inputs; the shipped layouts against
+a fresh build from the expansions."""
+
+import math
+from fractions import Fraction as F
+
+import numpy as np
+import pytest
+
+import looptheory as lt
+from looptheory import layout as LY
+from looptheory import loss as LS
+from looptheory.compensated import product
+from looptheory.layout import CompiledExpansion
+
+fr = np.vectorize(F, otypes=[object])
+
+S_PARTS = LS.LAYOUT_PARTS["S"]
+C_PARTS = LS.LAYOUT_PARTS["centred"]
+
+
+def expansions(loops, parts):
+    return [LS._main0(loops) if p == "main0" else LS.part_expansion(loops, p) for p in parts]
+
+
+def unsplit(exps, mats, n, d, scales):
+    """The plain evaluation: value, |terms| sum, and {letter: df/dM} from the transposed rest
+    of every word (no trie, no split)."""
+    words = sorted({w for e in exps for _, ws in e for w in ws if w})
+    prod = {}
+    for w in words:
+        P = np.eye(d)
+        for c in w:
+            P = P @ mats[c]
+        prod[w] = P
+    t = {w: np.trace(P) for w, P in prod.items()}
+    t[()] = float(d)
+    value, scale = 0.0, 0.0
+    dt = dict.fromkeys(words, 0.0)
+    for e, s in zip(exps, scales):
+        for (p, ws), c in e.items():
+            if p and n == math.inf:
+                continue
+            wgt = c * s * (0.0 if n == math.inf and p else float(F(1, n) ** p) if p else 1.0)
+            term = wgt * math.prod(t[w] for w in ws)
+            value += term
+            scale += abs(term)
+            for i, w in enumerate(ws):
+                if w:
+                    dt[w] += wgt * math.prod(t[v] for j, v in enumerate(ws) if j != i)
+    grads = {}
+    for w in words:
+        for i, c in enumerate(w):
+            rest = np.eye(d)
+            for b in w[i + 1:] + w[:i]:
+                rest = rest @ mats[b]
+            grads[c] = grads.get(c, 0.0) + dt[w] * rest.T
+    return value, scale, grads
+
+
+def random_letters(rng, d, n_letters=7, size=0.4):
+    return size * rng.standard_normal((n_letters, d, d))
+
+
+@pytest.mark.parametrize("loops", [1, 2, 3, 4])
+@pytest.mark.parametrize("form", ["S", "centred"])
+def test_split_equals_unsplit(loops, form):
+    parts = S_PARTS if form == "S" else C_PARTS
+    comp = LS._compiled(loops, parts)
+    rng = np.random.default_rng(10 * loops + (form == "S"))
+    scales = [1.0, 0.7, 0.3, 0.5][: len(parts)]
+    exps = expansions(loops, parts)
+    for d, n in [(2, 3), (3, 10**6)]:
+        mats = random_letters(rng, d)
+        ref, scale, rgrads = unsplit(exps, mats, n, d, scales)
+        for value, grads in (comp.value_and_grad(mats, n, d, True, scales), comp.evaluate(mats, n, d, True, scales)[:2]):
+            assert abs(value - ref) <= 1e-13 * scale
+            for c in LS._GRAD_LETTERS:
+                g = rgrads.get(c, np.zeros((d, d)))
+                assert np.allclose(grads[c], g, rtol=1e-11, atol=1e-12 * scale)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loops", [5, 6])
+def test_split_equals_unsplit_loops_5_6(loops):
+    comp = LS._compiled(loops, S_PARTS)
+    rng = np.random.default_rng(loops)
+    d, n, scales = 2, 7, [1.0, 1.0, 0.3, 0.5]
+    mats = random_letters(rng, d, size=0.3)
+    ref, scale, rgrads = unsplit(expansions(loops, S_PARTS), mats, n, d, scales)
+    value, grads = comp.value_and_grad(mats, n, d, True, scales)
+    assert abs(value - ref) <= 1e-13 * scale
+    for c in LS._GRAD_LETTERS:
+        assert np.allclose(grads[c], rgrads.get(c, np.zeros((d, d))), rtol=1e-11, atol=1e-12 * scale)
+
+
+def exact_check(comp, mats, errs, n, d, scales, rng):
+    """The float result at mats with letter errors errs against the exact result at letters
+    within errs of mats: inside the running bounds."""
+    value, grads, err, egrads = comp.evaluate(mats, n, d, True, scales, errs)
+    signs = rng.choice([-1, 0, 1], size=mats.shape)
+    true = fr(mats) + fr(signs * errs)
+    ev, eg = comp.value_and_grad_exact(list(true), n, d, [F(s) for s in scales])
+    assert abs(F(value) - ev) <= F(err)
+    for c in comp.grad_letters:
+        assert np.all(np.abs(fr(grads[c]) - eg[c]) <= fr(egrads[c]))
+    return value, err
+
+
+@pytest.mark.parametrize("loops", [1, 2, 3])
+def test_running_bounds_cover_the_exact_error(loops):
+    rng = np.random.default_rng(loops)
+    comp = LS._compiled(loops, S_PARTS)
+    b, c = 0.0664, -0.0220
+    a = math.sqrt(-b * c - 1e-7)
+    near_nilpotent = np.array([[a, b], [c, -a]])  # E^2 = -1e-7 I from entries of 0.05
+    for n in (3, 10**9):
+        mats = random_letters(rng, 2)
+        mats[3], mats[4] = near_nilpotent, near_nilpotent.T
+        errs = np.abs(mats) * 2.0**-52 * rng.random(mats.shape)
+        exact_check(comp, mats, errs, n, 2, [1.0, 1.0, 0.5, 0.25], rng)
+
+
+def test_running_bounds_cover_the_exact_error_above_small_d():
+    """d > _SMALL_D: one GEMM per letter run and rank-one bounds of the nodes' own errors."""
+    rng = np.random.default_rng(7)
+    d = LY._SMALL_D + 1
+    comp = LS._compiled(1, ("main0", "main", "noise"))
+    mats = random_letters(rng, d, size=0.3 / math.sqrt(d))
+    errs = np.abs(mats) * 2.0**-52
+    exact_check(comp, mats, errs, 5, d, [1.0, 1.0, 0.5], rng)
+
+
+def test_near_nilpotent_point_is_certified_in_float():
+    """E = I - A^T sigma_x with E^2 = -1e-7 I from entries of 0.05 (met by the optimiser at
+    n = 10^11): the split computes E E W E^T E^T from E^2 and (E^T)^2, whose errors are of
+    their own size, so a float route vouches for 1e-8 (the unsplit engine fell back to exact
+    rationals here)."""
+    b, c = 0.0664, -0.0220
+    a = math.sqrt(-b * c - 1e-7)
+    E = np.array([[a, b], [c, -a]])
+    sx = np.array([[2.0, 0.3], [0.3, 1.0]])
+    sw = np.linalg.inv(sx)
+    task = lt.Task(2, 10**11, sx, (sw + sw.T) / 2)
+    A = np.linalg.solve(sx, (np.eye(2) - E).T)
+    f, gA, gu = lt.population_loss_grad(task, A, 2)
+    assert f.route != "exact"
+    fe, gAe, _ = LS._exact_fallback(task, A, 2, None, True, [])
+    assert abs(f - fe) <= 1e-8 * fe
+    assert np.linalg.norm(gA - gAe) <= 1e-8 * np.linalg.norm(gAe)
+
+
+@pytest.mark.parametrize("loops", [1, 2, 3, 4])
+@pytest.mark.parametrize("form", ["S", "centred"])
+def test_shipped_layout_equals_fresh_build(loops, form):
+    shipped = LY.load_arrays(LS.layout_path(loops, form))
+    fresh = LS.build_layout(loops, form)
+    assert sorted(shipped) == sorted(fresh)
+    for k in fresh:
+        assert np.array_equal(np.asarray(shipped[k]), np.asarray(fresh[k])), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loops", [5, 6])
+def test_shipped_layout_equals_fresh_build_loops_5_6(loops):
+    shipped = LY.load_arrays(LS.layout_path(loops, "S"))
+    fresh = LS.build_layout(loops, "S")
+    for k in fresh:
+        assert np.array_equal(np.asarray(shipped[k]), np.asarray(fresh[k])), k
+
+
+def test_selected_parts_equal_a_layout_built_for_them():
+    """A route's layout is the shipped one restricted to its parts (select_arrays): the same
+    numbers as a layout built from those parts' expansions alone."""
+    rng = np.random.default_rng(3)
+    d, n = 3, 11
+    for parts in [("main0", "main"), ("main0", "main", "noise"), ("noise", "main0", "main"), ("centred", "u")]:
+        sel = LS._compiled(3, parts)
+        direct = CompiledExpansion(expansions(3, parts), LS._GRAD_LETTERS)
+        scales = [1.0, 0.5, 0.25][: len(parts)]
+        mats = random_letters(rng, d)
+        v1, g1, e1, _ = sel.evaluate(mats, n, d, True, scales)
+        v2, g2, e2, _ = direct.evaluate(mats, n, d, True, scales)
+        assert abs(v1 - v2) <= 1e-13 * abs(v2) and e1 <= 4 * e2 and e2 <= 4 * e1
+        for c in LS._GRAD_LETTERS:
+            assert np.allclose(g1[c], g2[c], rtol=1e-12, atol=1e-14)
+
+
+def test_first_loss_needs_no_json(monkeypatch):
+    """The shipped layout alone evaluates the loss: the JSON expansions are not parsed."""
+    def refuse(*args):
+        raise AssertionError("the JSON expansion was loaded")
+
+    LS._compiled.cache_clear()
+    LS._layout_arrays.cache_clear()
+    monkeypatch.setattr(LS, "part_expansion", refuse)
+    try:
+        f = lt.population_loss(lt.Task(2, 10, noise=0.1), 0.3 * np.eye(2), 6, u=np.ones(2))
+        assert f.route == "expansion" and f > 0
+    finally:
+        LS._compiled.cache_clear()
+        LS._layout_arrays.cache_clear()
+
+
+@pytest.mark.parametrize("d, cond", [(3, 1e6), (12, 1e3)])
+def test_split_product_is_correctly_bounded(d, cond):
+    """The error-free splitting (large letters) against exact rationals, near the optimum
+    where C + s X Y cancels to 1e-11, with a sign per row."""
+    rng = np.random.default_rng(d)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    sx = (q * np.geomspace(1.0, cond, d)) @ q.T
+    sx = (sx + sx.T) / 2
+    A = (1 - 1e-11) * np.linalg.inv(sx)
+    X = np.vstack([A.T, A.T])
+    C = np.vstack([np.zeros((d, d)), np.eye(d)])
+    sign = np.repeat([1.0, -1.0], d)
+    M, err = product(X, sx, C, sign, method="split")
+    ex = fr(C) + fr(sign)[:, None] * fr(X).dot(fr(sx))
+    assert np.all(np.abs(fr(M) - ex) <= fr(err))
+    assert np.all(np.abs(fr(M) - ex) <= F(2.0**-52) * np.abs(ex) + F(1e-300))
