@@ -18,8 +18,9 @@ from .model import (
     prediction,
     sparse_weights,
 )
-from .montecarlo import monte_carlo_loss
+from .montecarlo import monte_carlo_loss, monte_carlo_multilayer_loss
 from .loss import MAX_LOOPS, RTOL, Certified, population_loss, population_loss_grad
+from .multilayer import MAX_LAYERS, multilayer_population_loss, multilayer_population_loss_grad
 from .moments import trace_moments, wishart_trace_moments
 from .spectral import spectral_loss, spectral_loss_grad
 from .record import Record
@@ -84,11 +85,15 @@ __all__ = [
     "prediction",
     "sparse_weights",
     "monte_carlo_loss",
+    "monte_carlo_multilayer_loss",
     "MAX_LOOPS",
     "RTOL",
     "Certified",
     "population_loss",
     "population_loss_grad",
+    "MAX_LAYERS",
+    "multilayer_population_loss",
+    "multilayer_population_loss_grad",
     "trace_moments",
     "wishart_trace_moments",
     "optimal_scale",

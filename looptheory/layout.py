@@ -66,6 +66,13 @@ _SMALL_D = 24
 #: Weight tables kept per layout, keyed by (n, d, scales): about 7 MB each at loops = 6, 14 ms
 #: to rebuild.
 _WEIGHT_CACHE = 4
+#: A pairing group whose words fill less than 1 / _SPARSE_RATIO of its (own x partner) block is
+#: sparse: its traces are row-wise dot products of the gathered node pairs and its adjoints a
+#: sparse matrix product, instead of one dense GEMM over every pair (the untied multi-layer
+#: layouts, whose letters differ per layer, pair few of their nodes; the looped ones about half).
+_SPARSE_RATIO = 8
+#: Gathered node pairs per piece of the sparse path (doubles per gathered array, 8 MB).
+_GATHER = 1 << 20
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
 LAYOUT_FORMAT = 1
 
@@ -503,7 +510,13 @@ class CompiledExpansion:
                 keep = np.isin(other_level[wi_all], [partners[m] for m in members])
                 wi = wi_all[keep]
                 rows, cols = own_node[wi] - lo, other_node[wi] - plo
-                out.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols))
+                sp = None
+                if len(wi) * _SPARSE_RATIO < (hi - lo) * (phi - plo):
+                    # the CSR structure of the (own x partner) matrix of the group's words
+                    order = np.lexsort((cols, rows))
+                    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=hi - lo))])
+                    sp = (order, cols[order], indptr)
+                out.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols, sp))
         return out
 
     # --- weights (the same on every call for the same n, d, scales) ---------------------------
@@ -669,7 +682,10 @@ class CompiledExpansion:
                 Hi = aux["Hi"] = A2 + E2
                 Lo = A2 * gK
                 Lo += E2 * (1.0 + gK)
-        for (slo, shi), (plo, phi), wi, si, pi, _ in self._by_suffix:
+        for (slo, shi), (plo, phi), wi, si, pi, _, sp in self._by_suffix:
+            if sp is not None:
+                self._sparse_traces(X2, aux, d, bound, t, et, wi, pi + plo, si + slo)
+                continue
             if flat:
                 T = X2[plo:phi] @ X2[slo:shi].T
             else:
@@ -689,6 +705,23 @@ class CompiledExpansion:
                 e += E2[plo:phi] @ Hi[slo:shi].T
             et[wi] = e[pi, si]
         return t, et
+
+    @staticmethod
+    def _sparse_traces(X2, aux, d, bound, t, et, wi, pn, sn):
+        """A sparse group's traces t_w = <P, R> as row-wise dot products of the gathered pairs
+        (a sum of d^2 products, gamma_{d^2}), and with bound the exact form of the bound,
+        e_t = <|P|, gamma |R| + (1 + gamma) e_R> + <e_P, |R| + e_R>, at every d."""
+        N = X2.shape[0]
+        step = max(1, _GATHER // (d * d))
+        if bound:
+            g = gamma(d * d)
+            A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
+        for a in range(0, len(wi), step):
+            w, p, q = wi[a:a + step], pn[a:a + step], sn[a:a + step]
+            t[w] = np.einsum("ij,ij->i", X2[p], X2[q])
+            if bound:
+                Aq, Eq = A2[q], E2[q]
+                et[w] = np.einsum("ij,ij->i", A2[p], g * Aq + (1.0 + g) * Eq) + np.einsum("ij,ij->i", E2[p], Aq + Eq)
 
     def _adjoint_rounding(self):
         """gamma for a pairing GEMM of the adjoints (inner dimension at most _max_block) and
@@ -834,7 +867,10 @@ class CompiledExpansion:
                 Lo = aux["Lo"] = A2 * g
                 Lo += E2 * (1.0 + g)
         for groups in (self._by_prefix, self._by_suffix):
-            for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
+            for (lo, hi), (olo, ohi), wi, rows, cols, flat, sp in groups:
+                if sp is not None:
+                    self._sparse_adjoints(X2, aux, dt, edt, d, bound, G, eG, (lo, hi), (olo, ohi), wi, sp)
+                    continue
                 C = np.zeros((hi - lo, ohi - olo))
                 C.ravel()[flat] = dt[wi]
                 G2[lo:hi] += C @ X2[olo:ohi]
@@ -853,6 +889,30 @@ class CompiledExpansion:
                     eG2[lo:hi] += aC @ Lo[olo:ohi]
                     eG2[lo:hi] += eC @ Hi[olo:ohi]
         return G, eG
+
+    def _sparse_adjoints(self, X2, aux, dt, edt, d, bound, G, eG, own, other, wi, sp):
+        """A sparse group's share of _pair_adjoints: C R with C the group's (own x partner)
+        matrix of df/dt in CSR form, and the same bound (the rounding of a sum over a row's
+        non-zeros is covered by that of the dense product, _adjoint_rounding)."""
+        from scipy import sparse
+
+        (lo, hi), (olo, ohi) = own, other
+        N = X2.shape[0]
+        order, indices, indptr = sp
+        shape = (hi - lo, ohi - olo)
+        C = sparse.csr_matrix((dt[wi[order]], indices, indptr), shape=shape)
+        G.reshape(N, d * d)[lo:hi] += C @ X2[olo:ohi]
+        if not bound:
+            return
+        eG2 = eG.reshape(N, d * d)
+        aC = abs(C)
+        eC = sparse.csr_matrix((edt[wi[order]], indices, indptr), shape=shape)
+        if d > _SMALL_D:
+            eG2[lo:hi] += (aC * self._adjoint_rounding() + eC) @ aux["A"].reshape(N, d * d)[olo:ohi]
+            eG[lo:hi] += ((aC + eC) @ aux["rmax"][olo:ohi])[:, :, None]
+        else:
+            eG2[lo:hi] += aC @ aux["Lo"][olo:ohi]
+            eG2[lo:hi] += eC @ aux["Hi"][olo:ohi]
 
     def _backward(self, X, aux, M, lb, dt, edt, d, bound):
         """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
@@ -993,14 +1053,18 @@ class CompiledExpansion:
             self._exact_cache = facs
         return self._exact_cache
 
-    def _exact_products(self, mats, d):
+    def _exact_products(self, mats, d, nodes):
+        """The exact node products X[k] for the nodes `nodes` and their ancestors (node indices
+        grow with depth, so every parent is formed before its children)."""
         one = np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object)
-        L = self.n_letters
         ext = [np.asarray(m, dtype=object) for m in mats] + [np.asarray(m, dtype=object).T for m in mats]
+        need = np.zeros(self.n_nodes, dtype=bool)
+        need[np.asarray(sorted(nodes), dtype=np.int64)] = True
+        for lv in reversed(self._levels):
+            need[lv.par[need[lv.lo:lv.hi]]] = True
         X = [one] + [None] * (self.n_nodes - 1)
-        for k in range(1, self.n_nodes):
+        for k in np.flatnonzero(need[1:]) + 1:
             X[k] = X[int(self._parent[k])].dot(ext[int(self._letter[k])])
-        del L
         return X, ext
 
     def value_exact(self, mats, n, d, scales=None):
@@ -1011,10 +1075,7 @@ class CompiledExpansion:
     def value_and_grad_exact(self, mats, n, d, scales=None, need_grad=True):
         """Exact value and {letter: df/dM_letter} (object arrays of Fractions): the same
         reverse mode as the float path, in rational arithmetic."""
-        X, ext = self._exact_products(mats, d)
         nw = self.n_words
-        t = [sum((X[int(p)] * X[int(s)]).ravel(), Fraction(0)) for p, s in zip(self._word_pre, self._word_suf)]
-        t.append(Fraction(1))
         s = [Fraction(1)] * self.n_parts if scales is None else [Fraction(x) for x in scales]
         inv_n = Fraction(0) if n == float("inf") else Fraction(1, int(n))
         facs = self._exact_terms()
@@ -1030,6 +1091,12 @@ class CompiledExpansion:
         for c, part, p, dp, m in zip(self.coef.tolist(), self.part.tolist(), self.power.tolist(), self.dpow.tolist(), self._term_mono.tolist()):
             wsum[m] += c * num[(part, p, dp)]
         wm = [Fraction(v, den) if v else 0 for v in wsum]
+        # only the words of monomials with a non-zero weight (at n = inf, the n^0 terms alone)
+        used = sorted({f for w, fac in zip(wm, facs) if w for f in fac} - {nw})
+        X, ext = self._exact_products(mats, d, [int(self._word_pre[i]) for i in used] + [int(self._word_suf[i]) for i in used])
+        t = [None] * nw + [Fraction(1)]
+        for i in used:
+            t[i] = sum((X[int(self._word_pre[i])] * X[int(self._word_suf[i])]).ravel(), Fraction(0))
         total = Fraction(0)
         dt = [Fraction(0)] * (nw + 1)
         for w, fac in zip(wm, facs):

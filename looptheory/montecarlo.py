@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _validate as V
-from .model import looped_forward, make_prompt, prediction, sparse_weights
+from .model import looped_forward, make_prompt, multilayer_forward, prediction, sparse_weights
 from .task import Task
 
 # Prompts per chunk are chosen so that a chunk's Z holds about this many float64 entries;
@@ -43,6 +43,34 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
     loops = V.positive_int("loops", loops)
     samples = V.positive_int("samples", samples, minimum=2)
     seed = V.seed("seed", seed)
+    P, Q = sparse_weights(A, u)
+    return _sample_mean(task, lambda Z: looped_forward(Z, P, Q, loops), samples, seed)
+
+
+def monte_carlo_multilayer_loss(task: Task, As, us=None, samples: int = 100_000, seed: int = 0):
+    """Estimate the untied multi-layer loss E (yhat - y_q)^2 by simulation: prompts through
+    `multilayer_forward` with layer l's sparse weights (A_l, u_l). As: L matrices (layer 1
+    first), us: None or L vectors. Returns (mean, stderr); limits as `monte_carlo_loss`."""
+    if not isinstance(task, Task):
+        raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
+    if V.is_infinite(task.n):
+        raise ValueError("task.n: Monte Carlo needs a finite n (n = inf cannot be sampled)")
+    As = V.as_real_array("As", As, 3, allow_exact=False)
+    if As.shape[1:] != (task.d, task.d) or len(As) < 1:
+        raise ValueError(f"As: expected shape (L, {task.d}, {task.d}), got {As.shape}")
+    if us is not None:
+        us = V.as_real_array("us", us, 2, allow_exact=False)
+        if us.shape != (len(As), task.d):
+            raise ValueError(f"us: expected shape ({len(As)}, {task.d}), one vector per layer, got {us.shape}")
+    samples = V.positive_int("samples", samples, minimum=2)
+    seed = V.seed("seed", seed)
+    weights = [sparse_weights(A, None if us is None else us[l]) for l, A in enumerate(As)]
+    Ps, Qs = [p for p, _ in weights], [q for _, q in weights]
+    return _sample_mean(task, lambda Z: multilayer_forward(Z, Ps, Qs), samples, seed)
+
+
+def _sample_mean(task, forward, samples, seed):
+    """(mean, stderr) of (prediction(forward(Z)) - y_q)^2 over `samples` sampled prompts."""
     rng = np.random.default_rng(seed)
     per_prompt = (task.d + 1) * (task.n + 1)
     chunk = max(1, _CHUNK_ENTRIES // per_prompt)
@@ -50,14 +78,13 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
                    6 * min(chunk, samples) * per_prompt * 8, "6 x prompts per chunk x (d + 1) x (n + 1) x 8 bytes")
     V.check_work("samples", f"monte_carlo_loss with samples = {V.number_text(samples)} at d = {task.d}, "
                  f"n = {V.number_text(task.n)}", samples * per_prompt, "samples x (d + 1) x (n + 1)")
-    P, Q = sparse_weights(A, u)
     mean = 0.0
     m2 = 0.0  # sum of squared deviations, combined chunk by chunk (Chan et al.) for accuracy
     done = 0
     while done < samples:
         b = min(chunk, samples - done)
         X, y, x_q, y_q, _ = task.sample(b, rng)
-        err = prediction(looped_forward(make_prompt(X, y, x_q), P, Q, loops)) - y_q
+        err = prediction(forward(make_prompt(X, y, x_q))) - y_q
         sq = err * err
         c_mean = float(np.mean(sq))
         c_m2 = float(np.sum((sq - c_mean) ** 2))

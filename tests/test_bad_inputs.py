@@ -481,6 +481,34 @@ CASES = [
 NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult",
               "Record"}
 
+# The untied multi-layer model (issue 16), in a block of its own.
+_AS = np.stack([E2, E2])
+CASES += [
+    ("multilayer_population_loss-task-str", lambda: lt.multilayer_population_loss("task", _AS), TypeError, "task"),
+    ("multilayer_population_loss-As-one-matrix", lambda: lt.multilayer_population_loss(_t(), E2), ValueError, "As"),
+    ("multilayer_population_loss-As-shape", lambda: lt.multilayer_population_loss(_t(), np.stack([E3, E3])), ValueError, "As"),
+    ("multilayer_population_loss-As-too-many", lambda: lt.multilayer_population_loss(_t(), [E2] * (lt.MAX_LAYERS + 1)),
+     ValueError, "As"),
+    ("multilayer_population_loss-As-none", lambda: lt.multilayer_population_loss(_t(), np.zeros((0, 2, 2))), ValueError, "As"),
+    ("multilayer_population_loss-As-nan", lambda: lt.multilayer_population_loss(_t(), [E2, [[1, NAN], [0, 1]]]), ValueError, "As"),
+    ("multilayer_population_loss-As-str", lambda: lt.multilayer_population_loss(_t(), "abc"), TypeError, "As"),
+    ("multilayer_population_loss-us-length", lambda: lt.multilayer_population_loss(_t(), _AS, [[1.0, 0.0]]), ValueError, "us"),
+    ("multilayer_population_loss-us-shape", lambda: lt.multilayer_population_loss(_t(), _AS, np.zeros((2, 3))), ValueError, "us"),
+    ("multilayer_population_loss-exact-str", lambda: lt.multilayer_population_loss(_t(), _AS, exact="no"), TypeError, "exact"),
+    ("multilayer_population_loss-exact-float-As", lambda: lt.multilayer_population_loss(_t(), 0.5 * _AS, exact=True),
+     TypeError, "As"),
+    ("multilayer_population_loss_grad-fallback-str", lambda: lt.multilayer_population_loss_grad(_t(), _AS, fallback="no"),
+     TypeError, "fallback"),
+    ("multilayer_population_loss_grad-memory", lambda: lt.multilayer_population_loss_grad(_t(400), np.zeros((4, 400, 400))),
+     ValueError, "task"),
+    ("monte_carlo_multilayer_loss-task-inf-n", lambda: lt.monte_carlo_multilayer_loss(_t(2, INF), _AS), ValueError, "task"),
+    ("monte_carlo_multilayer_loss-As-shape", lambda: lt.monte_carlo_multilayer_loss(_t(), np.stack([E3])), ValueError, "As"),
+    ("monte_carlo_multilayer_loss-us-length", lambda: lt.monte_carlo_multilayer_loss(_t(), _AS, [[0.0, 0.0]]), ValueError, "us"),
+    ("monte_carlo_multilayer_loss-samples-one", lambda: lt.monte_carlo_multilayer_loss(_t(), _AS, samples=1), ValueError,
+     "samples"),
+]
+NOT_CALLED |= {"MAX_LAYERS"}
+
 # The command line: (argv, text the one-line error must contain). Exit status 2, nothing run.
 CLI_CASES = [
     (["verify", "--bogus"], "--bogus"),
