@@ -40,7 +40,8 @@ from .training import (
 #: Names imported on first use, by module.
 _LAZY = {
     "optimum": ("OptimumResult", "optimal_preconditioner", "optimal_scale", "scale_loss"),
-    "flow": ("FlowResult", "gradient_flow"),
+    "flow": ("FlowResult", "gradient_flow", "multilayer_gradient_flow"),
+    "multilayer_optimum": ("MultilayerOptimum", "optimal_multilayer", "ScheduleResult", "optimal_schedule"),
     "dominance": ("WorstCase", "dominance_ratio", "worst_dominance", "worst_dominance_spectral"),
     "claims": ("ClaimResult", "check_claims"),
     "chen": ("chen_forward", "chen_prompt", "chen_readout", "chen_weights", "gd_bounds", "gd_error_after",
@@ -104,6 +105,11 @@ __all__ = [
     "spectral_loss_grad",
     "FlowResult",
     "gradient_flow",
+    "multilayer_gradient_flow",
+    "MultilayerOptimum",
+    "optimal_multilayer",
+    "ScheduleResult",
+    "optimal_schedule",
     "WorstCase",
     "dominance_ratio",
     "worst_dominance",

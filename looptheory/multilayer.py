@@ -60,7 +60,7 @@ from .loss import (
 from .task import Task
 
 __all__ = ["MAX_LAYERS", "CENTRED_MAX_LAYERS", "Letters", "build_multilayer_part", "multilayer_population_loss",
-           "multilayer_population_loss_grad"]
+           "multilayer_population_loss_grad", "multilayer_loss_grad_uncertified"]
 
 #: The most layers the shipped expansions cover (4: about 1 M terms, 30 CPU-s and 0.9 GB to build).
 MAX_LAYERS = 4
@@ -378,6 +378,24 @@ def multilayer_population_loss_grad(task: Task, As, us=None, fallback: bool = Tr
     task, As, us = _check(task, As, us, exact=False, grad=True)
     f, gA, gu = _certified(task, As, us, need_grad=True, fallback=V.boolean("fallback", fallback))
     return f, gA, (None if us is None else gu)
+
+
+def multilayer_loss_grad_uncertified(task: Task, As, us=None):
+    """(f, grad_As, grad_us or None) from the expansion in S in plain float, without the running
+    error bounds, the other routes or the exact fallback: 3 to 6 times faster than
+    `multilayer_population_loss_grad` at 4 layers, and NOT certified (f is a plain float whose
+    accuracy nothing vouches for; near the optimum at large n the expansion in S cancels large
+    terms). For an optimiser's inner steps only; `optimal_multilayer` certifies its final point."""
+    task, As, us = _check(task, As, us, exact=False, grad=True)
+    d, L = task.d, As.shape[0]
+    K = Letters(L)
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats, _ = _float_letters(K, np.asarray(As, dtype=float), us, sx, np.asarray(task.sigma_w, dtype=float), d)
+    parts, scales = _parts(task.n, float(task.noise), us)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value, G = compiled(L, parts).value_and_grad(mats, task.n, d, True, scales)
+    gA, gu = _chain(K, G, sx, us, d)
+    return value, gA, (None if us is None else gu)
 
 
 def _routes(L, parts, scales):

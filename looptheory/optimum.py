@@ -314,9 +314,9 @@ def _is_gatmiry_prior(task: Task) -> bool:
     return np.allclose(sw @ sx, np.eye(task.d), rtol=0, atol=1e-12 * task.d)
 
 
-def _newton_polish(fg, z, steps=4):
-    """Newton steps with a Hessian from central differences of the exact gradient; a step is
-    kept only if it lowers the gradient norm (so it cannot make things worse)."""
+def newton_polish(fg, z, steps=4):
+    """Newton steps on fg(z) -> (f, grad) with a Hessian from central differences of the exact
+    gradient; a step is kept only if it lowers the gradient norm (so it cannot make things worse)."""
     f, g = fg(z)
     for _ in range(steps):
         m = z.size
@@ -343,55 +343,43 @@ def _newton_polish(fg, z, steps=4):
 CONVERGED_TOL = 1e-6
 
 
-def _scaled_gradient(f, g, z, d, with_u, sx_inv):
-    """||(s_A grad_A f sigma_x^{-1}, s_u grad_u f)|| / f at z (see _scaled_refine)."""
+def scaled_gradient_norm(f, g, z, scaling):
+    """||T^T grad f|| / f at z, T the scaling's linear map (see scaled_refine): how far from
+    stationary z is relative to the loss' own scale."""
     if not (f > 0):
         return 0.0 if f == 0 else math.inf
-    A = z[: d * d].reshape(d, d)
-    s_A = float(np.linalg.norm(np.eye(d) - A.T @ np.linalg.inv(sx_inv))) or 1.0
-    gA = s_A * (g[: d * d].reshape(d, d) @ sx_inv)
-    gu = math.sqrt(float(f)) * g[d * d:] if with_u else np.zeros(0)
-    return float(math.hypot(np.linalg.norm(gA), np.linalg.norm(gu))) / float(f)
+    return float(np.linalg.norm(scaling(z, f)[1](g))) / float(f)
 
 
-def _scaled_refine(fg, z, d, with_u, sx_inv, rounds=6):
+def scaled_refine(fg, z, scaling, rounds=6):
     """Minimise again in a variable scaled to the point's own size, so that a loss of 1e-22 at
     n = 1e11 (where E = I - A^T sigma_x is of order 1/n) is as well conditioned as a loss of 1:
 
-      A = A_k + s_A Z sigma_x^{-1},  u = u_k + s_u v,   F(Z, v) = f(A, u) / f(A_k, u_k),
+      z = z_k + T y,   F(y) = f(z) / f(z_k),
 
-    s_A = ||I - A_k^T sigma_x||_F (the distance to the n = inf minimiser, the only scale the
-    loss has), s_u = sqrt(f(A_k, u_k)) (u enters f quadratically). Rounds of L-BFGS and Newton
-    from (Z, v) = 0 re-centre and re-scale until the loss stops falling. Returns (z, f, g,
-    scaled gradient norm); starts nothing new, so it is as blind as the starts before it."""
+    with T = scaling(z_k, f(z_k)) a linear map given as (lift: y -> z_k + T y, pull: g -> T^T g)
+    (`_looped_scaling`: A = A_k + s_A Y sigma_x^{-1}, s_A = ||I - A_k^T sigma_x||_F, the distance
+    to the n = inf minimiser, the only scale the loss has; u = u_k + s_u v, s_u = sqrt(f), as u
+    enters f quadratically). Rounds of L-BFGS and Newton from y = 0 re-centre and re-scale until
+    the loss stops falling. Returns (z, f, g, scaled gradient norm); starts nothing new, so it
+    is as blind as the starts before it."""
     f, g = fg(z)
-    sgn = _scaled_gradient(f, g, z, d, with_u, sx_inv)
+    sgn = scaled_gradient_norm(f, g, z, scaling)
     if sgn <= CONVERGED_TOL * 1e-3:
         return z, f, g, sgn  # already stationary in the scaled variable: nothing to refine
     for _ in range(rounds):
         if not (f > 0):
             break
-        A = z[: d * d].reshape(d, d)
-        s_A = float(np.linalg.norm(np.eye(d) - A.T @ np.linalg.inv(sx_inv))) or 1.0
-        s_u = math.sqrt(float(f))
         f0 = float(f)
-
-        def lift(y):
-            zz = z.copy()
-            zz[: d * d] += s_A * (y[: d * d].reshape(d, d) @ sx_inv).ravel()
-            if with_u:
-                zz[d * d:] += s_u * y[d * d:]
-            return zz
+        lift, pull = scaling(z, f0)
 
         def FG(y):
             fy, gy = fg(lift(y))
-            gA = s_A * (gy[: d * d].reshape(d, d) @ sx_inv).ravel()
-            out = np.concatenate([gA, s_u * gy[d * d:]]) if with_u else gA
-            return float(fy) / f0, out / f0
+            return float(fy) / f0, pull(gy) / f0
 
-        y0 = np.zeros(z.size)
-        res = _opt.minimize(FG, y0, jac=True, method="L-BFGS-B", options={"maxiter": 500, "gtol": 1e-10, "ftol": 1e-15})
-        y, _, gy = _newton_polish(FG, res.x)
+        res = _opt.minimize(FG, np.zeros(z.size), jac=True, method="L-BFGS-B",
+                            options={"maxiter": 500, "gtol": 1e-10, "ftol": 1e-15})
+        y, _, gy = newton_polish(FG, res.x)
         z_new = lift(y)
         f_new, g_new = fg(z_new)
         sgn = float(np.linalg.norm(gy))
@@ -403,12 +391,37 @@ def _scaled_refine(fg, z, d, with_u, sx_inv, rounds=6):
     return z, f, g, sgn
 
 
+def _looped_scaling(d, with_u, sx_inv):
+    """The scaled variable of the looped search (scaled_refine): A = A_k + s_A Y sigma_x^{-1},
+    u = u_k + s_u v."""
+    sx = np.linalg.inv(sx_inv)
+
+    def scaling(z, f):
+        s_A = float(np.linalg.norm(np.eye(d) - z[: d * d].reshape(d, d).T @ sx)) or 1.0
+        s_u = math.sqrt(float(f))
+
+        def lift(y):
+            zz = z.copy()
+            zz[: d * d] += s_A * (y[: d * d].reshape(d, d) @ sx_inv).ravel()
+            if with_u:
+                zz[d * d:] += s_u * y[d * d:]
+            return zz
+
+        def pull(g):
+            gA = s_A * (g[: d * d].reshape(d, d) @ sx_inv).ravel()
+            return np.concatenate([gA, s_u * g[d * d:]]) if with_u else gA
+
+        return lift, pull
+
+    return scaling
+
+
 def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 0, with_u: bool = True) -> OptimumResult:
     """The global minimiser of the exact population loss over all real d x d A (not only
     symmetric) and all u, found without being told the answer: L-BFGS with the exact gradient
     from A = 0 and `starts - 1` random non-symmetric starts, then Newton polishing with a
     finite-difference Hessian of the exact gradient, then rounds in a variable scaled to the
-    point's own size (see `_scaled_refine`), which is what makes the search converge at huge n
+    point's own size (see `scaled_refine`), which is what makes the search converge at huge n
     (at n = 1e11 the loss near the optimum is 1e-22). The structured candidate
     gamma_L sigma_x^{-1} (Gatmiry et al., Thm. on the global minimiser) is compared with the
     result, never substituted for it nor used as a start. with_u=False fixes u = 0.
@@ -431,6 +444,7 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     sx = np.asarray(task.sigma_x, dtype=float)
     sx_inv = np.linalg.inv(sx)
     m = d * d + (d if with_u else 0)
+    scaling = _looped_scaling(d, with_u, sx_inv)
 
     def fg(z):
         A = z[: d * d].reshape(d, d)
@@ -447,8 +461,8 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     finals = []
     for z0 in inits:
         res = _opt.minimize(fg, z0, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-12, "ftol": 1e-15})
-        z, f, g = _newton_polish(fg, res.x)
-        z, f, g, sgn = _scaled_refine(fg, z, d, with_u, sx_inv)
+        z, f, g = newton_polish(fg, res.x)
+        z, f, g, sgn = scaled_refine(fg, z, scaling)
         finals.append((f, z, g, sgn))
     _, z, g, sgn = min(finals, key=lambda t: t[0])
     A = z[: d * d].reshape(d, d)
