@@ -50,7 +50,8 @@ _LAZY = {
     "plots": ("plot_flow", "plot_flow_eigenvalues", "plot_loss_vs_loops", "plot_optimal_scale",
               "plot_dominance", "plot_optimal_loss", "plot_test_time_loops", "plot_chen_error",
               "plot_chen_kappa", "plot_chen_divergence", "plot_sample_complexity", "plot_training",
-              "plot_looped_vs_multilayer"),
+              "plot_looped_vs_multilayer", "plot_looped_vs_untied", "plot_scalar_limit"),
+    "limit": ("LimitResult", "scalar_family_limit", "scalar_family_convergence"),
 }
 _LAZY_NAME = {name: mod for mod, names in _LAZY.items() for name in names}
 
@@ -151,4 +152,9 @@ __all__ = [
     "plot_sample_complexity",
     "plot_training",
     "plot_looped_vs_multilayer",
+    "plot_looped_vs_untied",
+    "plot_scalar_limit",
+    "LimitResult",
+    "scalar_family_limit",
+    "scalar_family_convergence",
 ]

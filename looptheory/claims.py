@@ -653,3 +653,11 @@ def check_claims(ids=None, quick: bool = False, progress=None) -> list[Record]:
         if progress:
             progress(res)
     return out
+
+
+# --- the untied multi-layer model (issue 16) ---------------------------------------------------------
+# A1, A1-global, G6 and B1 are declared in looptheory/claims_multilayer.py (regions, thresholds,
+# checks returning an Outcome) and join the registry here, after the claims above.
+from .claims_multilayer import multilayer_specs  # noqa: E402
+
+REGISTRY.update(multilayer_specs())

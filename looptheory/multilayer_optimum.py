@@ -157,7 +157,7 @@ class MultilayerOptimum:
     status: str
 
 
-def _scaling(d, L, with_u, sx, sx_inv):
+def untied_scaling(d, L, with_u, sx, sx_inv):
     """The scaled variable of the untied search (optimum.scaled_refine): A_l = A_l,k + s_l Y_l
     sigma_x^{-1}, s_l = ||I - A_l,k^T sigma_x||_F (1 if 0), and u_l = u_l,k + sqrt(f) v_l."""
     m = L * d * d
@@ -231,7 +231,7 @@ def optimal_multilayer(task: Task, layers: int, starts: int = 4, seed: int = 0, 
     for _ in range(starts - 1):
         A0 = rng.standard_normal((L, d, d)) * 0.5 / np.sqrt(d) @ sx_inv
         points.append(np.concatenate([A0.ravel(), rng.standard_normal(size - m) * 0.3]))
-    scaling = _scaling(d, L, with_u, sx, sx_inv)
+    scaling = untied_scaling(d, L, with_u, sx, sx_inv)
     finals = []
     for z0 in points:
         with np.errstate(over="ignore", invalid="ignore"):

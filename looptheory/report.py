@@ -225,6 +225,13 @@ def _figure_specs(curve, chen, claims, experiments):
             P.plot_test_time_loops(rec, ax=a2)
 
         specs.append(("optimal_loss_and_test_loops", (13.5, 4.6), g5))
+    if "G6" in by_id:
+        def g6(fig, rec=by_id["G6"]):
+            a1, a2 = fig.subplots(1, 2)
+            P.plot_looped_vs_untied(rec, ax=a1, panel="loss")
+            P.plot_looped_vs_untied(rec, ax=a2, panel="ratio")
+
+        specs.append(("looped_vs_untied_optimum", (14.5, 4.8), g6))
     if chen is not None:
         specs += [("chen_error_vs_loops", (9.4, 4.8), one(P.plot_chen_error, chen)),
                   ("chen_kappa_vs_ratio", (9.0, 4.8), one(P.plot_chen_kappa, chen)),
