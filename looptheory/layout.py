@@ -682,9 +682,11 @@ class CompiledExpansion:
                 Hi = aux["Hi"] = A2 + E2
                 Lo = A2 * gK
                 Lo += E2 * (1.0 + gK)
+        stacks = None
         for (slo, shi), (plo, phi), wi, si, pi, _, sp in self._by_suffix:
             if sp is not None:
-                self._sparse_traces(X2, aux, d, bound, t, et, wi, pi + plo, si + slo)
+                stacks = stacks or self._sparse_stacks(X2, aux, d, bound)
+                self._sparse_traces(stacks, d, bound, t, et, wi, pi + plo, si + slo)
                 continue
             if flat:
                 T = X2[plo:phi] @ X2[slo:shi].T
@@ -707,21 +709,31 @@ class CompiledExpansion:
         return t, et
 
     @staticmethod
-    def _sparse_traces(X2, aux, d, bound, t, et, wi, pn, sn):
+    def _sparse_stacks(X2, aux, d, bound):
+        """Per node, the rows a sparse group's pairs gather: [X | |X| | e_X] for the prefix side and
+        [X | g |X| + (1 + g) e_X | |X| + e_X] for the suffix side, g = gamma_{d^2} (without bound,
+        X alone), so that one gather per side serves the trace and its bound."""
+        if not bound:
+            return X2, X2
+        N = X2.shape[0]
+        g = gamma(d * d)
+        A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
+        return np.concatenate([X2, A2, E2], axis=1), np.concatenate([X2, g * A2 + (1.0 + g) * E2, A2 + E2], axis=1)
+
+    @staticmethod
+    def _sparse_traces(stacks, d, bound, t, et, wi, pn, sn):
         """A sparse group's traces t_w = <P, R> as row-wise dot products of the gathered pairs
         (a sum of d^2 products, gamma_{d^2}), and with bound the exact form of the bound,
-        e_t = <|P|, gamma |R| + (1 + gamma) e_R> + <e_P, |R| + e_R>, at every d."""
-        N = X2.shape[0]
-        step = max(1, _GATHER // (d * d))
-        if bound:
-            g = gamma(d * d)
-            A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
+        e_t = <|P|, gamma |R| + (1 + gamma) e_R> + <e_P, |R| + e_R>, at every d (`_sparse_stacks`)."""
+        SP, SQ = stacks
+        k = d * d
+        step = max(1, _GATHER // SP.shape[1])
         for a in range(0, len(wi), step):
-            w, p, q = wi[a:a + step], pn[a:a + step], sn[a:a + step]
-            t[w] = np.einsum("ij,ij->i", X2[p], X2[q])
+            w = wi[a:a + step]
+            P, Q = SP[pn[a:a + step]], SQ[sn[a:a + step]]
+            t[w] = np.einsum("ij,ij->i", P[:, :k], Q[:, :k])
             if bound:
-                Aq, Eq = A2[q], E2[q]
-                et[w] = np.einsum("ij,ij->i", A2[p], g * Aq + (1.0 + g) * Eq) + np.einsum("ij,ij->i", E2[p], Aq + Eq)
+                et[w] = np.einsum("ij,ij->i", P[:, k:], Q[:, k:])
 
     def _adjoint_rounding(self):
         """gamma for a pairing GEMM of the adjoints (inner dimension at most _max_block) and

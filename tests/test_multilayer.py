@@ -218,6 +218,59 @@ def test_every_supported_layer_count_ships_and_trie_nodes_bound_the_layouts(L):
                 assert ML.compiled(L, head + tail).n_nodes <= ML.TRIE_NODES[L][with_u]
 
 
+# --- the layout's sparse pairing groups --------------------------------------------------------------
+
+
+def _letters(rng, L, d, size=0.4):
+    K = ML.Letters(L)
+    return size * rng.standard_normal((K.count, d, d))
+
+
+def test_sparse_groups_equal_the_dense_pairing(monkeypatch):
+    """The untied layouts pair few of their prefix and suffix nodes, and such groups are summed
+    sparsely (layout._SPARSE_RATIO); the same layout with every group dense gives the same value,
+    gradient and bounds up to rounding."""
+    from looptheory import layout as LY
+
+    rng = np.random.default_rng(3)
+    arrays = ML.compiled(3, ("main0", "main", "u", "noise")).to_arrays()
+    sparse = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
+    assert any(g[-1] is not None for g in sparse._by_suffix + sparse._by_prefix)
+    monkeypatch.setattr(LY, "_SPARSE_RATIO", 10**12)
+    dense = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
+    monkeypatch.setattr(LY, "_SPARSE_RATIO", 0)
+    every = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
+    assert all(g[-1] is None for g in dense._by_suffix + dense._by_prefix)
+    assert all(g[-1] is not None for g in every._by_suffix + every._by_prefix)
+    for d in (2, 30):
+        mats = _letters(rng, 3, d, 0.5 / math.sqrt(d))
+        errs = np.abs(mats) * 2.0**-52
+        b = dense.evaluate(mats, 7, d, True, [1, 1, 0.5, 0.3], errs)
+        for comp in (sparse, every):
+            a = comp.evaluate(mats, 7, d, True, [1, 1, 0.5, 0.3], errs)
+            assert a[0] == pytest.approx(b[0], rel=1e-12)
+            # both bound the same error (each is held against exact rationals elsewhere); above
+            # d = 16 the sparse pairs count gamma_{d^2} where the dense GEMMs count gamma_{2d}
+            assert b[2] / 3 <= a[2] <= 3 * b[2]
+            for c in a[1]:
+                np.testing.assert_allclose(a[1][c], b[1][c], rtol=1e-10, atol=1e-13 * np.abs(b[1][c]).max())
+
+
+@pytest.mark.parametrize("d", [2, pytest.param(25, marks=pytest.mark.slow)])
+def test_sparse_groups_bounds_cover_the_exact_error(d):
+    """The running error bounds of the sparse path against exact rationals of letters perturbed
+    within their own bounds (as tests/test_layout.py does for the looped layouts)."""
+    from test_layout import exact_check
+
+    rng = np.random.default_rng(d)
+    comp = ML.compiled(2, ("main0", "main", "u", "noise"))
+    assert any(g[-1] is not None for g in comp._by_suffix + comp._by_prefix)
+    mats = _letters(rng, 2, d, 0.4 / math.sqrt(d))
+    errs = np.abs(mats) * 2.0**-52 * rng.random(mats.shape)
+    for n in (3, 10**6):
+        exact_check(comp, mats, errs, n, d, [1.0, 1.0, 0.5, 0.25], rng)
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 
