@@ -71,6 +71,8 @@ _WEIGHT_CACHE = 4
 #: sparse matrix product, instead of one dense GEMM over every pair (the untied multi-layer
 #: layouts, whose letters differ per layer, pair few of their nodes; the looped ones about half).
 _SPARSE_RATIO = 8
+#: Blocks smaller than this stay dense (one small GEMM is cheaper than a gather).
+_SPARSE_MIN = 256
 #: Gathered node pairs per piece of the sparse path (doubles per gathered array, 8 MB).
 _GATHER = 1 << 20
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
@@ -511,7 +513,7 @@ class CompiledExpansion:
                 wi = wi_all[keep]
                 rows, cols = own_node[wi] - lo, other_node[wi] - plo
                 sp = None
-                if len(wi) * _SPARSE_RATIO < (hi - lo) * (phi - plo):
+                if len(wi) * _SPARSE_RATIO < (hi - lo) * (phi - plo) and (hi - lo) * (phi - plo) >= _SPARSE_MIN:
                     # the CSR structure of the (own x partner) matrix of the group's words
                     order = np.lexsort((cols, rows))
                     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=hi - lo))])

@@ -24,7 +24,7 @@ root: docs/derivations.md, "2.5 No square root in exact mode"), and the chain ru
   grad_{u_l} f = sum_m G_{U_lm} sigma_x u_m + sigma_x G_{U_ml}^T u_m,        G_X = df/dM_X.
 
 The expansions for 1 to MAX_LAYERS layers ship as evaluation layouts
-(looptheory/data/multilayer_L{layers}_{form}.npz, built by scripts/build_multilayer.py).
+(looptheory/data/multilayer_L{layers}_{form}.npz, built by `python scripts/build_expansions.py --multilayer`).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def layout_path(layers: int, form: str) -> str:
 
 def build_layout(layers: int, form: str) -> dict:
     """The evaluation layout of all of a form's parts (loss.LAYOUT_PARTS) as arrays, built with
-    the engine (scripts/build_multilayer.py ships it)."""
+    the engine (`python scripts/build_expansions.py --multilayer` ships it)."""
     exps = [main0(layers) if p == "main0" else build_multilayer_part(layers, p) for p in LAYOUT_PARTS[form]]
     return build_arrays(exps, LAYOUT_PARTS[form])
 

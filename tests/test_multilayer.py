@@ -239,6 +239,7 @@ def test_sparse_groups_equal_the_dense_pairing(monkeypatch):
     monkeypatch.setattr(LY, "_SPARSE_RATIO", 10**12)
     dense = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
     monkeypatch.setattr(LY, "_SPARSE_RATIO", 0)
+    monkeypatch.setattr(LY, "_SPARSE_MIN", 0)
     every = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
     assert all(g[-1] is None for g in dense._by_suffix + dense._by_prefix)
     assert all(g[-1] is not None for g in every._by_suffix + every._by_prefix)
