@@ -206,6 +206,11 @@ def untied_cells(params) -> list:
     return rows
 
 
+def _table(rows):
+    """The rows without the optimisers' status texts (the record's `optimiser` field has them)."""
+    return [{k: v for k, v in r.items() if not k.endswith(" optimiser")} for r in rows]
+
+
 def _optimiser(rows, which=("looped", "untied")):
     return tuple(f"{_cell(r)} {w}: {r[f'{w} optimiser']}" for r in rows for w in which)
 
@@ -220,19 +225,27 @@ def check_a1_global(quick: bool, params: dict) -> Outcome:
     not the search converged (a loss attained); otherwise every search must have converged."""
     rows = untied_cells(params)
     tol = params["tolerance (relative loss gain)"]
-    beaten = [r for r in rows if r["schedule beaten by (f_sched - f*_untied)/f_sched"] > tol and r["beaten beyond the error bounds"]]
+    key = "schedule beaten by (f_sched - f*_untied)/f_sched"
+    beaten = [r for r in rows if r[key] > tol and r["beaten beyond the error bounds"]]
+    return _against_schedule(
+        rows, key, beaten,
+        lambda top: (f"an untied point beats the best schedule in {len(beaten)}/{len(rows)} cells, by up to "
+                     f"{top[key]:.3g} relative at {_cell(top)}"),
+        lambda top: (f"no untied point found below the best schedule in {len(rows)} cells (largest relative gain "
+                     f"{top[key]:.1e}, tolerance {tol:g})"), "relative gain")
+
+
+def _against_schedule(rows, key, bad, fails_text, holds_text, name) -> Outcome:
+    """A1-global and B1: a cell in `bad` (a found point against the schedule) decides even
+    when its search did not converge; otherwise every untied search must have converged."""
     unconv = [r for r in rows if not r["untied converged"]]
-    verdict = "fails" if beaten else ("unresolved" if unconv else "holds")
-    top = max(rows, key=lambda r: r["schedule beaten by (f_sched - f*_untied)/f_sched"])
-    summary = (f"an untied point beats the best schedule in {len(beaten)}/{len(rows)} cells, by up to "
-               f"{top['schedule beaten by (f_sched - f*_untied)/f_sched']:.3g} relative at {_cell(top)}" if beaten else
-               f"no untied point found below the best schedule in {len(rows)} cells (largest relative gain "
-               f"{top['schedule beaten by (f_sched - f*_untied)/f_sched']:.1e}, tolerance {tol:g})")
-    if unconv and not beaten:
+    verdict = "fails" if bad else ("unresolved" if unconv else "holds")
+    top = max(rows, key=lambda r: r[key])
+    summary = fails_text(top) if bad else holds_text(top)
+    if unconv and not bad:
         summary += f"; the untied search did not converge in {len(unconv)} cell(s): " + ", ".join(_cell(r) for r in unconv)
-    return Outcome(verdict, summary, {"rows": rows, "same_table_as": "G6"},
-                   worst_case={"cell": _cell(top), "relative gain": top["schedule beaten by (f_sched - f*_untied)/f_sched"]},
-                   counterexample=dict(beaten[0]) if beaten else None, examples_run=len(rows), optimiser=_optimiser(rows, ("untied",)))
+    return Outcome(verdict, summary, {"rows": _table(rows), "same_table_as": "G6"}, worst_case={"cell": _cell(top), name: top[key]},
+                   counterexample=_table(bad)[0] if bad else None, examples_run=len(rows), optimiser=_optimiser(rows, ("untied",)))
 
 
 def _g6_region(quick: bool) -> dict:
@@ -259,8 +272,8 @@ def check_g6(quick: bool, params: dict) -> Outcome:
                f"f*_looped / f*_untied <= {thr:g} in all {len(ok)} decided cells (ratios by L: {spread})")
     if unresolved:
         summary += f"; {len(unresolved)} cell(s) undecided (a search did not converge): " + ", ".join(_cell(r) for r in unresolved)
-    return Outcome(verdict, summary, {"rows": rows}, worst_case={"cell": _cell(top), "looped/untied": top["looped/untied"]},
-                   counterexample=dict(far[0]) if far else None, examples_run=len(rows), optimiser=_optimiser(rows),
+    return Outcome(verdict, summary, {"rows": _table(rows)}, worst_case={"cell": _cell(top), "looped/untied": top["looped/untied"]},
+                   counterexample=_table(far)[0] if far else None, examples_run=len(rows), optimiser=_optimiser(rows),
                    figures=("looped_vs_untied_optimum",))
 
 
@@ -277,17 +290,12 @@ def check_b1(quick: bool, params: dict) -> Outcome:
     thr = params["threshold (f_schedule - f*_untied) / f*_untied"]
     key = "schedule gap (f_sched - f*_untied)/f*_untied"
     far = [r for r in rows if r[key] > thr]
-    unconv = [r for r in rows if not r["untied converged"]]
-    verdict = "fails" if far else ("unresolved" if unconv else "holds")
-    top = max(rows, key=lambda r: r[key])
-    summary = (f"the best schedule is more than {thr:.0%} above the untied optimum in {len(far)}/{len(rows)} cells, up to "
-               f"{top[key]:.3g} at {_cell(top)}" if far else
-               f"the best schedule is within {thr:.0%} of the untied optimum in all {len(rows)} cells (largest gap "
-               f"{top[key]:.1e} at {_cell(top)})")
-    if unconv and not far:
-        summary += f"; the untied search did not converge in {len(unconv)} cell(s): " + ", ".join(_cell(r) for r in unconv)
-    return Outcome(verdict, summary, {"rows": rows, "same_table_as": "G6"}, worst_case={"cell": _cell(top), "gap": top[key]},
-                   counterexample=dict(far[0]) if far else None, examples_run=len(rows), optimiser=_optimiser(rows, ("untied",)))
+    return _against_schedule(
+        rows, key, far,
+        lambda top: (f"the best schedule is more than {thr:.0%} above the untied optimum in {len(far)}/{len(rows)} cells, "
+                     f"up to {top[key]:.3g} at {_cell(top)}"),
+        lambda top: (f"the best schedule is within {thr:.0%} of the untied optimum in all {len(rows)} cells (largest gap "
+                     f"{top[key]:.1e} at {_cell(top)})"), "gap")
 
 
 def multilayer_specs() -> dict:

@@ -966,6 +966,16 @@ def plot_training(records, ax=None, title=None):
     return ax
 
 
+def _panel_rows(record, panel, panels, rid, kind):
+    """(evidence, its non-empty "rows") of a two-panel record plot, the panel checked."""
+    if panel not in panels:
+        raise ValueError(f"panel: expected {' or '.join(repr(p) for p in panels)}, got {panel!r}")
+    ev = _evidence(record, "record", ["rows"], f"the record of {kind} {rid}")
+    if not ev["rows"]:
+        raise ValueError(f"record: {rid}'s evidence has no rows")
+    return ev, ev["rows"]
+
+
 def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
     """Experiment E3 (evidence "rows" and "exact"), against loops (= layers).
 
@@ -974,12 +984,7 @@ def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
     are offset by +-0.1 so the bars do not overlap). panel="difference": multi-layer minus
     looped loss, paired on the same prompts, +-2 standard errors, with the line 0 (no
     difference). Returns the Axes."""
-    if panel not in ("loss", "difference"):
-        raise ValueError(f"panel: expected 'loss' or 'difference', got {panel!r}")
-    ev = _evidence(record, "record", ["rows"], "the record of experiment E3")
-    rows = ev["rows"]
-    if not rows:
-        raise ValueError("record: E3's evidence has no rows")
+    ev, rows = _panel_rows(record, panel, ("loss", "difference"), "E3", "experiment")
     ax = _axes(ax)
     Ls = np.array([int(r["loops"]) for r in rows], float)
     c = _colors(2)
@@ -1027,12 +1032,7 @@ def plot_looped_vs_untied(record, ax=None, panel="loss", title=None):
     f*_schedule), against L. panel="loss": the exact optimal losses, looped (hollow circles) and
     untied (filled squares), and the best per-layer schedule (line), one colour per (d, n).
     panel="ratio": f*_looped / f*_untied with G6's threshold 1.10. Returns the Axes."""
-    if panel not in ("loss", "ratio"):
-        raise ValueError(f"panel: expected 'loss' or 'ratio', got {panel!r}")
-    ev = _evidence(record, "record", ["rows"], "the record of claim G6")
-    rows = ev["rows"]
-    if not rows:
-        raise ValueError("record: G6's evidence has no rows")
+    _, rows = _panel_rows(record, panel, ("loss", "ratio"), "G6", "claim")
     ax = _axes(ax)
     groups = sorted({(int(r["d"]), _num(r["n"])) for r in rows})
     cols = _colors(len(groups))

@@ -95,9 +95,9 @@ def test_blind_search_is_stationary_and_no_worse_than_the_schedule():
 def test_one_layer_flow_is_the_looped_flow():
     task = lt.Task(2, 8)
     A0 = np.array([[0.1, 0.05], [-0.02, 0.2]])
-    ml = lt.multilayer_gradient_flow(task, A0[None], t_max=5.0, rtol=1e-8)
-    lo = lt.gradient_flow(task, A0, 1, t_max=5.0, rtol=1e-8)
-    assert ml.status == lo.status == "t_max" and ml.loss[-1] < 0.5 * ml.loss[0]
+    ml = lt.multilayer_gradient_flow(task, A0[None], t_max=2.0, rtol=1e-8)
+    lo = lt.gradient_flow(task, A0, 1, t_max=2.0, rtol=1e-8)
+    assert ml.status == lo.status == "t_max" and ml.loss[-1] < 0.9 * ml.loss[0]
     np.testing.assert_array_equal(ml.t, lo.t)
     np.testing.assert_allclose(ml.path[:, 0], lo.path, rtol=1e-12, atol=1e-14)
     assert ml.path.shape == (len(ml.t), 1, 2, 2)
