@@ -244,7 +244,7 @@ def _check(task, As, us, exact, grad=False):
     L = As.shape[0]
     if not 1 <= L <= MAX_LAYERS:
         raise ValueError(f"As: the exact untied engine supports 1 to MAX_LAYERS = {MAX_LAYERS} layers, got {L} "
-                         "(use monte_carlo over multilayer_forward for more)")
+                         "(monte_carlo_multilayer_loss samples any number of layers)")
     if As.shape[1:] != (d, d):
         raise ValueError(f"As: expected shape (L, d, d) = ({L}, {d}, {d}), one d x d matrix per layer, got {As.shape}")
     if us is not None:

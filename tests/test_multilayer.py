@@ -283,7 +283,7 @@ def test_sparse_groups_bounds_cover_the_exact_error(d):
     assert any(g[-1] is not None for g in comp._by_suffix + comp._by_prefix)
     mats = _letters(rng, 2, d, 0.4 / math.sqrt(d))
     errs = np.abs(mats) * 2.0**-52 * rng.random(mats.shape)
-    for n in (3, 10**6):
+    for n in (3, 10**6) if d == 2 else (3,):  # exact rationals at d = 25: a minute per n
         exact_check(comp, mats, errs, n, d, [1.0, 1.0, 0.5, 0.25], rng)
 
 
