@@ -74,13 +74,14 @@ def settings(quick: bool, only_ids) -> dict:
             "only": None if only_ids is None else list(only_ids)}
 
 
-def atomic_write(path: str, text: str) -> None:
-    """Write text to path so that readers see the old file or the new one, never a part: a
-    temporary file in the same folder, flushed to disk, then os.replace."""
+def atomic_write(path: str, text) -> None:
+    """Write text (a str, or bytes) to path so that readers see the old file or the new one,
+    never a part: a temporary file in the same folder, flushed to disk, then os.replace."""
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    binary = isinstance(text, bytes)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
