@@ -573,8 +573,9 @@ def _chen(name):
     return call
 
 
-def _spec(id, statement, source, region, check, figures=()):
-    return Spec(id, "claim", statement, check, statement=statement, source=source, region=region, figures=figures)
+def _spec(id, statement, source, region, check, figures=(), after=""):
+    return Spec(id, "claim", statement, check, statement=statement, source=source, region=region, figures=figures,
+                after=after)
 
 
 #: Every claim, declared once: id, statement, source (paper and theorem, as reported), the declared
@@ -584,7 +585,7 @@ REGISTRY = {
                 f'{GATMIRY}: the theorem on the global minimiser, as reported (docs/conventions.md, "G1: the global minimiser")', _g1_region, check_g1),
     "G1-structure": _spec("G1-structure", "Expected structure: A* = γ_L Σx⁻¹ with γ_L = optimal_scale",
                           f'{GATMIRY}: the structure of the global minimiser, as reported (docs/conventions.md, "G1: the global minimiser")',
-                          _g1_structure_region, check_g1_structure),
+                          _g1_structure_region, check_g1_structure, after="G1"),
     "G2": _spec("G2", "Gradient dominance ||∇f||² ≥ (1/16) (f − f*)^{(2L−1)/L} away from the optimum",
                 f'{GATMIRY}: the gradient-dominance theorem, as reported (docs/conventions.md, "G2: gradient dominance")', _g2_region, check_g2,
                 ("dominance_vs_d",)),
