@@ -233,6 +233,23 @@ def _confirm(check, params, case: Case) -> tuple:
     return ("engine bound" if case.status == "fails" else ""), case
 
 
+#: Negative margins within their error bound that are evaluated again in exact rationals.
+SETTLE_MAX = 5
+
+
+def _settle(check, params, case: Case) -> Case:
+    """A case whose negative margin lies within its error bound, evaluated again with the
+    engine's exact-rational route; the exact case if it decides (holds, vacuous or fails), else
+    the case as it was (a rounding at an equality point, f(A) = f(A*), is settled this way)."""
+    try:
+        with exact_route():
+            again = as_case(check(**params))
+    except Exception:
+        return case
+    exact = isinstance(again.margin, Certified) and again.margin.route == "exact"
+    return again if exact and again.status != "within error" else case
+
+
 # --- grids -------------------------------------------------------------------------------------
 
 
@@ -262,6 +279,9 @@ def _errors_text(errors) -> str:
 def _grid_outcome(claim, executor) -> Outcome:
     evals, died = _grid_evaluations(claim, executor)
     done = [(p, e.case) for p, e in evals if e is not None and e.case is not None]
+    undecided = [k for k, (_, c) in enumerate(done) if c.status == "within error"][:SETTLE_MAX]
+    for k in undecided:
+        done[k] = (done[k][0], _settle(claim.check, *done[k]))
     errors = [(p, e) for p, e in evals if e is not None and e.case is None]
     missing = sum(1 for _, e in evals if e is None)
     cases = [c for _, c in done]
@@ -366,20 +386,24 @@ class _Search:
         self.cases = []
         self.errors = []
         self.best = None  # (margin, params, case): the lowest resolved margin seen
+        self.undecided = []  # (params, index in cases) of negative margins within their bound
 
     def see_draw(self, params):
         for k, v in params.items():
             if isinstance(v, (float, np.floating)):
                 v = np.array(float(v))
             if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-                shape, lo, hi = self.hull.get(k, (v.shape, v, v))
-                if shape == v.shape:
-                    self.hull[k] = (shape, np.minimum(lo, v), np.maximum(hi, v))
+                lo, hi = self.hull.get((k, v.shape), (v, v))
+                self.hull[(k, v.shape)] = (np.minimum(lo, v), np.maximum(hi, v))
 
-    def bounds(self, slots):
+    def slots(self, params) -> list:
+        """The float entries of params that the search drew values for (at this shape)."""
+        return [(k, i) for k, i in _float_slots(params) if (k, np.shape(params[k])) in self.hull]
+
+    def bounds(self, params, slots):
         out = []
         for k, i in slots:
-            shape, lo, hi = self.hull[k]
+            lo, hi = self.hull[(k, np.shape(params[k]))]
             out.append((float(lo if i is None else lo[i]), float(hi if i is None else hi[i])))
         return out
 
@@ -392,6 +416,8 @@ class _Search:
             self.errors.append((params, ev))
             return ev
         self.cases.append(ev.case)
+        if ev.case.status == "within error":
+            self.undecided.append((params, len(self.cases) - 1))
         if ev.case.resolved:
             m = float(ev.case.margin)
             if self.best is None or m < self.best[0]:
@@ -444,8 +470,8 @@ def _polish(search: _Search, start, budget) -> tuple:
     search drew; returns (params, case) of the lowest resolved margin reached (start if none)."""
     from scipy.optimize import minimize
 
-    slots = [s for s in _float_slots(start) if s[0] in search.hull]
-    bounds = search.bounds(slots)
+    slots = search.slots(start)
+    bounds = search.bounds(start, slots)
     free = [j for j, (lo, hi) in enumerate(bounds) if hi > lo]
     if not free or budget <= 0:
         return None
@@ -483,8 +509,8 @@ def _polish(search: _Search, start, budget) -> tuple:
 def _simplify(search: _Search, params):
     """A violation found by the polish, made simpler entry by entry (towards 0, then to 1, 2,
     ... significant digits), keeping each change that still fails and stays in the drawn range."""
-    slots = [s for s in _float_slots(params) if s[0] in search.hull]
-    bounds = search.bounds(slots)
+    slots = search.slots(params)
+    bounds = search.bounds(params, slots)
     x = _pack(params, slots)
     case = None
     for j, (lo, hi) in enumerate(bounds):
@@ -526,6 +552,14 @@ def _strategy_outcome(claim, max_examples) -> Outcome:
                 simple, case = _simplify(search, got[0])
                 shrunk = (simple, case) if case is not None else got
                 break
+    settled = []
+    for p, k in search.undecided[:SETTLE_MAX]:
+        search.cases[k] = _settle(claim.check, p, search.cases[k])
+        if search.cases[k].status == "fails":
+            settled.append((p, search.cases[k]))
+    if polished is None and settled:
+        found_by = "exact re-evaluation of a margin within its error bound"
+        polished = settled[0]
     counterexample = None
     tried = []
     for label, pc in (("polished", polished), ("shrunk", shrunk)):
