@@ -198,7 +198,9 @@ def _g2_region(quick: bool) -> dict:
     # small d) and keeps one region at d = 10.
     all_loops = [L for L in (2, 3, 4, 5, 6) if L <= MAX_LOOPS]
     if quick:
-        grid = [(2, L, [0.1, 0.01]) for L in all_loops[:2]] + [(5, L, [0.1]) for L in all_loops[:2]]
+        # the quick run searches the general family at d = 2 only; the spectral family (cheap
+        # at any d) carries it to d = 10^6
+        grid = [(2, L, [0.1]) for L in all_loops[:2]]
     else:
         # Trimmed to fit the 20-minute budget of the full verify run; docs/dominance-tables.md
         # (scripts/dominance_tables.py, ~35 min) has d = 2, 5, 10 at every loop count.
@@ -211,7 +213,8 @@ def _g2_region(quick: bool) -> dict:
     spectral_n = ("inf only (the quick run has no finite n in this family; the full run adds n = d, 4d, 100d "
                   f"for loops <= 3 and d <= {SPECTRAL_FINITE_D})" if quick else
                   f"d, 4d, 100d for loops <= {finite_loops} and d <= {SPECTRAL_FINITE_D}; inf at every loop count")
-    return {"grid (d, loops, rhos), general A": grid, "n (general A)": "d, 4d, 100d, inf",
+    return {"grid (d, loops, rhos), general A": grid,
+            "n (general A), multiples of d": [1, 4, math.inf] if quick else [1, 4, 100, math.inf],
             "d (spectral)": [2, 100, 10**4, 10**6] if quick else [2, 10, 100, 10**4, 10**6],
             "loops (spectral)": all_loops[:2] if quick else all_loops,
             "rho (spectral)": max(r for _, _, rs in grid for r in rs), "n (spectral)": spectral_n,
@@ -245,7 +248,7 @@ def check_g2(quick: bool, params: dict) -> Outcome:
     rows = []
     optimiser = []
     for d, L, cell_rhos in grid:
-        for n in (d, 4 * d, 100 * d, math.inf):
+        for n in [k * d for k in params["n (general A), multiples of d"]]:
             t_cell = time.perf_counter()
             task = Task(d, n)
             if math.isinf(n):
@@ -321,7 +324,7 @@ def claim_g2(quick: bool) -> Record:
 
 
 def _g3_region(quick: bool) -> dict:
-    cells = [(2, 2, 20), (2, 3, 20), (3, 2, 12)] + ([] if quick else [(3, 3, 50), (2, 4, 20)])
+    cells = [(2, 2, 20), (2, 3, 20)] + ([] if quick else [(3, 2, 12), (3, 3, 50), (2, 4, 20)])
     return {"cells (d, loops, n)": [c for c in cells if c[1] <= MAX_LOOPS], "xi": 1e-6,
             "starts": ["A0 = 0", "random A0 (seed 50 + k, scale 0.5)"], "sigma_x": "I", "u": 0,
             "f*": "optimal_preconditioner (starts 4, seed k)", "flow": "gradient_flow, tol 1e-9, t_max 1e5",
@@ -476,10 +479,12 @@ def _mc_median_curve(task, A, loop_list, samples, seed):
 
 
 def _g5_region(quick: bool) -> dict:
-    return {"d": 5, "n": 20, "sigma_x": "I", "sigma_w": "I", "optimal loss loops (general A)": list(range(1, MAX_LOOPS + 1)),
+    # the quick run leaves loops 5 and 6 of the general search (the costliest) to the full run
+    general_loops = list(range(1, min(4, MAX_LOOPS) + 1)) if quick else list(range(1, MAX_LOOPS + 1))
+    return {"d": 5, "n": 20, "sigma_x": "I", "sigma_w": "I", "optimal loss loops (general A)": general_loops,
             "optimal loss loops (scalar family)": list(range(1, 21)),
             "optimiser": "optimal_preconditioner (starts 3, seed L)", "train loops": [2, 5],
-            "test loops": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64], "prompts": 20_000 if quick else 100_000,
+            "test loops": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64], "prompts": 10_000 if quick else 100_000,
             "prompt seeds": "the training loop count (2, 5)",
             "trained model": "the exact optimum of the scalar family at the training loop count (models trained on prompts: experiment E4)",
             "median": "Monte Carlo of the forward pass, with its distribution-free 95% interval",

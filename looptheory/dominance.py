@@ -111,6 +111,20 @@ def _hvp(grad, x, v, h=None):
     return (grad(x + h * v) - grad(x - h * v)) / (2 * h)
 
 
+def _last_point_cache(fg):
+    """fg remembering its last point: SLSQP asks for the objective, the constraint and its
+    Jacobian at the same x in turn, and each would otherwise re-evaluate the loss."""
+    last = [None, None]
+
+    def cached(x):
+        key = np.asarray(x, dtype=float).tobytes()
+        if last[0] != key:
+            last[0], last[1] = key, fg(x)
+        return last[1]
+
+    return cached
+
+
 def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), full_g2=None, bound=None):
     """Minimise log(ratio) over {f - f* >= rho (f0 - f*)} by SLSQP from each init.
 
@@ -120,6 +134,7 @@ def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), f
     Hessian-vector product of the exact gradient."""
     p = (2 * loops - 1) / loops
     floor = rho * (f0 - f_star)
+    fg = _last_point_cache(fg)
 
     def value(x):
         f, g = fg(x)

@@ -355,9 +355,11 @@ def draw_figures(out_dir: str, records: list, quick: bool) -> tuple:
         try:
             fig = Figure(figsize=size, layout="constrained")
             draw(fig)
-            for ext in ("png", "svg"):
+            # the quick run saves PNG only, without the tight bounding box's second drawing pass
+            # (the constrained layout already fits the figure): a third of the drawing cost
+            for ext in ("png",) if quick else ("png", "svg"):
                 path = os.path.join(out_dir, f"{stem}.{ext}")
-                fig.savefig(path, dpi=130, bbox_inches="tight")
+                fig.savefig(path, dpi=100 if quick else 130, **({} if quick else {"bbox_inches": "tight"}))
                 files.append(path)
         except Exception as exc:
             notes.append(f"figure {stem} could not be drawn: {exc!r}")
