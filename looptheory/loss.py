@@ -32,6 +32,8 @@ where G_X = df/dM_X.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import json
 import math
@@ -359,6 +361,98 @@ class Certified(float):
         v = abs(float(self))
         return self.error / v if v else (0.0 if self.error == 0 else math.inf)
 
+    # Arithmetic keeps the bound, so that a margin such as f(A1) - f(A2) written by a user
+    # (looptheory.claim) is still certified: for r = fl(a op b), |r - (a op b)| <= ulp(r), and the
+    # operands' errors propagate to first order plus the product of the errors (rigorous, not
+    # estimated). A plain int or float operand counts as exact; anything else (a NumPy array, a
+    # NumPy scalar on the left) falls back to float arithmetic and drops the bound.
+    def _bound(self, other):
+        if isinstance(other, Certified):
+            return float(other), other.error, other.route
+        if isinstance(other, (int, float, np.integer, np.floating)) and not isinstance(other, (bool, np.bool_)):
+            return float(other), 0.0, None
+        return None
+
+    def _result(self, value, error, other_route):
+        routes = {r for r in (self.route, other_route) if r is not None}
+        route = "+".join(sorted(routes)) if routes else self.route
+        if not math.isfinite(value) or not math.isfinite(error):
+            return Certified(value, math.inf, route)
+        return Certified(value, error + math.ulp(value), route)
+
+    def __add__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(float(self) + b[0], self.error + b[1], b[2])
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(float(self) - b[0], self.error + b[1], b[2])
+
+    def __rsub__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(b[0] - float(self), self.error + b[1], b[2])
+
+    def __mul__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        a, ea = float(self), self.error
+        return self._result(a * b[0], abs(a) * b[1] + abs(b[0]) * ea + ea * b[1], b[2])
+
+    __rmul__ = __mul__
+
+    def _divide(self, a, ea, b, eb, route):
+        if abs(b) <= eb:
+            return self._result(a / b if b else math.inf, math.inf, route)
+        return self._result(a / b, (abs(a) * eb + abs(b) * ea) / (abs(b) * (abs(b) - eb)), route)
+
+    def __truediv__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._divide(float(self), self.error, b[0], b[1], b[2])
+
+    def __rtruediv__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._divide(b[0], b[1], float(self), self.error, b[2])
+
+    def __neg__(self):
+        return Certified(-float(self), self.error, self.route)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return Certified(abs(float(self)), self.error, self.route)
+
+
+#: Set by `exact_route()`: float inputs are evaluated in exact rationals (the last route).
+_EXACT_ROUTE = contextvars.ContextVar("looptheory_exact_route", default=False)
+
+
+@contextlib.contextmanager
+def exact_route():
+    """Within this context, `population_loss` and `population_loss_grad` evaluate float inputs by
+    their exact-rational route directly: the loss of the given float matrices in exact rationals,
+    rounded once (route "exact", error half an ulp; docs/engine.md, "5. Numerical accuracy").
+    `looptheory.verify_claim` uses it to confirm a counterexample exactly. A call whose exact
+    evaluation is unaffordable raises ValueError as the fallback does."""
+    token = _EXACT_ROUTE.set(True)
+    try:
+        yield
+    finally:
+        _EXACT_ROUTE.reset(token)
+
 
 def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     """The exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model.
@@ -457,6 +551,8 @@ def _certified(task, A, loops, u, need_grad, fallback=True):
     sw = np.asarray(task.sigma_w, dtype=float)
     A = np.asarray(A, dtype=float)
     uf = None if u is None else np.asarray(u, dtype=float)
+    if _EXACT_ROUTE.get():
+        return _exact_fallback(task, A, loops, uf, need_grad, ["float routes skipped: exact_route()"])
     mats, errs = _float_letters(A, uf, sx, sw, d)
     parts, scales = _parts_needed(task.n, task.noise, uf)
     scales = [float(x) for x in scales]

@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 import looptheory as lt
 from looptheory import training as T
 from looptheory.diagnostics import finite_difference_gradient, taylor_test
-from strategies import spd_matrices
+from looptheory.strategies import spd_matrices
 
 
 def _flat(params):

@@ -140,6 +140,8 @@ def test_list_prints_every_item(capsys):
     (["verify", "--resume", "r", "--out", "s"], "--resume"),
     (["verify", "--resume", "r", "--force"], "--resume"),
     (["verify", "--resume", "nowhere"], "--resume"),
+    (["verify", "--jobs", "0"], "--jobs"),
+    (["verify", "--jobs", "two"], "--jobs"),
 ])
 def test_bad_new_flags_are_one_line_errors(argv, flag, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -262,3 +264,26 @@ def test_an_interrupted_run_leaves_a_partial_report_and_resumes(how, code, tmp_p
     assert data["meta"]["status"] == "complete" and data["meta"]["mode"] == "quick"
     assert "Status: complete" in (out / "report.md").read_text()
     assert "resumed" in capsys.readouterr().err
+
+
+# --- verify --jobs N ------------------------------------------------------------------------------
+
+
+def test_jobs_keep_items_that_share_a_computation_together():
+    specs = V.select(["G1", "G2", "G1-structure", "C1"])
+    assert V.groups(specs) == [["G1", "G1-structure"], ["G2"], ["C1"]]
+    assert V.groups(V.select(["G1-structure", "G3"])) == [["G1-structure"], ["G3"]]
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_serial_report(tmp_path, capsys, no_figures):
+    only = ["gd_equivalence", "trace_moments", "optimal_scale_one_loop", "G4"]
+    assert main(["verify", "--quick", "--only", *only, "--out", str(tmp_path / "serial")]) == 0
+    assert main(["verify", "--quick", "--only", *only, "--jobs", "2", "--out", str(tmp_path / "jobs")]) == 0
+    err = capsys.readouterr().err
+    assert "[4/4]" in err
+    one, two = (json.loads((tmp_path / d / "results.json").read_text())["records"] for d in ("serial", "jobs"))
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in one] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in two]
+    assert sorted(os.listdir(tmp_path / "jobs" / "items")) == sorted(f"{i}.json" for i in only)
