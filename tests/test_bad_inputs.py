@@ -475,11 +475,24 @@ CASES = [
     ("plot_training-records-empty", lambda: lt.plot_training([]), ValueError, "records"),
     ("plot_looped_vs_multilayer-panel-unknown", lambda: lt.plot_looped_vs_multilayer({"evidence": {"rows": []}},
                                                                                       panel="x"), ValueError, "panel"),
+    # the claim API and sweeps (issue 15)
+    ("Claim-id", lambda: lt.Claim(3, "s", "src", lt.Grid(a=[1]), abs), TypeError, "id"),
+    ("Claim-check", lambda: lt.Claim("X", "s", "src", lt.Grid(a=[1]), 5), TypeError, "check"),
+    ("Claim-region", lambda: lt.Claim("X", "s", "src", [1, 2], abs), TypeError, "region"),
+    ("Case-margin", lambda: lt.Case("a"), TypeError, "margin"),
+    ("Case-nan", lambda: lt.Case(NAN), ValueError, "margin"),
+    ("Grid-axis", lambda: lt.Grid(a=3), TypeError, "Grid"),
+    ("Grid-empty", lambda: lt.Grid(), ValueError, "Grid"),
+    ("verify_claim-claim", lambda: lt.verify_claim("x"), TypeError, "claim"),
+    ("verify_claim-max_examples", lambda: lt.verify_claim(lt.Claim("X", "s", "src", lt.Grid(a=[1]), abs), max_examples=0),
+     ValueError, "max_examples"),
+    ("sweep-fn", lambda: lt.sweep(5, lt.Grid(a=[1])), TypeError, "fn"),
+    ("sweep-grid", lambda: lt.sweep(abs, [1]), TypeError, "grid"),
 ]
 
 # Exported names that are not functions taking input: result records and a constant.
 NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult",
-              "Record"}
+              "Record", "SweepError"}
 
 # The command line: (argv, text the one-line error must contain). Exit status 2, nothing run.
 CLI_CASES = [
