@@ -486,7 +486,7 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     The inner steps take population_loss_grad(..., fallback=False)'s numbers, without the bound
     where that changes nothing (`_inner_evaluators`); the reported loss and gradient are
     certified. The BLAS runs one thread meanwhile (looptheory/_threads.py; the caller's
-    setting is restored). Cost at d = 10, n = 20, loops = 6 with u, 6 starts: 3-4 CPU-s
+    setting is restored). Cost at d = 10, n = 20, loops = 6 with u, 6 starts: 2.4-4 CPU-s
     (benchmarks/bench_optimum.py; docs/engine.md, "8. Limits").
 
     The result says what was reached: `converged` (scaled gradient norm <= CONVERGED_TOL),
