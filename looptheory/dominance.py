@@ -26,6 +26,7 @@ import numpy as np
 from scipy import optimize as opt
 
 from . import _validate as V
+from ._threads import single_blas_thread
 from .loss import MAX_LOOPS, population_loss_grad
 from .spectral import spectral_loss_grad
 from .task import Task
@@ -125,6 +126,7 @@ def _last_point_cache(fg):
     return cached
 
 
+@single_blas_thread()
 def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), full_g2=None, bound=None):
     """Minimise log(ratio) over {f - f* >= rho (f0 - f*)} by SLSQP from each init.
 

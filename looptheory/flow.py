@@ -17,6 +17,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from . import _validate as V
+from ._threads import single_blas_thread
 from .loss import population_loss_grad
 from .task import Task
 
@@ -45,6 +46,7 @@ class FlowResult:
     loops: int
 
 
+@single_blas_thread()
 def gradient_flow(
     task: Task,
     A0,

@@ -70,6 +70,13 @@ _WEIGHT_CACHE = 4
 LAYOUT_FORMAT = 1
 
 
+def _bincount(idx, weights, minlength):
+    """np.bincount for real or complex weights (the real and imaginary parts alike)."""
+    if np.iscomplexobj(weights):
+        return np.bincount(idx, weights.real, minlength) + 1j * np.bincount(idx, weights.imag, minlength)
+    return np.bincount(idx, weights=weights, minlength=minlength)
+
+
 # --- building --------------------------------------------------------------------------------
 
 
@@ -592,7 +599,7 @@ class CompiledExpansion:
         and, above _SMALL_D, the row and column maxima of e_X "rmax", "cmax"):
         e(X M) <= (e_X + gamma_d |X|) (|M| + e_M) + rowsum(|X|) colmax(e_M)."""
         N = self.n_nodes
-        X = np.empty((N, d, d))
+        X = np.empty((N, d, d), dtype=M.dtype)
         X[0] = np.eye(d)
         aux = None
         if bound:
@@ -650,7 +657,7 @@ class CompiledExpansion:
         <|P|, Lo> + <e_P, Hi> with Hi = |R| + e_R, kept in aux for the adjoints, and
         Lo = gamma_K |R| + (1 + gamma_K) e_R)."""
         nw, N = self.n_words, self.n_nodes
-        t = np.empty(nw + 1)
+        t = np.empty(nw + 1, dtype=X.dtype)
         t[nw] = 1.0
         X2 = X.reshape(N, d * d)
         flat = d <= _FLAT_D
@@ -700,7 +707,10 @@ class CompiledExpansion:
     @staticmethod
     def _value_sum(v):
         """The sum of v: pairwise additions down to at most 64 numbers (`_pair_levels` roundings
-        per summand), then the correctly rounded math.fsum."""
+        per summand), then the correctly rounded math.fsum (a complex v, `value_and_grad`'s
+        complex step: its real and imaginary parts alike)."""
+        if np.iscomplexobj(v):
+            return complex(CompiledExpansion._value_sum(v.real.copy()), CompiledExpansion._value_sum(v.imag.copy()))
         while len(v) > 64:
             if len(v) % 2:
                 v = np.append(v, 0.0)
@@ -735,7 +745,7 @@ class CompiledExpansion:
         nw, nJ = self.n_words, self.n_rests
         rx = self._row_x
         if not bound:
-            Pi = np.empty(nJ)
+            Pi = np.empty(nJ, dtype=t.dtype)
             Pi[0] = 1.0
             for _, lo, hi_, par, x in self._rest_levels:
                 np.multiply(Pi[par], t[x], out=Pi[lo:hi_])
@@ -743,12 +753,12 @@ class CompiledExpansion:
             value = self._value_sum(t[rx] * y)
             if not need_grad:
                 return value, None, None, None
-            dt = np.bincount(rx, weights=y, minlength=nw + 1)
+            dt = _bincount(rx, y, nw + 1)
             APi = W["Ct"] @ t
             for plo, lo, hi_, par, x in reversed(self._rest_levels):
-                APi[plo:lo] += np.bincount(par - plo, weights=APi[lo:hi_] * t[x], minlength=lo - plo)
+                APi[plo:lo] += _bincount(par - plo, APi[lo:hi_] * t[x], lo - plo)
             if nJ > 1:
-                dt += np.bincount(self._rest_x[1:], weights=APi[1:] * Pi[self._rest_parent[1:]], minlength=nw + 1)
+                dt += _bincount(self._rest_x[1:], APi[1:] * Pi[self._rest_parent[1:]], nw + 1)
             return value, None, dt, None
         hi = np.abs(t) + et
         q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
@@ -814,7 +824,7 @@ class CompiledExpansion:
         _SMALL_D), the e_R term bounded row by row, |C| rowmax(e_R) 1^T, above it."""
         N = self.n_nodes
         X2 = X.reshape(N, d * d)
-        G = np.zeros((N, d, d))
+        G = np.zeros((N, d, d), dtype=X.dtype)
         G2 = G.reshape(N, d * d)
         eG = None
         if bound:
@@ -835,7 +845,7 @@ class CompiledExpansion:
                 Lo += E2 * (1.0 + g)
         for groups in (self._by_prefix, self._by_suffix):
             for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
-                C = np.zeros((hi - lo, ohi - olo))
+                C = np.zeros((hi - lo, ohi - olo), dtype=dt.dtype)
                 C.ravel()[flat] = dt[wi]
                 G2[lo:hi] += C @ X2[olo:ohi]
                 if not bound:
@@ -868,7 +878,7 @@ class CompiledExpansion:
         want = np.zeros(2 * L, dtype=bool)
         for c in self.grad_letters:
             want[c] = want[c + L] = True
-        gsum = np.zeros((2 * L, d, d))
+        gsum = np.zeros((2 * L, d, d), dtype=G.dtype)
         egsum = np.zeros((2 * L, d, d)) if bound else None
         if d <= _SMALL_D:
             # small d: stacked products per level, scattered into the parents run by run;
@@ -968,8 +978,14 @@ class CompiledExpansion:
         return value, grads, err, egrads
 
     def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
-        """Float evaluation without the bound: (value, {letter code: df/dM_letter})."""
-        mats = np.asarray(mats, dtype=float)
+        """Float evaluation without the bound: (value, {letter code: df/dM_letter}).
+
+        Complex mats are evaluated in complex arithmetic by the same operations (no absolute
+        value or conjugate on this path, so the result is the polynomial's analytic extension):
+        with mats = M + i h V, Im(df/dM) / h is the derivative of the gradient along V to
+        O(h^2) with no cancellation (the complex step, Squire and Trapp, SIAM Rev. 40, 1998)."""
+        mats = np.asarray(mats)
+        mats = mats.astype(complex if np.iscomplexobj(mats) else float, copy=False)
         W = self._weights(n, d, scales)
         M = self._letter_stacks(mats, None, d, False)[0]
         X, _ = self._forward(M, None, d, False)

@@ -513,6 +513,84 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
     return _certified(task, A, loops, u, need_grad=True, fallback=V.boolean("fallback", fallback))
 
 
+def float_routes(loops: int) -> tuple:
+    """The float routes `population_loss` tries at this loop count, in order: "expansion" (the
+    expansion in S) and, for loops <= CENTRED_MAX_LOOPS, "centred" (docs/engine.md,
+    "5. Numerical accuracy")."""
+    loops = V.positive_int("loops", loops)
+    return ("expansion", "centred") if loops <= CENTRED_MAX_LOOPS else ("expansion",)
+
+
+def _route_parts(task, loops, route, u):
+    if route not in float_routes(loops):
+        raise ValueError(f"route: expected one of {float_routes(loops)} at loops = {loops}, got {route!r}")
+    parts, scales = _parts_needed(task.n, task.noise, u)
+    scales = [float(x) for x in scales]
+    if route == "centred":
+        parts, scales = ("centred",) + parts[2:], scales[1:]
+    return _compiled(loops, parts), scales
+
+
+def population_loss_grad_route(task: Task, A, loops: int, u=None, route: str = "expansion"):
+    """(f, grad_A f, grad_u f) in float by one route, without the error bound: the numbers
+    `population_loss_grad` computes on that route, bit for bit (the same letters and the same
+    operations; tests/test_loss_hvp.py checks it), at about a third of the cost. f is a plain float.
+
+    For the inner steps of an optimiser: where `float_routes(loops)` has one route (loops above
+    CENTRED_MAX_LOOPS) these are exactly population_loss_grad(..., fallback=False)'s numbers,
+    whose bound cannot change the route taken. Nothing here vouches for their accuracy: a
+    reported point is evaluated by `population_loss_grad`. route: one of float_routes(loops).
+    """
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
+    d = task.d
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats, _ = _float_letters(A, u, sx, np.asarray(task.sigma_w, dtype=float), d)
+    comp, scales = _route_parts(task, loops, route, u)
+    value, G = comp.value_and_grad(mats, task.n, d, True, scales)
+    gA, gu = _chain(G, sx, u, d)
+    return value, gA, gu
+
+
+#: The imaginary step of `population_loss_hvp`, relative to the direction's norm: its error is
+#: of relative order (step / size of the letters)^2, far below float64's resolution.
+_COMPLEX_STEP = 1e-20
+
+
+def population_loss_hvp(task: Task, A, loops: int, dA, u=None, du=None, route: str = "expansion"):
+    """The Hessian of f(A, u) applied to (dA, du): (H_AA dA + H_Au du, H_uA dA + H_uu du), by
+    a complex step through the gradient of one float route (`population_loss_grad_route`):
+
+      H v = Im grad f(z + i h v) / h + O(h^2),
+
+    exact to rounding: no difference is taken, so h can be 1e-20 relative to |v| (Squire and
+    Trapp, "Using complex variables to estimate derivatives of real functions", SIAM Rev. 40,
+    1998; the evaluation is a polynomial in the letters, computed without absolute values or
+    conjugates, so it is analytic). Costs 2-2.5 float gradients, and about the memory of
+    population_loss_grad (complex numbers, but none of the bounds' arrays). Without a bound,
+    like population_loss_grad_route: for Newton steps, whose result is checked by the gradient.
+    u None means u = 0 (f is quadratic in u, so H_uu du is not 0); du None means du = 0.
+    Returns (HA, Hu), Hu of length d.
+    """
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
+    d = task.d
+    if du is not None:
+        check_loss_memory(d, loops, True, grad=True)  # a direction in u brings in the u part
+    dA = V.square_matrix("dA", dA, d, allow_exact=False)
+    u = np.zeros(d) if u is None else u
+    du = np.zeros(d) if du is None else V.vector("du", du, d, allow_exact=False)
+    scale = math.hypot(np.linalg.norm(dA), np.linalg.norm(du))
+    if scale == 0:
+        return np.zeros((d, d)), np.zeros(d)
+    h = _COMPLEX_STEP / scale
+    Ac, uc = A + 1j * h * dA, u + 1j * h * du
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats = np.stack(_letters(Ac, uc, sx, np.asarray(task.sigma_w, dtype=float), d, None))
+    comp, scales = _route_parts(task, loops, route, uc)
+    _, G = comp.value_and_grad(mats, task.n, d, True, scales)
+    gA, gu = _chain(G, sx, uc, d)
+    return gA.imag / h, np.asarray(gu).imag / h
+
+
 def _float_letters(A, u, sx, sw, d):
     """Letter matrices formed with compensated products (one rounding each) and their entrywise
     error bounds: one stacked product for all of them (A^T sigma_x twice, for B = A^T sigma_x

@@ -95,8 +95,11 @@ def worker_init() -> None:
 
 def run_items(ids, quick: bool) -> list:
     """Run the items `ids` in order in this process (a --jobs worker) and return their Records."""
+    from ._threads import single_blas_thread
+
     specs = {s.id: s for s in all_items()}
-    return [specs[i].run(quick, **({"progress": False} if specs[i].kind == "experiment" else {})) for i in ids]
+    with single_blas_thread():  # as in a serial run: each item's linear algebra is small
+        return [specs[i].run(quick, **({"progress": False} if specs[i].kind == "experiment" else {})) for i in ids]
 
 
 def settings(quick: bool, only_ids) -> dict:
