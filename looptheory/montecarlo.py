@@ -9,8 +9,9 @@ Two estimators of f(A, u) = E (yhat - y_q)^2 (docs/conventions.md, "The populati
          = tr(Σx H^L Σw (H^L)^T) + u^T (I - H^L)^T Σx (I - H^L) u + (σ²/n) tr(Σx G B S B^T G^T),
 
   S = X X^T / n, B = A^T, H = I - B S, G = sum_{k<L} H^k (docs/derivations.md, "7. Monte Carlo
-  with the inner expectation done exactly"). By default X is drawn from a defensive radial
-  importance proposal that oversamples the large prompts on which c(X) is large.
+  with the inner expectation done exactly"). By default X is drawn from a defensive importance
+  proposal that oversamples prompts with one large direction (a rank-one spike in S), on
+  which c(X) is large.
 - method="plain": prompts are sampled whole from the task and pushed through the real forward
   pass `looped_forward`; kept for comparison, and as the route that shares no formula with the
   exact engine. (The conditional formula is checked against brute-force averages of that
@@ -38,7 +39,7 @@ from .task import Task
 _CHUNK_ENTRIES = 4_000_000
 
 METHODS = ("conditional", "plain")
-PROPOSALS = ("radial", "target")
+PROPOSALS = ("spike", "target")
 
 #: Share alpha of the mixture proposal drawn from the task's own law (the defensive component,
 #: Hesterberg 1995): the importance weights are then at most 1/alpha, and the estimator's second
@@ -73,8 +74,9 @@ class MonteCarloResult:
       top_permille_share share of sum h carried by its ceil(N / 1000) largest terms (top 0.1%);
       unseen_tail = P(T' > T_max), T' ~ chi-square with d n + 4 L degrees of freedom, T_max the
                     largest whitened squared radius T = tr(X^T Σx^{-1} X) drawn: the share of
-                    the law T^{2L} p(T) (where the mean sits when the loss grows like its top
-                    degree, T^{2L}) that lies beyond every draw.
+                    the law T^{2L} p(T) that lies beyond every draw. c(X) grows like T^{2L}
+                    at most, so this is where the mean would sit if it grew that fast; a large
+                    value says the draws never reached the prompts that may carry the mean.
 
     trusted is False, with the reasons in why, when any of the following holds (a RuntimeWarning
     says the same): a contribution is not finite (overflow); ess < MIN_ESS (100); top10_share >
@@ -162,23 +164,60 @@ def conditional_loss(task: Task, A, loops: int, X, u=None) -> np.ndarray:
     return float(out[0]) if X.ndim == 2 else out
 
 
-def _log_tilt_moment(k: int, m: int) -> float:
-    """log E T^m for T ~ chi-square with k degrees of freedom: m log 2 + lgamma(k/2 + m) - lgamma(k/2)."""
+def _log_chi2_moment(k: float, m: int) -> float:
+    """log E R^m for R ~ chi-square with k degrees of freedom: m log 2 + lgamma(k/2 + m) - lgamma(k/2)."""
     return m * math.log(2.0) + math.lgamma(k / 2 + m) - math.lgamma(k / 2)
 
 
-def _radial_draw(Z, loops, rng):
-    """Move the radii of standard normal Z (b, d, n) to the defensive mixture proposal; returns
-    (Z', weights p/q, T'). Directions Z/|Z| stay uniform, so p/q depends on T = |Z|^2 alone."""
+def sphere_moment(W, m: int) -> np.ndarray:
+    """E_v (v^T W v)^m over v uniform on the unit sphere of R^d, for symmetric positive
+    semi-definite W (d, d) or a batch (b, d, d), as log values (so that large W and m do not
+    overflow); m >= 0 an integer.
+
+    With g = r v ~ N(0, I_d), E (g^T W g)^m = E r^{2m} E_v (v^T W v)^m, E r^{2m} = 2^m (d/2)_m, and
+    the moments mu_k of g^T W g follow from its cumulants kappa_j = 2^{j-1} (j-1)! tr W^j by
+    mu_k = sum_{j<=k} C(k-1, j-1) kappa_j mu_{k-j}. Divided by 2^k (d/2)_k this is the recursion
+    nu_k = sum_{j<=k} [(k-1)! / (k-j)!] [(d/2)_{k-j} / (d/2)_k] (tr W^j / 2) nu_{k-j}, nu_0 = 1,
+    for nu_k = E_v (v^T W v)^k; every term is >= 0, so there is no cancellation. W is scaled by
+    its largest eigenvalue first (nu_m(W) = lambda^m nu_m(W / lambda)).
+    (docs/derivations.md, "7.2 Importance sampling of a rank-one spike")
+    """
+    W = np.asarray(W, dtype=float)
+    d = W.shape[-1]
+    lam = np.linalg.eigvalsh(W)
+    top = np.maximum(lam[..., -1], np.finfo(float).tiny)
+    r = np.clip(lam, 0.0, None) / top[..., None]
+    tr = [None] + [np.sum(r ** j, axis=-1) for j in range(1, m + 1)]
+    nu = [np.ones_like(top)]
+    for k in range(1, m + 1):
+        acc = np.zeros_like(top)
+        for j in range(1, k + 1):
+            coef = math.exp(math.lgamma(k) - math.lgamma(k - j + 1) + math.lgamma(d / 2 + k - j) - math.lgamma(d / 2 + k))
+            acc = acc + 0.5 * coef * tr[j] * nu[k - j]
+        nu.append(acc)
+    with np.errstate(divide="ignore"):
+        return m * np.log(top) + np.log(nu[m])
+
+
+def _spike_draw(Z, loops, rng):
+    """Draw from the defensive mixture q = a p + (1 - a) q_m, m = 2 loops, where q_m tilts the
+    standard normal law p of Z (b, d, n) by (v^T Z Z^T v)^m averaged over a uniform direction v:
+    q_m(Z) = p(Z) E_v (v^T W v)^m / E (chi-square_n)^m, W = Z Z^T. Sampling q_m: v uniform, then
+    the projection a = Z^T v gets radius^2 ~ chi-square(n + 2m) (its direction and the rest of Z
+    unchanged). Returns (Z', weights p/q) (docs/derivations.md, "7.2 Importance sampling of a
+    rank-one spike")."""
     b, d, n = Z.shape
-    k, m = d * n, 2 * loops
-    T = np.sum(Z * Z, axis=(-2, -1))
+    m = 2 * loops
     tilt = rng.random(b) >= DEFENSIVE_SHARE
-    T_new = np.where(tilt, rng.chisquare(k + 2 * m, b), T)
-    Z = Z * np.sqrt(T_new / T)[:, None, None]
+    v = rng.standard_normal((b, d))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    a = np.einsum("bd,bdn->bn", v, Z)
+    R = np.sum(a * a, axis=-1)
+    scale = np.where(tilt, np.sqrt(rng.chisquare(n + 2 * m, b) / R), 1.0)
+    Z = Z + v[:, :, None] * (a * (scale - 1.0)[:, None])[:, None, :]
+    log_ratio = sphere_moment(Z @ np.swapaxes(Z, -1, -2), m) - _log_chi2_moment(n, m)
     with np.errstate(over="ignore"):
-        ratio = np.exp(m * np.log(T_new) - _log_tilt_moment(k, m))
-    return Z, 1.0 / (DEFENSIVE_SHARE + (1.0 - DEFENSIVE_SHARE) * ratio), T_new
+        return Z, 1.0 / (DEFENSIVE_SHARE + (1.0 - DEFENSIVE_SHARE) * np.exp(log_ratio))
 
 
 class _Tally:
@@ -275,14 +314,16 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
     method="conditional" (default): X is sampled, and the loss given X, c(X), is averaged exactly
       over w*, the noise and x_q (conditional_loss); mean = (1/N) sum w_i c(X_i).
     method="plain": whole prompts from the task through the real forward pass (looped_forward).
-    proposal (method="conditional" only; default "radial"):
-      "radial": defensive radial importance sampling (docs/derivations.md, "7.2 Importance
-        sampling of the radius"). With Z = Lx^{-1} X (standard normal, d x n) and T = |Z|_F^2
-        ~ chi-square(d n), half of the draws (on average) keep T and half get T' ~ chi-square(d n
-        + 4 L) with the direction Z / |Z| unchanged; the weight is
-          w(T) = 1 / (1/2 + 1/2 T^{2L} / E T^{2L}),   E T^{2L} = 2^{2L} Γ(dn/2 + 2L) / Γ(dn/2).
-        c(X) grows at most like T^{2L}, so w c is bounded: every moment is finite, and the
-        tilted half puts its draws where T^{2L} p(T), hence the mean, sits.
+    proposal (method="conditional" only; default "spike"):
+      "spike": defensive importance sampling of a rank-one spike (docs/derivations.md, "7.2
+        Importance sampling of a rank-one spike"). With Z = Lx^{-1} X (standard normal, d x n)
+        and W = Z Z^T, half of the draws (on average) come from the task and half from the law
+        q_m(Z) = p(Z) E_v (v^T W v)^m / E (chi-square_n)^m, m = 2 loops, v uniform on the
+        sphere (a random direction whose n projections get a chi-square(n + 2m) squared
+        radius); the weight is w = 1 / (1/2 + 1/2 q_m / p), computed exactly (sphere_moment).
+        c(X) grows at most like lambda_max(W)^{2L} and E_v (v^T W v)^{2L} >= const
+        lambda_max(W)^{2L}, so w c is bounded: every moment is finite, and the tilted half puts
+        its draws where lambda_max^{2L} p, hence the mean, sits.
       "target": X from the task itself (w = 1).
     The same seed (an integer >= 0) gives the same numbers. When the diagnostics say the
     standard error cannot be trusted (see MonteCarloResult for the rule), a RuntimeWarning says
@@ -309,7 +350,7 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if proposal is None:
-        proposal = "radial" if method == "conditional" else "target"
+        proposal = "spike" if method == "conditional" else "target"
     if not isinstance(proposal, str):
         raise TypeError(f"proposal: expected one of {', '.join(map(repr, PROPOSALS))} or None, got {type(proposal).__name__}")
     if proposal not in PROPOSALS:
@@ -342,16 +383,15 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
                 h = err * err
             else:
                 Z = rng.standard_normal((b, d, n))
-                if proposal == "radial":
-                    Z, w, T = _radial_draw(Z, loops, rng)
-                else:
-                    T = np.sum(Z * Z, axis=(-2, -1))
+                if proposal == "spike":
+                    Z, w = _spike_draw(Z, loops, rng)
+                T = np.sum(Z * Z, axis=(-2, -1))
                 h = w * _conditional(lx @ Z, A, loops, u, lx, cw, noise)
         tally.add(h, w, T)
     res = _result(tally, method, proposal, d, n, loops)
     if not res.trusted:
-        hint = {"plain": "method='conditional' (the default) samples only X and importance-samples its radius",
-                "target": "proposal='radial' (the default) importance-samples the radius of X"}.get(
+        hint = {"plain": "method='conditional' (the default) samples only X and importance-samples large prompts",
+                "target": "proposal='spike' (the default) importance-samples large prompts"}.get(
                     method if method == "plain" else proposal, "more samples would help")
         warnings.warn(f"monte_carlo_loss: the standard error cannot be trusted ({res.why}); {hint}",
                       RuntimeWarning, stacklevel=2)

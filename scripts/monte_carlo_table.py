@@ -33,7 +33,7 @@ DS, NS, LOOPS = (2, 4), (3, 10), (1, 2, 3, 4, 5, 6)
 SAMPLES = 1_000_000
 #: (label, method, proposal): the default estimator, the conditional one without importance
 #: sampling, and the plain one.
-ESTIMATORS = (("conditional, radial IS (default)", "conditional", "radial"),
+ESTIMATORS = (("conditional, spike IS (default)", "conditional", "spike"),
               ("conditional, X from the task", "conditional", "target"),
               ("plain", "plain", "target"))
 PRECISION_CELL = (10, 20, 3)
@@ -100,7 +100,7 @@ def precision_table():
     ratios = []
     for seed in PRECISION_SEEDS:
         exact, p, _, cp = run_cell(d, n, L, "plain", "target", PRECISION_SAMPLES, seed)
-        _, c, _, cc = run_cell(d, n, L, "conditional", "radial", PRECISION_SAMPLES, seed)
+        _, c, _, cc = run_cell(d, n, L, "conditional", "spike", PRECISION_SAMPLES, seed)
         ratios.append(c.stderr / p.stderr)
         print(f"| {seed} | {exact:.6g} | {p.mean:.5g} ± {p.stderr:.3g} | {c.mean:.5g} ± {c.stderr:.3g} | "
               f"{ratios[-1]:.3f} | {cp:.2f} | {cc:.2f} |", flush=True)
