@@ -113,29 +113,35 @@ class MonteCarloResult:
         return dataclasses.asdict(self)
 
 
-def _factors(task: Task):
-    """Lx with Σx = Lx Lx^T (Cholesky) and Cw with Σw = Cw Cw^T (Σw may be singular)."""
+def _letters(task: Task, A, u):
+    """The whitened letters of docs/derivations.md, "7.1 The loss given X": with Σx = Lx Lx^T
+    (Cholesky), X = Lx Z and S~ = Z Z^T / n, the loss given X is that of B^ = Lx^T A^T Lx,
+    Ŵ = Lx^T Cw (Σw = Cw Cw^T; Σw may be singular) and û = Lx^T u. Returns (Lx, B^, Ŵ, û)."""
     lx = np.linalg.cholesky(np.asarray(task.sigma_x, dtype=float))
     ev, evec = np.linalg.eigh(np.asarray(task.sigma_w, dtype=float))
-    return lx, evec * np.sqrt(np.clip(ev, 0.0, None))
+    cw = evec * np.sqrt(np.clip(ev, 0.0, None))
+    return lx, lx.T @ A.T @ lx, lx.T @ cw, None if u is None else lx.T @ u
 
 
-def _conditional(X, A, loops, u, lx, cw, noise):
-    """c(X) for a batch X (b, d, n); see conditional_loss. ||Lx^T M||_F^2 = tr(Σx M M^T)."""
-    d, n = X.shape[-2:]
-    S = X @ np.swapaxes(X, -1, -2) / n
-    B = A.T
-    H = np.eye(d) - B @ S
+def _conditional(Z, letters, loops, noise):
+    """c(X) for a batch of whitened covariates Z = Lx^{-1} X (b, d, n); see conditional_loss.
+
+    In whitened letters (H^ = I - B^ S~, G^ = sum_{k<L} H^^k): c = ||H^^L Ŵ||_F^2 +
+    ||(I - H^^L) û||^2 + (σ²/n) tr(G^ B^ S~ B^^T G^^T)."""
+    _, Bh, Wh, uh = letters
+    d, n = Z.shape[-2:]
+    S = Z @ np.swapaxes(Z, -1, -2) / n
+    H = np.eye(d) - Bh @ S
     HL = np.broadcast_to(np.eye(d), H.shape).copy()
     G = np.zeros_like(H)
     for _ in range(loops):
         G += HL
         HL = HL @ H
-    c = np.sum((lx.T @ HL @ cw) ** 2, axis=(-2, -1))
-    if u is not None:
-        c = c + np.sum(((u - HL @ u) @ lx) ** 2, axis=-1)
+    c = np.sum((HL @ Wh) ** 2, axis=(-2, -1))
+    if uh is not None:
+        c = c + np.sum((uh - HL @ uh) ** 2, axis=-1)
     if noise > 0:
-        K = lx.T @ G @ B
+        K = G @ Bh
         c = c + (noise / n) * np.einsum("bij,bjk,bik->b", K, S, K)
     return c
 
@@ -159,8 +165,9 @@ def conditional_loss(task: Task, A, loops: int, X, u=None) -> np.ndarray:
     if X.ndim > 3 or X.shape[-2:] != (task.d, task.n):
         raise ValueError(f"X: expected shape ({task.d}, {V.number_text(task.n)}) or (batch, {task.d}, "
                          f"{V.number_text(task.n)}) for task.d, task.n, got {X.shape}")
-    lx, cw = _factors(task)
-    out = _conditional(X.reshape((-1,) + X.shape[-2:]), A, loops, u, lx, cw, float(task.noise))
+    letters = _letters(task, A, u)
+    Z = np.linalg.solve(letters[0], X.reshape((-1,) + X.shape[-2:]))
+    out = _conditional(Z, letters, loops, float(task.noise))
     return float(out[0]) if X.ndim == 2 else out
 
 
@@ -179,24 +186,28 @@ def sphere_moment(W, m: int) -> np.ndarray:
     mu_k = sum_{j<=k} C(k-1, j-1) kappa_j mu_{k-j}. Divided by 2^k (d/2)_k this is the recursion
     nu_k = sum_{j<=k} [(k-1)! / (k-j)!] [(d/2)_{k-j} / (d/2)_k] (tr W^j / 2) nu_{k-j}, nu_0 = 1,
     for nu_k = E_v (v^T W v)^k; every term is >= 0, so there is no cancellation. W is scaled by
-    its largest eigenvalue first (nu_m(W) = lambda^m nu_m(W / lambda)).
+    its trace first (nu_m(W) = t^m nu_m(W / t)), so every tr (W/t)^j lies in [d^{1-j}, 1].
     (docs/derivations.md, "7.2 Importance sampling of a rank-one spike")
     """
     W = np.asarray(W, dtype=float)
     d = W.shape[-1]
-    lam = np.linalg.eigvalsh(W)
-    top = np.maximum(lam[..., -1], np.finfo(float).tiny)
-    r = np.clip(lam, 0.0, None) / top[..., None]
-    tr = [None] + [np.sum(r ** j, axis=-1) for j in range(1, m + 1)]
-    nu = [np.ones_like(top)]
+    t = np.trace(W, axis1=-2, axis2=-1)
+    R = W / np.where(t > 0, t, 1.0)[..., None, None]
+    # tr R^j for j <= m from the powers R^1 ... R^ceil(m/2): tr R^(a+b) = sum(R^a * R^b), R symmetric
+    pw = [None, R]
+    for _ in range(2, (m + 1) // 2 + 1):
+        pw.append(pw[-1] @ R)
+    tr = [None] + [np.sum(pw[(j + 1) // 2] * pw[j // 2], axis=(-2, -1)) if j > 1 else np.ones_like(t)
+                   for j in range(1, m + 1)]
+    nu = [np.ones_like(t)]
     for k in range(1, m + 1):
-        acc = np.zeros_like(top)
+        acc = np.zeros_like(t)
         for j in range(1, k + 1):
             coef = math.exp(math.lgamma(k) - math.lgamma(k - j + 1) + math.lgamma(d / 2 + k - j) - math.lgamma(d / 2 + k))
             acc = acc + 0.5 * coef * tr[j] * nu[k - j]
         nu.append(acc)
     with np.errstate(divide="ignore"):
-        return m * np.log(top) + np.log(nu[m])
+        return m * np.log(t) + np.log(nu[m])
 
 
 def _spike_draw(Z, loops, rng):
@@ -367,8 +378,8 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
                    "6 x prompts per chunk x ((d + 1) x (n + 1) + 8 d^2 for method='conditional') x 8 bytes")
     V.check_work("samples", f"monte_carlo_loss with samples = {V.number_text(samples)} at d = {d}, "
                  f"n = {V.number_text(n)}", samples * (d + 1) * (n + 1), "samples x (d + 1) x (n + 1)")
-    lx, cw = _factors(task)
-    lx_inv = np.linalg.inv(lx)
+    letters = _letters(task, A, u)
+    lx_inv = np.linalg.inv(letters[0])
     noise = float(task.noise)
     P, Q = sparse_weights(A, u)
     tally = _Tally(samples)
@@ -386,7 +397,7 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
                 if proposal == "spike":
                     Z, w = _spike_draw(Z, loops, rng)
                 T = np.sum(Z * Z, axis=(-2, -1))
-                h = w * _conditional(lx @ Z, A, loops, u, lx, cw, noise)
+                h = w * _conditional(Z, letters, loops, noise)
         tally.add(h, w, T)
     res = _result(tally, method, proposal, d, n, loops)
     if not res.trusted:
