@@ -341,7 +341,9 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
     why and result.trusted is False. n = math.inf cannot be sampled (ValueError naming task).
 
     Limits (docs/user-guide.md, "Limits and errors"): draws are made in chunks of about 4M
-    numbers, so memory stays near 6 x max(chunk, one prompt) x 8 bytes; a single prompt too big
+    numbers, so memory stays near 6 x max(chunk, one prompt) x 8 bytes (plus loops x d^2 x 8
+    bytes per prompt of a chunk for the spike weight, whose cost also grows like loops^2 per
+    prompt: loops in the hundreds are slow); a single prompt too big
     for the memory cap is refused (ValueError naming task, e.g. n = 10^9). A run that would draw
     more than the work cap of random numbers (samples x (d + 1) x (n + 1) > 10^11 by default,
     LOOPTHEORY_WORK_CAP) is refused up front (ValueError naming samples) instead of running
@@ -373,9 +375,12 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
     rng = np.random.default_rng(seed)
     per_prompt = (d + 1) * (n + 1) + (8 * d * d if method == "conditional" else 0)
     chunk = max(1, _CHUNK_ENTRIES // per_prompt)
-    V.check_memory("task", f"monte_carlo_loss at d = {d}, n = {V.number_text(n)}",
-                   6 * min(chunk, samples) * per_prompt * 8,
-                   "6 x prompts per chunk x ((d + 1) x (n + 1) + 8 d^2 for method='conditional') x 8 bytes")
+    # the spike weight also holds the powers R^1 ... R^loops of a d x d matrix (sphere_moment)
+    powers = loops * d * d if proposal == "spike" else 0
+    V.check_memory("task", f"monte_carlo_loss at d = {d}, n = {V.number_text(n)}, loops = {loops}",
+                   min(chunk, samples) * (6 * per_prompt + powers) * 8,
+                   "prompts per chunk x (6 x ((d + 1) x (n + 1) + 8 d^2 for method='conditional') "
+                   "+ loops x d^2 for proposal='spike') x 8 bytes")
     V.check_work("samples", f"monte_carlo_loss with samples = {V.number_text(samples)} at d = {d}, "
                  f"n = {V.number_text(n)}", samples * (d + 1) * (n + 1), "samples x (d + 1) x (n + 1)")
     letters = _letters(task, A, u)

@@ -288,3 +288,21 @@ def test_the_whole_z_table_of_docs_monte_carlo():
                 rows.append((d, n, L, z, r.trusted))
     assert all(abs(z) <= 4 for *_, z, _ in rows), rows
     assert all(t for *_, t in rows), rows
+
+
+@pytest.mark.parametrize("offset_se, trusted, verdict", [(0.5, True, "pass"), (5.0, True, "fail"), (0.5, False, "unresolved"),
+                                                         (5.0, False, "unresolved")])
+def test_verify_check_verdicts_follow_z_and_trust(monkeypatch, offset_se, trusted, verdict):
+    # checks.check_mc_one_loop: pass needs |z| < 4 with trusted standard errors; an untrusted one decides nothing
+    from looptheory import checks
+    from looptheory.reference import one_loop_closed_form
+
+    def fake(task, A, loops, u, samples, seed):
+        exact = one_loop_closed_form(task, A)
+        return lt.MonteCarloResult(exact + offset_se * 0.01, 0.01, samples, "conditional", "spike", 1e4, samples, 0.01,
+                                   0.02, 0.0, trusted, "" if trusted else "constructed")
+
+    monkeypatch.setattr(checks, "monte_carlo_loss", fake)
+    out = checks.check_mc_one_loop(True)
+    assert out.verdict == verdict
+    assert all(r["z"] == pytest.approx(offset_se) and r["trusted"] is trusted and r["ess"] == 1e4 for r in out.evidence["rows"])
