@@ -18,7 +18,7 @@ from .model import (
     prediction,
     sparse_weights,
 )
-from .montecarlo import monte_carlo_loss
+from .montecarlo import MonteCarloResult, conditional_loss, monte_carlo_loss
 from .loss import MAX_LOOPS, RTOL, Certified, population_loss, population_loss_grad
 from .moments import trace_moments, wishart_trace_moments
 from .spectral import spectral_loss, spectral_loss_grad
@@ -86,6 +86,8 @@ __all__ = [
     "prediction",
     "sparse_weights",
     "monte_carlo_loss",
+    "MonteCarloResult",
+    "conditional_loss",
     "MAX_LOOPS",
     "RTOL",
     "Certified",

@@ -298,7 +298,8 @@ def render(records: list, meta: dict, figures: list, pending: list, figure_notes
         lines += [f"## {KIND_HEADINGS[kind][0]} ({mode} run)", ""]
         if kind == "experiment":
             lines += ["Models trained in NumPy on fresh minibatches of sampled prompts (looptheory.training), compared",
-                      "with the exact engine and with Monte Carlo of the reference forward pass. Monte Carlo means carry",
+                      "with the exact engine and with Monte Carlo of the reference forward pass (for a sparse model's loss",
+                      "in E5, the conditional estimator of monte_carlo_loss, docs/monte-carlo.md). Monte Carlo means carry",
                       "their standard errors; a mean whose sample cannot resolve a heavy tail is marked unresolved.", ""]
         lines += ["| item | verdict | evidence | seconds |", "|---|---|---|---|"]
         for r in recs:

@@ -175,6 +175,17 @@ CASES = [
     ("monte_carlo_loss-seed-bool", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, seed=True), TypeError, "seed"),
     ("monte_carlo_loss-samples-huge", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10**12), ValueError, "samples"),
     ("monte_carlo_loss-n-huge", lambda: lt.monte_carlo_loss(_t(2, 10**9), E2, 1, samples=10), ValueError, "task"),
+    ("monte_carlo_loss-method-unknown", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method="exact"), ValueError, "method"),
+    ("monte_carlo_loss-method-int", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method=1), TypeError, "method"),
+    ("monte_carlo_loss-proposal-unknown", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, proposal="radial"), ValueError, "proposal"),
+    ("monte_carlo_loss-proposal-float", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, proposal=0.5), TypeError, "proposal"),
+    ("monte_carlo_loss-proposal-plain", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method="plain", proposal="spike"), ValueError, "proposal"),
+    ("conditional_loss-task-str", lambda: lt.conditional_loss("task", E2, 1, _X(2, 5)), TypeError, "task"),
+    ("conditional_loss-X-shape", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 4)), ValueError, "X"),
+    ("conditional_loss-X-nan", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 5) * NAN), ValueError, "X"),
+    ("conditional_loss-A-shape", lambda: lt.conditional_loss(_t(), E3, 1, _X(2, 5)), ValueError, "A"),
+    ("conditional_loss-loops-zero", lambda: lt.conditional_loss(_t(), E2, 0, _X(2, 5)), ValueError, "loops"),
+    ("conditional_loss-u-length", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 5), [1.0]), ValueError, "u"),
     # --- exact loss -----------------------------------------------------------------------------
     ("population_loss-task-str", lambda: lt.population_loss("task", E2, 1), TypeError, "task"),
     ("population_loss-A-shape", lambda: lt.population_loss(_t(), E3, 1), ValueError, "A"),
@@ -492,7 +503,7 @@ CASES = [
 
 # Exported names that are not functions taking input: result records and a constant.
 NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult",
-              "Record", "SweepError"}
+              "Record", "SweepError", "MonteCarloResult"}
 
 # The command line: (argv, text the one-line error must contain). Exit status 2, nothing run.
 CLI_CASES = [
