@@ -121,7 +121,7 @@ def build_centred_main(loops: int) -> Expansion:
 def build_part_expansion(loops: int, part: str) -> Expansion:
     """Build one part of the loss's expansion with the engine (no shipped data).
 
-    main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `_main0`);
+    main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `main0_expansion`);
     u:     E tr((I - H^L) U (I - H^L)^T);
     noise: (1/n) E tr(G B S B^T G^T)  (multiply by the noise variance).
     """
@@ -169,7 +169,7 @@ def part_expansion(loops: int, part: str) -> Expansion:
     return build_centred_main(loops) if part == "centred" else build_part_expansion(loops, part)
 
 
-def _main0(loops: int) -> Expansion:
+def main0_expansion(loops: int) -> Expansion:
     """The n^0 part of the main term, tr(E^L W E^{LT}), as a one-word expansion."""
     return Expansion(ALPHABET, {(0, ((_E,) * loops + (_W,) + (_ET,) * loops,)): 1})
 
@@ -188,7 +188,7 @@ def build_layout(loops: int, form: str) -> dict:
     """The evaluation layout of all of a form's parts as arrays, built from the expansions
     (scripts/build_expansions.py ships it; tests/test_shipped_expansions.py checks it)."""
     parts = LAYOUT_PARTS[form]
-    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    exps = [main0_expansion(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
     return build_arrays(exps, parts)
 
 
@@ -216,7 +216,7 @@ def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
         if tuple(parts) != full:
             arrays = select_arrays(arrays, [full.index(p) for p in parts])
         return CompiledExpansion.from_arrays(arrays, _GRAD_LETTERS)
-    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    exps = [main0_expansion(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
     return CompiledExpansion(exps, _GRAD_LETTERS, parts)
 
 

@@ -27,7 +27,7 @@ from sympy.polys.domains import QQ
 from sympy.polys.rings import ring
 
 from looptheory import Task, population_loss, population_loss_grad
-from looptheory.loss import _main0, part_expansion
+from looptheory.loss import main0_expansion, part_expansion
 
 from .runner import CheckOutcome
 
@@ -79,7 +79,7 @@ def symbolic_loss(loops: int, sigma_x=IDENTITY, sigma_w=IDENTITY, noise=Fraction
     uu = [[u[i][0] * u[j][0] for j in range(D)] for i in range(D)]
     zero = [[R.zero] * D for _ in range(D)]
     mats = [None, mB, mBt, _sub(I, mB), _sub(I, mBt), _mul(sw, sx), _mul(uu, sx) if with_u else zero]
-    parts = [(_main0(loops), 1), (part_expansion(loops, "main"), 1)]
+    parts = [(main0_expansion(loops), 1), (part_expansion(loops, "main"), 1)]
     if with_u:
         parts.append((part_expansion(loops, "u"), 1))
     if noise:

@@ -28,7 +28,7 @@ import sympy as sp
 from sympy.polys.fields import sfield
 
 from looptheory import Task, optimal_preconditioner, population_loss, population_loss_grad
-from looptheory.loss import _main0, part_expansion
+from looptheory.loss import main0_expansion, part_expansion
 from looptheory.reference import wick_expectation
 
 from .runner import CheckOutcome
@@ -124,7 +124,7 @@ def engine_loss_L1(At, W):
     I = sp.eye(d)
     mats = {0: None, 1: B, 2: B.T, 3: I - B, 4: (I - B).T, 5: W}
     total = sp.Integer(0)
-    for exp in (_main0(1), part_expansion(1, "main")):
+    for exp in (main0_expansion(1), part_expansion(1, "main")):
         traces = {(): sp.Integer(d)}
         for w in exp.constant_words():
             if w:

@@ -23,7 +23,7 @@ C_PARTS = LS.LAYOUT_PARTS["centred"]
 
 
 def expansions(loops, parts):
-    return [LS._main0(loops) if p == "main0" else LS.part_expansion(loops, p) for p in parts]
+    return [LS.main0_expansion(loops) if p == "main0" else LS.part_expansion(loops, p) for p in parts]
 
 
 def unsplit(exps, mats, n, d, scales):
