@@ -2,8 +2,8 @@
 
 The public API; each name is defined in a small module named after its responsibility. The
 modules that need SciPy's optimisers, integrators or linear algebra (optimum, flow, dominance,
-claims, chen, experiments, plots) are imported when one of their names is first used, so that
-`import looptheory` stays light (numpy and the exact engine).
+claims, chen, experiments, plots) and the trainer are imported when one of their names is
+first used, so that `import looptheory` stays light (numpy and the exact engine).
 """
 
 import importlib as _importlib
@@ -24,17 +24,6 @@ from .moments import trace_moments, wishart_trace_moments
 from .spectral import spectral_loss, spectral_loss_grad
 from .record import Record
 from .diagnostics import finite_difference_gradient, taylor_test
-from .training import (
-    TrainResult,
-    batch_loss_grad,
-    fix_scale,
-    init_params,
-    layer_weights,
-    load_checkpoint,
-    predict,
-    save_checkpoint,
-    train,
-)
 
 #: Names imported on first use, by module.
 _LAZY = {
@@ -47,6 +36,8 @@ _LAZY = {
     "chen": ("chen_forward", "chen_prompt", "chen_readout", "chen_weights", "gd_bounds", "gd_error_after",
              "prompt_condition_number"),
     "experiments": ("ExperimentResult", "prompt_errors", "run_experiments"),
+    "training": ("TrainResult", "batch_loss_grad", "fix_scale", "init_params", "layer_weights", "load_checkpoint",
+                 "predict", "save_checkpoint", "train"),
     "plots": ("plot_flow", "plot_flow_eigenvalues", "plot_loss_vs_loops", "plot_optimal_scale",
               "plot_dominance", "plot_optimal_loss", "plot_test_time_loops", "plot_chen_error",
               "plot_chen_kappa", "plot_chen_divergence", "plot_sample_complexity", "plot_training",
