@@ -315,9 +315,12 @@ def select_arrays(arrays: dict, keep) -> dict:
 
 class _Level:
     """One level of a trie: nodes lo:hi, their parents (all in the range plo:phi) and letters,
-    and the runs of one letter (contiguous; within a run every parent is distinct)."""
+    the runs of one letter (contiguous; within a run every parent is distinct), and the
+    rounds: round r holds the r-th child (in node order) of every parent with more than r
+    children here, as (positions in the level, parents). Adding into the parents round by
+    round adds into each parent in node order, the order the runs add in, with fewer calls."""
 
-    __slots__ = ("lo", "hi", "par", "let", "runs", "plo", "phi")
+    __slots__ = ("lo", "hi", "par", "let", "runs", "plo", "phi", "rounds")
 
     def __init__(self, lo, hi, par, let):
         self.lo, self.hi, self.par, self.let = lo, hi, par, let
@@ -326,6 +329,19 @@ class _Level:
         starts = np.concatenate([[0], cuts]).astype(np.int64)
         ends = np.concatenate([cuts, [len(let)]]).astype(np.int64)
         self.runs = [(int(let[a]), int(a), int(b), par[a:b]) for a, b in zip(starts, ends)]
+        rank = np.zeros(len(par), dtype=np.int64)
+        seen = defaultdict(int)
+        for i, p in enumerate(par.tolist()):
+            rank[i] = seen[p]
+            seen[p] += 1
+        self.rounds = [(_slice_or_index(np.flatnonzero(rank == r)), par[rank == r]) for r in range(int(rank.max(initial=0)) + 1)]
+
+
+def _slice_or_index(idx):
+    """A slice where the indices are consecutive (a view instead of a gathered copy)."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 def _spans(ranges):
@@ -487,6 +503,36 @@ class CompiledExpansion:
         self._weights_cache = OrderedDict()
         self._exact_cache = None
         self._inc = None
+        self._setup_fast()
+
+    def _setup_fast(self):
+        """Index arrays that let one call replace a loop over levels (all A-independent)."""
+        nw, nJ = self.n_words, self.n_rests
+        # each rest's factors root first, padded with the word nw (t = 1, e_t = 0): its product
+        # is one multiply.reduce along the chain, in the order the trie multiplies
+        chain = np.full((nJ, max(len(self._rest_levels), 1)), nw, dtype=np.int64)
+        for k, (_, lo, hi, par, x) in enumerate(self._rest_levels):
+            chain[lo:hi] = chain[par]
+            chain[lo:hi, k] = x
+        self._rest_chain = np.ascontiguousarray(chain.T)  # (depth, rests): reduced along axis 0
+        # the rest trie's reverse pass on three columns: one bincount per level over three
+        # blocks of parents (the sums of each block in the order one column's bincount takes)
+        self._rest_back = []
+        for plo, lo, hi, par, x in reversed(self._rest_levels):
+            m = lo - plo
+            rel = par - plo
+            self._rest_back.append((plo, lo, hi, np.concatenate([rel, rel + m, rel + 2 * m]), x, m))
+        # the value's pairwise sum (_value_sum): padded to 64 * 2^k numbers, k halvings
+        n, k = len(self._row_x), 0
+        while (n + (1 << k) - 1) >> k > 64:
+            k += 1
+        self._sum_plan = (64 << k if n > 64 else n, k, (n + (1 << k) - 1) >> k if n else 0)
+        # each suffix group's words in its (prefix, suffix) trace matrix, raveled
+        self._trace_flat = [pi * (shi - slo) + si for (slo, shi), _, _, si, pi, _ in self._by_suffix]
+        # every node's letter, and for the letter gradients the nodes by letter and their parents
+        self._let1 = self._letter[1:]
+        perm, letters, starts = self._by_letter()
+        self._letter_par = self._parent[1:][perm]
 
     @staticmethod
     def _groups(own_levels, other_levels, own_level, other_level, own_node, other_node):
@@ -541,10 +587,14 @@ class CompiledExpansion:
         def cols(v):
             return sparse.csr_matrix((v[self._jperm], self._col_x, self._col_ptr), shape=(self.n_rests, self.n_words + 1))
 
-        # [A | B] and [At | Bt]: A (R H) + B H and At e + Bt hi in one pass each
-        out = {"w": w, "C": rows(w), "Ct": cols(w), "A": rows(a), "At": cols(a),
-               "AB": sparse.hstack([rows(a), rows(b)], format="csr"),
-               "AtBt": sparse.hstack([cols(a), cols(b)], format="csr")}
+        # b = beta a + b' with b' >= 0 (zero when a monomial's term weights share one sign, as
+        # in every loss: their float sums of |wt| and of wt are then equal): beta a H joins the
+        # R H of the bound as (R + beta) H, and b' needs a pass only where it is not zero
+        beta = gamma(rounds)
+        bp = np.maximum(b - beta * a, 0.0)
+        mixed = bool(np.any(bp > 0))
+        out = {"w": w, "C": rows(w), "Ct": cols(w), "A": rows(a), "At": cols(a), "beta": beta,
+               "Bp": rows(bp) if mixed else None, "Bpt": cols(bp) if mixed else None}
         self._weights_cache[key] = out
         if len(self._weights_cache) > _WEIGHT_CACHE:
             self._weights_cache.popitem(last=False)
@@ -564,9 +614,15 @@ class CompiledExpansion:
         hi = np.abs(M) + E
         lb = {"hi": hi}
         if d <= _SMALL_D:
-            lb["Kf"] = gamma(d) * hi + E
-            # the backward adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent
-            lb["Kb"] = ((gamma(d) + gamma(self._max_adds + 1)) * hi + E).transpose(0, 2, 1)
+            # Kf = gamma_d hi + e_M, so that (e_X + gamma_d |X|) hi + |X| e_M = e_X hi + |X| Kf is
+            # two products, and Kb = ((gamma_d + g_add) hi + e_M)^T for the adjoints (the backward
+            # adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent); each gathered
+            # once for every node's letter
+            K = gamma(d) * hi + E
+            let = self._let1
+            lb["hi_n"], lb["Kf_n"] = hi[let], K[let]
+            K += gamma(self._max_adds + 1) * hi
+            lb["hiT_n"], lb["Kb_n"] = hi.transpose(0, 2, 1)[let], K.transpose(0, 2, 1)[let]
         else:
             # [hi; colmax(e_M)] and [hi^T; rowmax(e_M)]: the rank-one term as one more row, so
             # that [T | rowsum(|X|)] [hi; colE] = T hi + rowsum(|X|) colE is one GEMM
@@ -591,6 +647,8 @@ class CompiledExpansion:
         """Node products X (and with bound the dict aux of |X| "A", running error bounds "E"
         and, above _SMALL_D, the row and column maxima of e_X "rmax", "cmax"):
         e(X M) <= (e_X + gamma_d |X|) (|M| + e_M) + rowsum(|X|) colmax(e_M)."""
+        if d <= _SMALL_D:
+            return self._forward_small(M, lb, d, bound)
         N = self.n_nodes
         X = np.empty((N, d, d))
         X[0] = np.eye(d)
@@ -601,17 +659,6 @@ class CompiledExpansion:
             eX = np.empty((N, d, d))
             eX[0] = 0.0
             aux = {"A": AX, "E": eX}
-        if d <= _SMALL_D:
-            # small d: one stacked product per level, the letters gathered;
-            # e(X M) <= e_X hi + |X| Kf (exact form, no rank-one term)
-            for lv in self._levels:
-                lo, hi, par, let = lv.lo, lv.hi, lv.par, lv.let
-                np.matmul(X[par], M[let], out=X[lo:hi])
-                if bound:
-                    np.matmul(eX[par], lb["hi"][let], out=eX[lo:hi])
-                    eX[lo:hi] += np.matmul(AX[par], lb["Kf"][let])
-                    np.abs(X[lo:hi], out=AX[lo:hi])
-            return X, aux
         # large d: one GEMM per piece of a letter run, temporaries in cache; the bound's
         # product and its rank-one term in one GEMM: [e_X + gamma_d |X| | rowsum(|X|)] [hi; colE]
         if bound:
@@ -637,6 +684,40 @@ class CompiledExpansion:
                     np.max(out, axis=1, out=cmax[lo + a:lo + b])
         return X, aux
 
+    def _forward_small(self, M, lb, d, bound):
+        """The forward pass up to _SMALL_D: one stacked product per level, the letters of all
+        nodes gathered once; with bound e(X M) <= e_X hi + |X| Kf (the exact form, no rank-one
+        term) and the dict aux of |X| "A", e_X "E" and, for the traces and the adjoints,
+        Hi = |X| + e_X and Lo = g |X| + (1 + g) e_X = g Hi + e_X with g the rounding of the
+        traces' GEMMs ("Lo") and of the adjoints' ("Loa")."""
+        N = self.n_nodes
+        X = np.empty((N, d, d))
+        X[0] = np.eye(d)
+        Mall = M[self._let1]
+        if not bound:
+            for lv in self._levels:
+                lo, hi = lv.lo, lv.hi
+                np.matmul(X[lv.par], Mall[lo - 1:hi - 1], out=X[lo:hi])
+            return X, None
+        AX = np.empty((N, d, d))
+        AX[0] = np.eye(d)
+        eX = np.empty((N, d, d))
+        eX[0] = 0.0
+        hi_n, Kf_n = lb["hi_n"], lb["Kf_n"]
+        for lv in self._levels:
+            lo, hi, par = lv.lo, lv.hi, lv.par
+            s = slice(lo - 1, hi - 1)
+            np.matmul(X[par], Mall[s], out=X[lo:hi])
+            np.matmul(eX[par], hi_n[s], out=eX[lo:hi])
+            eX[lo:hi] += np.matmul(AX[par], Kf_n[s])
+            np.abs(X[lo:hi], out=AX[lo:hi])
+        Hi = AX + eX
+        Lo = Hi * self._pair_rounding(d)
+        Lo += eX
+        Loa = Hi * max(self._adjoint_rounding(), gamma(d + N + 1))
+        Loa += eX
+        return X, {"A": AX, "E": eX, "Hi": Hi, "Lo": Lo, "Loa": Loa}
+
     def _pair_rounding(self, d):
         """Roundings of one computed trace: a Frobenius product of d^2 terms in one GEMM
         (d <= _FLAT_D), else d GEMMs of inner dimension d and a sum of d."""
@@ -645,10 +726,10 @@ class CompiledExpansion:
     def _traces(self, X, aux, d, bound):
         """t_w = sum(P * R) for each word, one GEMM per group (a suffix level against its
         adjacent partner prefix levels), and with bound
-        e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>, the first product bounded
-        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _SMALL_D (up to it,
-        <|P|, Lo> + <e_P, Hi> with Hi = |R| + e_R, kept in aux for the adjoints, and
-        Lo = gamma_K |R| + (1 + gamma_K) e_R)."""
+        e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>: up to _SMALL_D two GEMMs
+        per group, <e_P, Hi_R> + <|P|, Lo_R> with Hi = |R| + e_R and
+        Lo = gamma_K |R| + (1 + gamma_K) e_R (_forward_small); above it the first product
+        bounded column by column, <colmax(e_P), colsum(|R| + e_R)>."""
         nw, N = self.n_words, self.n_nodes
         t = np.empty(nw + 1)
         t[nw] = 1.0
@@ -657,37 +738,37 @@ class CompiledExpansion:
         if not flat:
             X3 = X.transpose(1, 0, 2)  # (row, node, column): d GEMMs of inner dimension d
         et = None
+        small = d <= _SMALL_D
         if bound:
-            AX, eX = aux["A"], aux["E"]
             et = np.empty(nw + 1)
             et[nw] = 0.0
-            gK = self._pair_rounding(d)
-            rank1 = d > _SMALL_D
+            AX, eX = aux["A"], aux["E"]
             A2 = AX.reshape(N, d * d)
             E2 = eX.reshape(N, d * d)
-            if not rank1:
-                Hi = aux["Hi"] = A2 + E2
-                Lo = A2 * gK
-                Lo += E2 * (1.0 + gK)
-        for (slo, shi), (plo, phi), wi, si, pi, _ in self._by_suffix:
+            if small:
+                Hi = aux["Hi"].reshape(N, d * d)
+                Lo = aux["Lo"].reshape(N, d * d)
+            else:
+                gK = self._pair_rounding(d)
+        for ((slo, shi), (plo, phi), wi, *_), tflat in zip(self._by_suffix, self._trace_flat):
             if flat:
                 T = X2[plo:phi] @ X2[slo:shi].T
             else:
                 T = np.matmul(X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)).sum(axis=0)
-            t[wi] = T[pi, si]
+            t[wi] = T.ravel().take(tflat)
             if not bound:
                 continue
-            if rank1:
+            if small:
+                e = A2[plo:phi] @ Lo[slo:shi].T
+                e += E2[plo:phi] @ Hi[slo:shi].T
+            else:
                 # over the suffix nodes: |R| + e_R and e_R + gamma_K (|R| + e_R)
                 HiS = AX[slo:shi] + eX[slo:shi]
                 Y2 = HiS.reshape(shi - slo, d * d) * gK
                 Y2 += E2[slo:shi]
                 e = A2[plo:phi] @ Y2.T
                 e += aux["cmax"][plo:phi] @ (np.ones((1, d)) @ HiS)[:, 0, :].T
-            else:
-                e = A2[plo:phi] @ Lo[slo:shi].T
-                e += E2[plo:phi] @ Hi[slo:shi].T
-            et[wi] = e[pi, si]
+            et[wi] = e.ravel().take(tflat)
         return t, et
 
     def _adjoint_rounding(self):
@@ -697,14 +778,18 @@ class CompiledExpansion:
 
     # --- stage 2: the polynomial -----------------------------------------------------------------
 
-    @staticmethod
-    def _value_sum(v):
-        """The sum of v: pairwise additions down to at most 64 numbers (`_pair_levels` roundings
-        per summand), then the correctly rounded math.fsum."""
-        while len(v) > 64:
-            if len(v) % 2:
-                v = np.append(v, 0.0)
-            v = v[0::2] + v[1::2]
+    def _value_sum(self, v):
+        """The sum of v (one number per row): pairwise additions down to at most 64 numbers
+        (`_pair_levels` roundings per summand), then the correctly rounded math.fsum. v is
+        padded with zeros to 64 * 2^k numbers once (_sum_plan): each halving then adds the
+        same pairs as halving with a zero appended at odd lengths, whose sums x + 0 are x."""
+        size, halvings, keep = self._sum_plan
+        if halvings:
+            buf = np.zeros(size)
+            buf[:len(v)] = v
+            for _ in range(halvings):
+                buf = buf[0::2] + buf[1::2]
+            v = buf[:keep]
         vals = v.tolist()
         if all(math.isfinite(x) for x in vals):
             return math.fsum(vals)
@@ -728,17 +813,15 @@ class CompiledExpansion:
 
         Per monomial m = w_m t_x Pi_j (x its chosen factor, j its rest): the value is
         sum over rows of t_x (C Pi)_row. With hi = |t| + e_t, q = e_t / hi, H_j and R_j the
-        product of hi and the sum of q over the rest, a = |w| and b the weights' error bound,
-        the error is at most sum_m [a (q_x + R_j + g) + b] hi_x H_j (module docstring), that
-        is sum over rows of (e_x + g hi_x) (A H)_row + hi_x (A (R H) + B H)_row. The bounds on
-        df/dt are the gradient of the same bound polynomial with respect to hi."""
+        product of hi and the sum of q over the rest, a = |w| and b = beta a + b' the weights'
+        error bound, the error is at most sum_m [a (q_x + R_j + g) + b] hi_x H_j (module
+        docstring), that is sum over rows of (e_x + g hi_x) (A H)_row
+        + hi_x (A ((R + beta) H) + B' H)_row. The bounds on df/dt are the gradient of the same
+        bound polynomial with respect to hi."""
         nw, nJ = self.n_words, self.n_rests
         rx = self._row_x
         if not bound:
-            Pi = np.empty(nJ)
-            Pi[0] = 1.0
-            for _, lo, hi_, par, x in self._rest_levels:
-                np.multiply(Pi[par], t[x], out=Pi[lo:hi_])
+            Pi = np.multiply.reduce(t[self._rest_chain], axis=0)
             y = W["C"] @ Pi
             value = self._value_sum(t[rx] * y)
             if not need_grad:
@@ -750,20 +833,20 @@ class CompiledExpansion:
             if nJ > 1:
                 dt += np.bincount(self._rest_x[1:], weights=APi[1:] * Pi[self._rest_parent[1:]], minlength=nw + 1)
             return value, None, dt, None
+        beta = W["beta"]
         hi = np.abs(t) + et
         q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
-        TH = np.stack([t, hi], axis=1)
-        S = np.empty((nJ, 2))  # Pi and H
-        S[0] = 1.0
-        R = np.empty(nJ)
-        R[0] = 0.0
-        for _, lo, hi_, par, x in self._rest_levels:
-            np.multiply(S[par], TH[x], out=S[lo:hi_])
-            np.add(R[par], q[x], out=R[lo:hi_])
-        Pi, H = S[:, 0], S[:, 1]
+        # the rests' products of t and of hi along their chains (Pi as the trie multiplies),
+        # and the sums of q
+        ch = self._rest_chain
+        Pi = np.multiply.reduce(t[ch], axis=0)
+        H = np.multiply.reduce(hi[ch], axis=0)
+        R = np.add.reduce(q[ch], axis=0)
         y = W["C"] @ Pi
         u1 = W["A"] @ H
-        u2 = W["AB"] @ np.concatenate([R * H, H])
+        u2 = W["A"] @ ((R + beta) * H)
+        if W["Bp"] is not None:
+            u2 += W["Bp"] @ H
         value = self._value_sum(t[rx] * y)
         g_val = self._value_rounding()
         hx = hi[rx]
@@ -772,26 +855,26 @@ class CompiledExpansion:
             return value, err, None, None
         # df/dt, and its bound: the gradient in hi of sum_m [a (q_x + R_j) + b] hi_x H_j plus
         # g_f times that of sum_m a hi_x H_j, g_f = gamma for word f's own count of roundings
+        gg = self._grad_gamma
         dt = np.bincount(rx, weights=y, minlength=nw + 1)
-        edt = np.bincount(rx, weights=q[rx] * u1 + u2, minlength=nw + 1)
-        dpa = np.bincount(rx, weights=u1, minlength=nw + 1)
-        A3 = np.empty((nJ, 3))  # rest adjoints: value, bound, absolute polynomial
-        A3[:, 0] = W["Ct"] @ t
-        A3[:, 2] = W["At"] @ hi
-        A3[:, 1] = W["AtBt"] @ np.concatenate([et, hi])
-        A3[:, 1] += R * A3[:, 2]
+        edt = np.bincount(rx, weights=(q + gg)[rx] * u1 + u2, minlength=nw + 1)
+        # rest adjoints of the value, the absolute polynomial and the bound: Ct t, At hi and
+        # At e + Bt hi + R At hi, carried up the rests' trie together
+        A3 = np.empty((3, nJ))  # value, absolute polynomial, bound
+        A3[0] = W["Ct"] @ t
+        A3[1] = W["At"] @ hi
+        A3[2] = W["At"] @ et
+        A3[2] += (R + beta) * A3[1]
+        if W["Bpt"] is not None:
+            A3[2] += W["Bpt"] @ hi
         if nJ > 1:
-            T3 = np.stack([t, hi, hi], axis=1)
-            for plo, lo, hi_, par, x in reversed(self._rest_levels):
-                up = A3[lo:hi_] * T3[x]
-                for col in range(3):
-                    A3[plo:lo, col] += np.bincount(par - plo, weights=up[:, col], minlength=lo - plo)
+            T3 = np.stack([t, hi, hi])
+            for plo, lo, hi_, idx3, x, m in self._rest_back:
+                up = A3[:, lo:hi_] * T3[:, x]
+                A3[:, plo:lo] += np.bincount(idx3, weights=up.ravel(), minlength=3 * m).reshape(3, m)
             rp, rxs = self._rest_parent[1:], self._rest_x[1:]
-            dn = A3[1:] * S[rp][:, [0, 1, 1]]
-            dt += np.bincount(rxs, weights=dn[:, 0], minlength=nw + 1)
-            edt += np.bincount(rxs, weights=dn[:, 1], minlength=nw + 1)
-            dpa += np.bincount(rxs, weights=dn[:, 2], minlength=nw + 1)
-        edt += self._grad_gamma * dpa
+            dt += np.bincount(rxs, weights=A3[0, 1:] * Pi[rp], minlength=nw + 1)
+            edt += np.bincount(rxs, weights=(A3[2, 1:] + gg[rxs] * A3[1, 1:]) * H[rp], minlength=nw + 1)
         # edt is a bound computed in float: its own rounding (relative 1e-12 or less, all terms
         # non-negative) is covered by the factor 1.01 on the letters' bounds (_backward)
         return value, err, dt, edt
@@ -809,30 +892,26 @@ class CompiledExpansion:
         return self._inc
 
     def _pair_adjoints(self, X, aux, dt, edt, d, bound):
-        """G_node (and e_G) from the traces: dt/dP = R and dt/dR = P, one GEMM per group;
+        """G_node (and its bound) from the traces: dt/dP = R and dt/dR = P, one GEMM per group;
         e(C R) + g_add |C R| <= |C| (gb |R| + e_R) + e_C (|R| + e_R) (with Lo and Hi up to
-        _SMALL_D), the e_R term bounded row by row, |C| rowmax(e_R) 1^T, above it."""
+        _SMALL_D: Lo = g |X| + (1 + g) e_X, _forward_small), the e_R term bounded row by row,
+        |C| rowmax(e_R) 1^T, above it."""
         N = self.n_nodes
         X2 = X.reshape(N, d * d)
         G = np.zeros((N, d, d))
         G2 = G.reshape(N, d * d)
         eG = None
+        small = d <= _SMALL_D
         if bound:
             eG = np.zeros((N, d, d))
             eG2 = eG.reshape(N, d * d)
-            rank1 = d > _SMALL_D
-            if rank1:
+            if small:
+                Loa = aux["Loa"].reshape(N, d * d)
+                Hi = aux["Hi"].reshape(N, d * d)
+            else:
                 gb = self._adjoint_rounding()
                 A2 = aux["A"].reshape(N, d * d)
                 rmax = aux["rmax"]
-            else:
-                # Lo = g |X| + (1 + g) e_X covers gb |R| + e_R here and g_grad |X| + e_X in
-                # the letter gradients' bound (_backward)
-                A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
-                g = max(self._adjoint_rounding(), gamma(d + N + 1))
-                Hi = aux["Hi"]
-                Lo = aux["Lo"] = A2 * g
-                Lo += E2 * (1.0 + g)
         for groups in (self._by_prefix, self._by_suffix):
             for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
                 C = np.zeros((hi - lo, ohi - olo))
@@ -843,15 +922,15 @@ class CompiledExpansion:
                 aC = np.abs(C)
                 eC = np.zeros_like(C)
                 eC.ravel()[flat] = edt[wi]
-                if rank1:
-                    F = aC * gb
-                    F += eC
-                    aC += eC
-                    eG2[lo:hi] += F @ A2[olo:ohi]
-                    eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
-                else:
-                    eG2[lo:hi] += aC @ Lo[olo:ohi]
+                if small:
+                    eG2[lo:hi] += aC @ Loa[olo:ohi]
                     eG2[lo:hi] += eC @ Hi[olo:ohi]
+                    continue
+                F = aC * gb
+                F += eC
+                aC += eC
+                eG2[lo:hi] += F @ A2[olo:ohi]
+                eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
         return G, eG
 
     def _backward(self, X, aux, M, lb, dt, edt, d, bound):
@@ -862,7 +941,7 @@ class CompiledExpansion:
         N, L = self.n_nodes, self.n_letters
         G, eG = self._pair_adjoints(X, aux, dt, edt, d, bound)
         MT = M.transpose(0, 2, 1)
-        if bound:
+        if bound and d > _SMALL_D:
             AX = aux["A"]
             g_add = gamma(self._max_adds + 1)
         want = np.zeros(2 * L, dtype=bool)
@@ -871,37 +950,38 @@ class CompiledExpansion:
         gsum = np.zeros((2 * L, d, d))
         egsum = np.zeros((2 * L, d, d)) if bound else None
         if d <= _SMALL_D:
-            # small d: stacked products per level, scattered into the parents run by run;
-            # X_parent^T G node by node (inner dimension d), then summed per letter over at
-            # most N nodes
+            # small d: stacked products per level, scattered into the parents round by round
+            # (in node order, as run by run); X_parent^T G node by node (inner dimension d),
+            # then summed per letter over at most N nodes
             gs2 = gsum.reshape(2 * L, d * d)
+            MTall = MT[self._let1]
             if bound:
                 egs2 = egsum.reshape(2 * L, d * d)
-                hiMT, Kb = lb["hi"].transpose(0, 2, 1), lb["Kb"]
+                hiT_n, Kb_n = lb["hiT_n"], lb["Kb_n"]
             for lv in reversed(self._levels):
-                lo, hi, let = lv.lo, lv.hi, lv.let
+                lo, hi = lv.lo, lv.hi
+                s = slice(lo - 1, hi - 1)
                 Gs = G[lo:hi]
-                back = np.matmul(Gs, MT[let])
+                back = np.matmul(Gs, MTall[s])
                 if bound:
                     # e(G M^T) + g_add |G M^T| <= e_G hi^T + |G| ((gamma_d + g_add) hi + e_M)^T
                     # = e_G hi^T + |G| Kb (g_add for the addition into the parent)
-                    eback = np.matmul(eG[lo:hi], hiMT[let])
-                    eback += np.matmul(np.abs(Gs), Kb[let])
-                for _, a, b, rp in lv.runs:  # within a run every parent is distinct
-                    G[rp] += back[a:b]
+                    eback = np.matmul(eG[lo:hi], hiT_n[s])
+                    eback += np.matmul(np.abs(Gs), Kb_n[s])
+                for idx, rp in lv.rounds:  # within a round every parent is distinct
+                    G[rp] += back[idx]
                     if bound:
-                        eG[rp] += eback[a:b]
+                        eG[rp] += eback[idx]
             # all nodes at once: X_parent^T G node by node, summed per letter
             perm, letters, starts = self._by_letter()
-            par = self._parent[1:][perm]
+            par = self._letter_par
             Gs = G[1:][perm]
             gs2[letters] += np.add.reduceat(np.matmul(X[par].transpose(0, 2, 1), Gs), starts).reshape(len(letters), d * d)
             if bound:
                 # |X~^T G~ - fl(X^T G)| <= (|X| + e_X)^T e_G + (g |X| + e_X)^T |G| with
-                # g = gamma_{d + N + 1} (Hi and Lo, see _traces)
-                Hi, Lo = aux["Hi"].reshape(N, d, d), aux["Lo"].reshape(N, d, d)
-                eZ = np.matmul(Hi[par].transpose(0, 2, 1), eG[1:][perm])
-                eZ += np.matmul(Lo[par].transpose(0, 2, 1), np.abs(Gs))
+                # g = gamma_{d + N + 1} (Hi and Loa, _forward_small)
+                eZ = np.matmul(aux["Hi"][par].transpose(0, 2, 1), eG[1:][perm])
+                eZ += np.matmul(aux["Loa"][par].transpose(0, 2, 1), np.abs(Gs))
                 egs2[letters] += np.add.reduceat(eZ, starts).reshape(len(letters), d * d)
         else:
             # large d: one GEMM per piece of a letter run (every parent distinct within a
