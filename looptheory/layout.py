@@ -45,6 +45,7 @@ by a factor 1.01.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict, defaultdict
 from fractions import Fraction
 
@@ -334,12 +335,22 @@ class _Level:
         for i, p in enumerate(par.tolist()):
             rank[i] = seen[p]
             seen[p] += 1
-        self.rounds = [(_slice_or_index(np.flatnonzero(rank == r)), par[rank == r]) for r in range(int(rank.max(initial=0)) + 1)]
+        self.rounds = [(_slice_or_index(np.flatnonzero(rank == r)), _slice_or_index(par[rank == r]))
+                       for r in range(int(rank.max(initial=0)) + 1)]
+
+
+def _signed(v):
+    """[v_0, -v_0, v_1, -v_1, ...]: the vector of the value's pass over a signed-column matrix
+    (CompiledExpansion._weights)."""
+    out = np.empty(2 * len(v))
+    out[0::2] = v
+    np.negative(v, out=out[1::2])
+    return out
 
 
 def _slice_or_index(idx):
     """A slice where the indices are consecutive (a view instead of a gathered copy)."""
-    if len(idx) and idx[-1] - idx[0] == len(idx) - 1:
+    if len(idx) and np.all(np.diff(idx) == 1):
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
 
@@ -503,6 +514,7 @@ class CompiledExpansion:
         self._weights_cache = OrderedDict()
         self._exact_cache = None
         self._inc = None
+        self._work = threading.local()
         self._setup_fast()
 
     def _setup_fast(self):
@@ -527,8 +539,25 @@ class CompiledExpansion:
         while (n + (1 << k) - 1) >> k > 64:
             k += 1
         self._sum_plan = (64 << k if n > 64 else n, k, (n + (1 << k) - 1) >> k if n else 0)
-        # each suffix group's words in its (prefix, suffix) trace matrix, raveled
-        self._trace_flat = [pi * (shi - slo) + si for (slo, shi), _, _, si, pi, _ in self._by_suffix]
+        # the traces: every suffix group's (prefix, suffix) matrix in one buffer, and the words'
+        # positions in it
+        self._trace_offsets, pos, o = [], [], 0
+        for (slo, shi), (plo, phi), _, si, pi, _ in self._by_suffix:
+            self._trace_offsets.append(o)
+            pos.append(o + pi * (shi - slo) + si)
+            o += (phi - plo) * (shi - slo)
+        self._trace_size = o
+        self._trace_pos = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
+        self._trace_word = np.concatenate([g[2] for g in self._by_suffix]) if pos else np.zeros(0, dtype=np.int64)
+        # the pairing adjoints: every group's matrix C (own nodes x partner nodes) in one buffer
+        self._pair_offsets, pos, o = [], [], 0
+        for (lo, hi), (olo, ohi), wi, _, _, flat in self._by_prefix + self._by_suffix:
+            self._pair_offsets.append(o)
+            pos.append(o + flat)
+            o += (hi - lo) * (ohi - olo)
+        self._pair_size = o
+        self._pair_pos = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
+        self._pair_word = np.concatenate([g[2] for g in self._by_prefix + self._by_suffix]) if pos else np.zeros(0, dtype=np.int64)
         # every node's letter, and for the letter gradients the nodes by letter and their parents
         self._let1 = self._letter[1:]
         perm, letters, starts = self._by_letter()
@@ -593,7 +622,17 @@ class CompiledExpansion:
         beta = gamma(rounds)
         bp = np.maximum(b - beta * a, 0.0)
         mixed = bool(np.any(bp > 0))
-        out = {"w": w, "C": rows(w), "Ct": cols(w), "A": rows(a), "At": cols(a), "beta": beta,
+        # One matrix per side for the value and the bound: |w| with the sign of w moved into
+        # the column (2 j for w >= 0, 2 j + 1 for w < 0), against a vector whose entries 2 j and
+        # 2 j + 1 are v_j and -v_j for the value (|w| (-v) = w v exactly, so each row is summed
+        # in the same order with the same roundings as C v) and v_j twice for the bound's sums
+        # of |w| v: three passes over the same (cached) matrix instead of one over each of C
+        # and A, and the same for the rest side.
+        neg = np.signbit(w).astype(np.int64)
+        out = {"w": w, "beta": beta,
+               "RA": sparse.csr_matrix((a, 2 * self._leaf_j + neg, self._row_ptr), shape=(len(self._row_x), 2 * self.n_rests)),
+               "CA": sparse.csr_matrix((a[self._jperm], 2 * self._col_x + neg[self._jperm], self._col_ptr),
+                                       shape=(self.n_rests, 2 * (self.n_words + 1))),
                "Bp": rows(bp) if mixed else None, "Bpt": cols(bp) if mixed else None}
         self._weights_cache[key] = out
         if len(self._weights_cache) > _WEIGHT_CACHE:
@@ -616,13 +655,9 @@ class CompiledExpansion:
         if d <= _SMALL_D:
             # Kf = gamma_d hi + e_M, so that (e_X + gamma_d |X|) hi + |X| e_M = e_X hi + |X| Kf is
             # two products, and Kb = ((gamma_d + g_add) hi + e_M)^T for the adjoints (the backward
-            # adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent); each gathered
-            # once for every node's letter
-            K = gamma(d) * hi + E
-            let = self._let1
-            lb["hi_n"], lb["Kf_n"] = hi[let], K[let]
-            K += gamma(self._max_adds + 1) * hi
-            lb["hiT_n"], lb["Kb_n"] = hi.transpose(0, 2, 1)[let], K.transpose(0, 2, 1)[let]
+            # adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent)
+            lb["Kf"] = gamma(d) * hi + E
+            lb["Kb"] = ((gamma(d) + gamma(self._max_adds + 1)) * hi + E).transpose(0, 2, 1)
         else:
             # [hi; colmax(e_M)] and [hi^T; rowmax(e_M)]: the rank-one term as one more row, so
             # that [T | rowsum(|X|)] [hi; colE] = T hi + rowsum(|X|) colE is one GEMM
@@ -703,7 +738,8 @@ class CompiledExpansion:
         AX[0] = np.eye(d)
         eX = np.empty((N, d, d))
         eX[0] = 0.0
-        hi_n, Kf_n = lb["hi_n"], lb["Kf_n"]
+        # every node's letter gathered once for the whole pass (freed at its end)
+        hi_n, Kf_n = lb["hi"][self._let1], lb["Kf"][self._let1]
         for lv in self._levels:
             lo, hi, par = lv.lo, lv.hi, lv.par
             s = slice(lo - 1, hi - 1)
@@ -750,25 +786,31 @@ class CompiledExpansion:
                 Lo = aux["Lo"].reshape(N, d * d)
             else:
                 gK = self._pair_rounding(d)
-        for ((slo, shi), (plo, phi), wi, *_), tflat in zip(self._by_suffix, self._trace_flat):
+        Tb = np.empty(self._trace_size)
+        if bound:
+            eb = np.empty(self._trace_size)
+        for ((slo, shi), (plo, phi), wi, *_), o in zip(self._by_suffix, self._trace_offsets):
+            T = Tb[o:o + (phi - plo) * (shi - slo)].reshape(phi - plo, shi - slo)
             if flat:
-                T = X2[plo:phi] @ X2[slo:shi].T
+                np.matmul(X2[plo:phi], X2[slo:shi].T, out=T)
             else:
-                T = np.matmul(X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)).sum(axis=0)
-            t[wi] = T.ravel().take(tflat)
+                np.sum(np.matmul(X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)), axis=0, out=T)
             if not bound:
                 continue
+            e = eb[o:o + (phi - plo) * (shi - slo)].reshape(phi - plo, shi - slo)
             if small:
-                e = A2[plo:phi] @ Lo[slo:shi].T
+                np.matmul(A2[plo:phi], Lo[slo:shi].T, out=e)
                 e += E2[plo:phi] @ Hi[slo:shi].T
             else:
                 # over the suffix nodes: |R| + e_R and e_R + gamma_K (|R| + e_R)
                 HiS = AX[slo:shi] + eX[slo:shi]
                 Y2 = HiS.reshape(shi - slo, d * d) * gK
                 Y2 += E2[slo:shi]
-                e = A2[plo:phi] @ Y2.T
+                np.matmul(A2[plo:phi], Y2.T, out=e)
                 e += aux["cmax"][plo:phi] @ (np.ones((1, d)) @ HiS)[:, 0, :].T
-            et[wi] = e.ravel().take(tflat)
+        t[self._trace_word] = Tb.take(self._trace_pos)
+        if bound:
+            et[self._trace_word] = eb.take(self._trace_pos)
         return t, et
 
     def _adjoint_rounding(self):
@@ -822,12 +864,12 @@ class CompiledExpansion:
         rx = self._row_x
         if not bound:
             Pi = np.multiply.reduce(t[self._rest_chain], axis=0)
-            y = W["C"] @ Pi
+            y = W["RA"] @ _signed(Pi)
             value = self._value_sum(t[rx] * y)
             if not need_grad:
                 return value, None, None, None
             dt = np.bincount(rx, weights=y, minlength=nw + 1)
-            APi = W["Ct"] @ t
+            APi = W["CA"] @ _signed(t)
             for plo, lo, hi_, par, x in reversed(self._rest_levels):
                 APi[plo:lo] += np.bincount(par - plo, weights=APi[lo:hi_] * t[x], minlength=lo - plo)
             if nJ > 1:
@@ -842,9 +884,10 @@ class CompiledExpansion:
         Pi = np.multiply.reduce(t[ch], axis=0)
         H = np.multiply.reduce(hi[ch], axis=0)
         R = np.add.reduce(q[ch], axis=0)
-        y = W["C"] @ Pi
-        u1 = W["A"] @ H
-        u2 = W["A"] @ ((R + beta) * H)
+        RA = W["RA"]
+        y = RA @ _signed(Pi)
+        u1 = RA @ np.repeat(H, 2)
+        u2 = RA @ np.repeat((R + beta) * H, 2)
         if W["Bp"] is not None:
             u2 += W["Bp"] @ H
         value = self._value_sum(t[rx] * y)
@@ -861,9 +904,10 @@ class CompiledExpansion:
         # rest adjoints of the value, the absolute polynomial and the bound: Ct t, At hi and
         # At e + Bt hi + R At hi, carried up the rests' trie together
         A3 = np.empty((3, nJ))  # value, absolute polynomial, bound
-        A3[0] = W["Ct"] @ t
-        A3[1] = W["At"] @ hi
-        A3[2] = W["At"] @ et
+        CA = W["CA"]
+        A3[0] = CA @ _signed(t)
+        A3[1] = CA @ np.repeat(hi, 2)
+        A3[2] = CA @ np.repeat(et, 2)
         A3[2] += (R + beta) * A3[1]
         if W["Bpt"] is not None:
             A3[2] += W["Bpt"] @ hi
@@ -912,16 +956,16 @@ class CompiledExpansion:
                 gb = self._adjoint_rounding()
                 A2 = aux["A"].reshape(N, d * d)
                 rmax = aux["rmax"]
-        for groups in (self._by_prefix, self._by_suffix):
-            for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
-                C = np.zeros((hi - lo, ohi - olo))
-                C.ravel()[flat] = dt[wi]
-                G2[lo:hi] += C @ X2[olo:ohi]
-                if not bound:
-                    continue
-                aC = np.abs(C)
-                eC = np.zeros_like(C)
-                eC.ravel()[flat] = edt[wi]
+        # every group's C (and e_C, |C|) in one buffer, zero but for the groups' words, whose
+        # entries are written in one scatter
+        Cb, eCb, aCb, views = self._pair_buffers()
+        Cb[self._pair_pos] = dt[self._pair_word]
+        if bound:
+            eCb[self._pair_pos] = edt[self._pair_word]
+            np.abs(Cb, out=aCb)
+        for ((lo, hi), (olo, ohi), *_), (C, eC, aC) in zip(self._by_prefix + self._by_suffix, views):
+            G2[lo:hi] += C @ X2[olo:ohi]
+            if bound:
                 if small:
                     eG2[lo:hi] += aC @ Loa[olo:ohi]
                     eG2[lo:hi] += eC @ Hi[olo:ohi]
@@ -932,6 +976,20 @@ class CompiledExpansion:
                 eG2[lo:hi] += F @ A2[olo:ohi]
                 eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
         return G, eG
+
+    def _pair_buffers(self):
+        """Three flat buffers (C, e_C, |C|) holding every pairing group's matrix, zero but for
+        the groups' words, and per group the views of its matrices; kept between calls (no
+        allocation and zeroing per call, one scatter for all groups). Per thread
+        (threading.local), so concurrent evaluations never share them; nothing in them is
+        read before the call that uses it has written it."""
+        bufs = getattr(self._work, "pairs", None)
+        if bufs is None:
+            flat = [np.zeros(self._pair_size) for _ in range(3)]
+            views = [tuple(b[o:o + (hi - lo) * (ohi - olo)].reshape(hi - lo, ohi - olo) for b in flat)
+                     for ((lo, hi), (olo, ohi), *_), o in zip(self._by_prefix + self._by_suffix, self._pair_offsets)]
+            bufs = self._work.pairs = (*flat, views)
+        return bufs
 
     def _backward(self, X, aux, M, lb, dt, edt, d, bound):
         """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
@@ -957,8 +1015,10 @@ class CompiledExpansion:
             MTall = MT[self._let1]
             if bound:
                 egs2 = egsum.reshape(2 * L, d * d)
-                hiT_n, Kb_n = lb["hiT_n"], lb["Kb_n"]
+                hiT_n, Kb_n = lb["hi"].transpose(0, 2, 1)[self._let1], lb["Kb"][self._let1]
             for lv in reversed(self._levels):
+                if lv.phi == 1:
+                    continue  # children of the root: its adjoint is not used
                 lo, hi = lv.lo, lv.hi
                 s = slice(lo - 1, hi - 1)
                 Gs = G[lo:hi]
