@@ -728,24 +728,20 @@ class CompiledExpansion:
         N = self.n_nodes
         X = np.empty((N, d, d))
         X[0] = np.eye(d)
-        Mall = M[self._let1]
         if not bound:
             for lv in self._levels:
-                lo, hi = lv.lo, lv.hi
-                np.matmul(X[lv.par], Mall[lo - 1:hi - 1], out=X[lo:hi])
+                np.matmul(X[lv.par], M[lv.let], out=X[lv.lo:lv.hi])
             return X, None
         AX = np.empty((N, d, d))
         AX[0] = np.eye(d)
         eX = np.empty((N, d, d))
         eX[0] = 0.0
-        # every node's letter gathered once for the whole pass (freed at its end)
-        hi_n, Kf_n = lb["hi"][self._let1], lb["Kf"][self._let1]
+        hiL, KfL = lb["hi"], lb["Kf"]
         for lv in self._levels:
-            lo, hi, par = lv.lo, lv.hi, lv.par
-            s = slice(lo - 1, hi - 1)
-            np.matmul(X[par], Mall[s], out=X[lo:hi])
-            np.matmul(eX[par], hi_n[s], out=eX[lo:hi])
-            eX[lo:hi] += np.matmul(AX[par], Kf_n[s])
+            lo, hi, par, let = lv.lo, lv.hi, lv.par, lv.let
+            np.matmul(X[par], M[let], out=X[lo:hi])
+            np.matmul(eX[par], hiL[let], out=eX[lo:hi])
+            eX[lo:hi] += np.matmul(AX[par], KfL[let])
             np.abs(X[lo:hi], out=AX[lo:hi])
         Hi = AX + eX
         Lo = Hi * self._pair_rounding(d)
@@ -1012,22 +1008,20 @@ class CompiledExpansion:
             # (in node order, as run by run); X_parent^T G node by node (inner dimension d),
             # then summed per letter over at most N nodes
             gs2 = gsum.reshape(2 * L, d * d)
-            MTall = MT[self._let1]
             if bound:
                 egs2 = egsum.reshape(2 * L, d * d)
-                hiT_n, Kb_n = lb["hi"].transpose(0, 2, 1)[self._let1], lb["Kb"][self._let1]
+                hiT, Kb = lb["hi"].transpose(0, 2, 1), lb["Kb"]
             for lv in reversed(self._levels):
                 if lv.phi == 1:
                     continue  # children of the root: its adjoint is not used
-                lo, hi = lv.lo, lv.hi
-                s = slice(lo - 1, hi - 1)
+                lo, hi, let = lv.lo, lv.hi, lv.let
                 Gs = G[lo:hi]
-                back = np.matmul(Gs, MTall[s])
+                back = np.matmul(Gs, MT[let])
                 if bound:
                     # e(G M^T) + g_add |G M^T| <= e_G hi^T + |G| ((gamma_d + g_add) hi + e_M)^T
                     # = e_G hi^T + |G| Kb (g_add for the addition into the parent)
-                    eback = np.matmul(eG[lo:hi], hiT_n[s])
-                    eback += np.matmul(np.abs(Gs), Kb_n[s])
+                    eback = np.matmul(eG[lo:hi], hiT[let])
+                    eback += np.matmul(np.abs(Gs), Kb[let])
                 for idx, rp in lv.rounds:  # within a round every parent is distinct
                     G[rp] += back[idx]
                     if bound:
