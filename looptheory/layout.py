@@ -549,6 +549,17 @@ class CompiledExpansion:
         self._trace_size = o
         self._trace_pos = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
         self._trace_word = np.concatenate([g[2] for g in self._by_suffix]) if pos else np.zeros(0, dtype=np.int64)
+        # the pairing adjoints: which group writes its own nodes first, and the nodes no group
+        # writes (zeroed instead)
+        seen, self._pair_first = set(), []
+        for (lo, hi), *_ in self._by_prefix + self._by_suffix:
+            self._pair_first.append((lo, hi) not in seen)
+            seen.add((lo, hi))
+        covered = np.zeros(self.n_nodes, dtype=bool)
+        for lo, hi in seen:
+            covered[lo:hi] = True
+        cuts = np.flatnonzero(np.diff(np.concatenate([[0], (~covered).astype(np.int8), [0]])))
+        self._pair_unwritten = [(int(a), int(b)) for a, b in zip(cuts[0::2], cuts[1::2])]
         # the pairing adjoints: every group's matrix C (own nodes x partner nodes) in one buffer
         self._pair_offsets, pos, o = [], [], 0
         for (lo, hi), (olo, ohi), wi, _, _, flat in self._by_prefix + self._by_suffix:
@@ -699,6 +710,7 @@ class CompiledExpansion:
         if bound:
             gd = gamma(d)
             hiA = lb["hiA"]
+            ones = np.ones(d)
             rmax = aux["rmax"] = np.zeros((N, d))
             cmax = aux["cmax"] = np.zeros((N, d))
         for lv in self._levels:
@@ -709,7 +721,7 @@ class CompiledExpansion:
                 if bound:
                     Ap = AX[pp]
                     T = np.empty((k, d, d + 1))
-                    np.sum(Ap, axis=2, out=T[:, :, d])
+                    T[:, :, d] = (Ap.reshape(k * d, d) @ ones).reshape(k, d)  # row sums (gemv)
                     np.multiply(Ap, gd, out=T[:, :, :d])
                     T[:, :, :d] += eX[pp]
                     out = eX[lo + a:lo + b]
@@ -938,13 +950,19 @@ class CompiledExpansion:
         |C| rowmax(e_R) 1^T, above it."""
         N = self.n_nodes
         X2 = X.reshape(N, d * d)
-        G = np.zeros((N, d, d))
+        # the groups' own ranges are written first by a product (out=, no temporary and no
+        # zeroing: 0 + C R is C R, which BLAS never returns as -0), the other nodes zeroed
+        G = np.empty((N, d, d))
         G2 = G.reshape(N, d * d)
+        for lo, hi in self._pair_unwritten:
+            G[lo:hi] = 0.0
         eG = None
         small = d <= _SMALL_D
         if bound:
-            eG = np.zeros((N, d, d))
+            eG = np.empty((N, d, d))
             eG2 = eG.reshape(N, d * d)
+            for lo, hi in self._pair_unwritten:
+                eG[lo:hi] = 0.0
             if small:
                 Loa = aux["Loa"].reshape(N, d * d)
                 Hi = aux["Hi"].reshape(N, d * d)
@@ -959,17 +977,26 @@ class CompiledExpansion:
         if bound:
             eCb[self._pair_pos] = edt[self._pair_word]
             np.abs(Cb, out=aCb)
-        for ((lo, hi), (olo, ohi), *_), (C, eC, aC) in zip(self._by_prefix + self._by_suffix, views):
-            G2[lo:hi] += C @ X2[olo:ohi]
+        for ((lo, hi), (olo, ohi), *_), (C, eC, aC), first in zip(self._by_prefix + self._by_suffix, views, self._pair_first):
+            if first:
+                np.matmul(C, X2[olo:ohi], out=G2[lo:hi])
+            else:
+                G2[lo:hi] += C @ X2[olo:ohi]
             if bound:
                 if small:
-                    eG2[lo:hi] += aC @ Loa[olo:ohi]
+                    if first:
+                        np.matmul(aC, Loa[olo:ohi], out=eG2[lo:hi])
+                    else:
+                        eG2[lo:hi] += aC @ Loa[olo:ohi]
                     eG2[lo:hi] += eC @ Hi[olo:ohi]
                     continue
                 F = aC * gb
                 F += eC
                 aC += eC
-                eG2[lo:hi] += F @ A2[olo:ohi]
+                if first:
+                    np.matmul(F, A2[olo:ohi], out=eG2[lo:hi])
+                else:
+                    eG2[lo:hi] += F @ A2[olo:ohi]
                 eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
         return G, eG
 
@@ -1061,7 +1088,7 @@ class CompiledExpansion:
                     # e(G M^T) + g_add |G M^T| <= [e_G + gd |G| | rowsum(|G|)] [hi^T; rowE]
                     aG = np.abs(Gs)
                     T = np.empty((k, d, d + 1))
-                    np.sum(aG, axis=2, out=T[:, :, d])
+                    T[:, :, d] = (aG.reshape(k * d, d) @ ones).reshape(k, d)  # row sums (gemv)
                     np.multiply(aG, gd, out=T[:, :, :d])
                     T[:, :, :d] += eG[lo + a:lo + b]
                     eG[pp] += (T.reshape(k * d, d + 1) @ hiTA[c]).reshape(k, d, d)
