@@ -677,10 +677,11 @@ class CompiledExpansion:
         return M, lb
 
     def _chunks(self, lv, d):
-        """(letter, first, end, parents) pieces of a level's letter runs of at most about 2 MB
-        each (the large-d path keeps its temporaries in cache); parents a slice where they are
+        """(letter, first, end, parents) pieces of a level's letter runs of at most about 0.5 MB
+        each (the large-d path keeps its temporaries in the 2 MB L2 cache: 7% faster than 2 MB
+        pieces at d = 100, measured paired); parents a slice where they are
         consecutive nodes (a view instead of a gathered copy)."""
-        step = max(1, (1 << 18) // (d * d))
+        step = max(1, (1 << 16) // (d * d))
         for c, a, b, _ in lv.runs:
             for i in range(a, b, step):
                 j = min(b, i + step)
