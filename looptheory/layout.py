@@ -18,11 +18,14 @@ layout evaluates it in three stages.
    product Pi_j of the others, the "rest", a node of a second trie (1 975 rests at loops = 6
    for 73 029 monomials). The sums over monomials and the adjoints are sparse matrix products
    (scipy.sparse), with rows of at most _CHUNK monomials so that every sum has a known number
-   of roundings. The weights, the same on every call for one (n, d, scales), are cached.
+   of roundings; one matrix per side holds |w| with the sign of w in the column index, so the
+   value's pass and the bound's passes read the same matrix (CompiledExpansion._weights). The
+   weights, the same on every call for one (n, d, scales), are cached.
 3. Reverse mode. d tr(P Q)/dP = Q^T = R and d/dR = P give the nodes' adjoints, one GEMM per
    group; they flow back through the trie (G_parent += G_node M^T; df/dM_c += P_parent^T G_node,
-   transposed for a suffix letter). Within one (level, letter) run every parent has one child,
-   so the adjoints are added into the parents directly.
+   transposed for a suffix letter). The adjoints are added into the parents directly, round by
+   round (every parent's r-th child in round r) or run by run (every parent has one child in a
+   run of one letter).
 
 Running error analysis (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
 Sec. 3.5-3.6) gives every computed quantity x a bound e_x >= |x_exact - x| from the computed
@@ -35,7 +38,8 @@ values themselves. With u = 2^-53, gamma_k = k u / (1 - k u), A = |X|, hi = |M| 
           above _SMALL_D the first product is bounded as <colmax(e_P), colsum(|R| + e_R)>;
 - monomial: |prod t_exact - prod t| <= r prod (|t| + e_t), r = sum e_t / (|t| + e_t), plus
           gamma_N |w| prod(|t| + e_t) for the N roundings on its path and the weight's own
-          error; the final sum of at most 64 numbers is correctly rounded (math.fsum);
+          error b = beta |w| + b' (b' = 0 unless its term weights differ in sign); the final
+          sum of at most 64 numbers is correctly rounded (math.fsum);
 - adjoints: the same rules through the transposed products, the additions into a node
           counted (g_add), each word's df/dt with the roundings of its own uses.
 The bounds are computed in float; their own relative error is far below 1e-12 and is covered
