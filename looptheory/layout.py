@@ -68,7 +68,7 @@ _FLAT_D = 16
 #: GEMM in cache-sized pieces, and a node's own error matrix in the bounds is bounded by its
 #: row or column maxima (a rank-one upper bound: d times fewer flops than the full product).
 _SMALL_D = 24
-#: Weight tables kept per layout, keyed by (n, d, scales): about 7 MB each at loops = 6, 14 ms
+#: Weight tables kept per layout, keyed by (n, d, scales): about 2.4 MB each at loops = 6, 14 ms
 #: to rebuild.
 _WEIGHT_CACHE = 4
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
