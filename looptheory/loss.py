@@ -646,9 +646,13 @@ def _certified(task, A, loops, u, need_grad, fallback=True):
             f = Certified(value, math.inf, "overflow")
             return (f, None, None) if not need_grad else (f, *_chain(G, sx, uf, d))
         ok = math.isfinite(value) and err <= RTOL * (value - err)
-        if ok and need_grad:
+        better = not fallback and (best is None or err < best[0].error)
+        chained = None
+        if need_grad and (ok or better):
             gA, gu = _chain(G, sx, uf, d)
             eA, eu = _chain_error(G, Gerr, sx, uf, d)
+            chained = (gA, gu, (eA, eu))
+        if ok and need_grad:
             scale = max(math.hypot(np.linalg.norm(gA), np.linalg.norm(gu)), (value - err) / max(e_norm, 1e-300))
             ok = math.hypot(eA, eu) <= RTOL * scale
         if ok:
@@ -656,9 +660,8 @@ def _certified(task, A, loops, u, need_grad, fallback=True):
                 return Certified(value, err, route), None, None
             return Certified(value, err, route, (eA, eu)), gA, gu
         tried.append(f"{route}: relative bound {err / abs(value) if value else math.inf:.1e}")
-        if not fallback and (best is None or err < best[0].error):
-            gA, gu = _chain(G, sx, uf, d) if need_grad else (None, None)
-            ge = _chain_error(G, Gerr, sx, uf, d) if need_grad else None
+        if better:
+            gA, gu, ge = chained if need_grad else (None, None, None)
             best = (Certified(value, err, route, ge), gA, gu)
     if not fallback:
         return best
