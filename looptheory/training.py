@@ -365,10 +365,10 @@ def sample_statistics(task: Task, batch: int, rng):
     `task.sample`'s prompts (docs/conventions.md, "Data"), from d(d+1)/2 + 2d (+ d + 1 with
     label noise) random numbers per prompt instead of d n + 2d (+ n).
 
-    Route (n >= d; Bartlett): X = Sigma_x^{1/2} T V^T with T lower triangular, T_ij ~ N(0, 1)
-    below the diagonal and T_ii^2 ~ chi^2_{n-i+1} (i = 1 ... d), and V (n x d, V^T V = I)
-    Haar-distributed and independent of T. With R = Sigma_x^{1/2} T (the lower Cholesky factor)
-    and v = V^T y = R^T w* + sigma z (z = V^T eps / sigma ~ N(0, I_d)):
+    Route (n >= d; Bartlett): X = L T V^T with L the lower Cholesky factor of Sigma_x, T lower
+    triangular with T_ij ~ N(0, 1) below the diagonal and T_ii^2 ~ chi^2_{n-i+1} (i = 1 ... d),
+    and V (n x d, V^T V = I) Haar-distributed and independent of T. With R = L T (lower
+    triangular) and v = V^T y = R^T w* + sigma z (z = V^T eps / sigma ~ N(0, I_d)):
         X X^T = R R^T,   X y = R v,   y^T y = |v|^2 + sigma^2 chi^2_{n-d},
     the chi^2 being the part of the noise orthogonal to the rows of X, independent of the rest.
     For n < d (X X^T singular) the prompts are drawn and reduced. rng: a numpy Generator or an
