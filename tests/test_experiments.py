@@ -160,6 +160,7 @@ def test_e5_tests_the_models_e1_and_e2_use(monkeypatch):
 
     monkeypatch.setattr(X, "trained_model", spy)
     e1, e2 = X.experiment_sparse_vs_exact(quick=True), X.experiment_full_vs_sparse(quick=True)
+    assert e1.complete and e2.complete
     used = set(requested)
     requested.clear()
     e5 = X.experiment_out_of_distribution(quick=True)
