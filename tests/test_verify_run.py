@@ -9,7 +9,6 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 
 import looptheory as lt
@@ -30,9 +29,8 @@ def test_every_kind_returns_the_one_record_type(monkeypatch):
     check = next(s for s in checks.CHECKS if s.id == "optimal_scale_one_loop").run(quick=True)
     proof = run_proofs("wishart_moments")[0]
     claim = lt.check_claims(["C1"], quick=True)[0]
-    # an experiment with its training replaced by a cheap stand-in (the real ones train for minutes)
-    monkeypatch.setattr(experiments, "_train", lambda task, model, loops, **kw: _fake_training(task, model, loops, kw))
-    # and the exact engine's first use (loading the loss expansions of loops 1-6, ~10 s) skipped
+    # an experiment in its quick form (it re-evaluates the shipped checkpoints, never trains),
+    # with the exact engine's first use (loading the loss expansions of loops 1-6, ~10 s) skipped
     monkeypatch.setattr(experiments, "population_loss", lambda task, A, loops, u=None: 1.0)
     experiment = lt.run_experiments(["E4"], quick=True)[0]
     for rec, kind in ((check, "check"), (proof, "proof"), (claim, "claim"), (experiment, "experiment")):
@@ -48,14 +46,6 @@ def test_every_kind_returns_the_one_record_type(monkeypatch):
     assert experiment.evidence["rows"] and all("SE" in r and "mean resolved" in r for r in experiment.evidence["rows"])
     # the older names are the one record
     assert lt.ClaimResult is Record and lt.ExperimentResult is Record and checks.CheckResult is Record
-
-
-def _fake_training(task, model, loops, kw):
-    params = lt.init_params(model, task.d, loops, 0)
-    if model == "sparse":
-        params = {"A": 0.5 * np.eye(task.d), "u": np.zeros(task.d)}
-    return lt.TrainResult(params, model, loops, task, np.ones(kw["steps"]), kw["steps"], kw["batch"], "adam", 1e-2,
-                          1e-3, 0)
 
 
 def test_a_verdict_outside_the_kinds_vocabulary_is_refused():
