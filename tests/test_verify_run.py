@@ -85,7 +85,7 @@ def test_g2_parameters_say_what_the_quick_run_does():
 
     quick, full = REGISTRY["G2"].params(True), REGISTRY["G2"].params(False)
     assert "loops <= 0" not in json.dumps(quick) and "inf only" in quick["n (spectral)"]
-    assert "loops <= 3" in full["n (spectral)"]
+    assert "loops <= 2" in full["n (spectral)"]
 
 
 def test_report_prints_g1s_table_once_and_has_no_bare_nan():
