@@ -250,9 +250,9 @@ def _g2_region(quick: bool) -> dict:
     # small d) and keeps one region at d = 10.
     all_loops = [L for L in (2, 3, 4, 5, 6) if L <= MAX_LOOPS]
     if quick:
-        # the quick run searches the general family at d = 2 only; the spectral family (cheap
-        # at any d) carries it to d = 10^6
-        grid = [(2, L, [0.1]) for L in all_loops[:2]]
+        # the quick run searches the general family at d = 2, loops = 2 only; the spectral
+        # family (cheap at any d) carries it to loops 3 and d = 10^6
+        grid = [(2, L, [0.1]) for L in all_loops[:1]]
     else:
         # Trimmed to fit the 20-minute budget of the full verify run; docs/dominance-tables.md
         # (scripts/dominance_tables.py, ~35 min) has d = 2, 5, 10 at every loop count.
@@ -379,7 +379,7 @@ def claim_g2(quick: bool) -> Record:
 
 
 def _g3_region(quick: bool) -> dict:
-    cells = [(2, 2, 20), (2, 3, 20)] + ([] if quick else [(3, 2, 12), (3, 3, 50), (2, 4, 20)])
+    cells = [(2, 2, 20)] + ([] if quick else [(2, 3, 20), (3, 2, 12), (3, 3, 50), (2, 4, 20)])
     return {"cells (d, loops, n)": [c for c in cells if c[1] <= MAX_LOOPS], "xi": 1e-6,
             "starts": ["A0 = 0", "random A0 (seed 50 + k, scale 0.5)"], "sigma_x": "I", "u": 0,
             "f*": "optimal_preconditioner (starts 4, seed k)", "flow": "gradient_flow, tol 1e-9, t_max 1e5",
@@ -540,8 +540,8 @@ def _mc_median_curve(task, A, loop_list, samples, seed):
 
 
 def _g5_region(quick: bool) -> dict:
-    # the quick run leaves loops 5 and 6 of the general search (the costliest) to the full run
-    general_loops = list(range(1, min(4, MAX_LOOPS) + 1)) if quick else list(range(1, MAX_LOOPS + 1))
+    # the quick run leaves loops 4 to 6 of the general search (the costliest) to the full run
+    general_loops = list(range(1, min(3, MAX_LOOPS) + 1)) if quick else list(range(1, MAX_LOOPS + 1))
     return {"d": 5, "n": 20, "sigma_x": "I", "sigma_w": "I", "optimal loss loops (general A)": general_loops,
             "optimal loss loops (scalar family)": list(range(1, 21)),
             "optimiser": "optimal_preconditioner (starts 3, seed L)", "train loops": [2, 5],
