@@ -1,14 +1,15 @@
 """The claims about the untied multi-layer sparse model (docs/conventions.md, "Claims under test";
 docs/claims.md): A1 and A1-global (Ahn et al.), G6 (Gatmiry et al.), B1 (Bordelon et al.), each
 declared once as a `looptheory.record.Spec` with its region and thresholds fixed here before
-any result was seen, and registered in `looptheory.claims.REGISTRY` (`multilayer_specs`).
+any result was seen, and registered in `looptheory.claims.REGISTRY` through the Claim API
+(`multilayer_claims`).
 
 Setting of all four: sigma_w = sigma_x^{-1} (the Gatmiry prior; Ahn et al. as reported take
 w* ~ N(0, sigma_x^{-1})), no label noise, a fixed random SPD sigma_x per cell. The untied
 optimum over all real A_l is searched blind (`optimal_multilayer`), the looped one too
 (`optimal_preconditioner`); the best per-layer schedule A_l = a_l sigma_x^{-1} is exact
 (`optimal_schedule`). u_l = 0 throughout: the u part of either loss is the expectation of a
-square with no cross term (docs/derivations.md, "7. The untied multi-layer loss"), so no u
+square with no cross term (docs/derivations.md, "8. The untied multi-layer loss"), so no u
 lowers the loss. A verdict never rests on a search that did not converge.
 """
 
@@ -23,7 +24,7 @@ from .loss import population_loss
 from .multilayer import multilayer_population_loss, multilayer_population_loss_grad
 from .multilayer_optimum import certified_loss, optimal_multilayer, optimal_schedule, untied_scaling
 from .optimum import CONVERGED_TOL, optimal_preconditioner, optimal_scale, scaled_gradient_norm
-from .record import Outcome, Spec
+from .record import Outcome
 from .task import Task
 
 AHN = "Ahn, Cheng, Daneshmand, Sra (NeurIPS 2023)"
@@ -298,24 +299,23 @@ def check_b1(quick: bool, params: dict) -> Outcome:
                      f"{top[key]:.1e} at {_cell(top)})"), "gap")
 
 
-def multilayer_specs() -> dict:
-    """The four claims as registry entries (id -> Spec), in report order: G6 before A1-global and B1,
-    whose tables are G6's (the same cells and searches, computed once, shown once)."""
-    def spec(id, title, source, region, check, figures=()):
-        return Spec(id, "claim", title, check, statement=title, source=source, region=region, figures=figures)
-
-    return {
-        "A1": spec("A1", "The best per-layer schedule A_l = a_l Σx⁻¹ is a stationary point of the untied loss over all real A_l",
-                   f'{AHN}: the critical points of the L-layer sparse model, as reported (docs/conventions.md, '
-                   '"A1: critical points of the untied model")', _a1_region, check_a1),
-        "G6": spec("G6", "L loops come close to L untied layers: f*_looped / f*_untied ≤ 1.10",
-                   f'{GATMIRY}: looped against multi-layer, as reported (docs/conventions.md, "G6: loops against untied layers")',
-                   _g6_region, check_g6, ("looped_vs_untied_optimum",)),
-        "A1-global": spec("A1-global", "The best per-layer schedule A_l = a_l Σx⁻¹ is the global untied minimum (our reading)",
-                          f'{AHN}: the critical points as reported; reading them as the global minimum is a common '
-                          'reading, ours, not theirs (docs/conventions.md, "A1: critical points of the untied model")',
-                          _a1_global_region, check_a1_global),
-        "B1": spec("B1", "The best per-step schedule A_l = a_l Σx⁻¹ is within 1% of the untied optimum",
-                   f'{BORDELON}: deep linear attention as L steps of GD with the best step per step, as reported '
-                   '(docs/conventions.md, "B1: the best schedule")', _b1_region, check_b1),
-    }
+def multilayer_claims() -> tuple:
+    """The four claims' declarations, in report order, for `looptheory.claims` to register
+    through the Claim API as its other claims are (each a dict of id, statement, source, region,
+    check, figures, after). G6 comes before A1-global and B1, whose tables are G6's (the same
+    cells and searches, computed once in one process: `after`, and shown once)."""
+    return (
+        dict(id="A1", statement="The best per-layer schedule A_l = a_l Σx⁻¹ is a stationary point of the untied loss over all real A_l",
+             source=f'{AHN}: the critical points of the L-layer sparse model, as reported (docs/conventions.md, '
+                    '"A1: critical points of the untied model")', region=_a1_region, check=check_a1),
+        dict(id="G6", statement="L loops come close to L untied layers: f*_looped / f*_untied ≤ 1.10",
+             source=f'{GATMIRY}: looped against multi-layer, as reported (docs/conventions.md, "G6: loops against untied layers")',
+             region=_g6_region, check=check_g6, figures=("looped_vs_untied_optimum",)),
+        dict(id="A1-global", statement="The best per-layer schedule A_l = a_l Σx⁻¹ is the global untied minimum (our reading)",
+             source=f'{AHN}: the critical points as reported; reading them as the global minimum is a common '
+                    'reading, ours, not theirs (docs/conventions.md, "A1: critical points of the untied model")',
+             region=_a1_global_region, check=check_a1_global, after="G6"),
+        dict(id="B1", statement="The best per-step schedule A_l = a_l Σx⁻¹ is within 1% of the untied optimum",
+             source=f'{BORDELON}: deep linear attention as L steps of GD with the best step per step, as reported '
+                    '(docs/conventions.md, "B1: the best schedule")', region=_b1_region, check=check_b1, after="G6"),
+    )

@@ -17,7 +17,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from . import _validate as V
-from .loss import population_loss_grad
+from ._threads import single_blas_thread
+from .loss import float_routes, population_loss_grad, population_loss_grad_route
 from .task import Task
 
 
@@ -46,6 +47,7 @@ class FlowResult:
     loops: int
 
 
+@single_blas_thread()
 def gradient_flow(
     task: Task,
     A0,
@@ -72,10 +74,12 @@ def gradient_flow(
     u0 = V.vector("u0", u0, d, allow_exact=False) if train_u else np.zeros(d)
     t_max, tol, rtol, atol = _solver_options(t_max, tol, rtol, atol)
     ref = None if A_ref is None else V.square_matrix("A_ref", A_ref, d, allow_exact=False)
-    return _integrate(lambda A, u: population_loss_grad(task, A, loops, u), A0, u0, train_u, loops, t_max, tol, ref,
-                      rtol, atol)
+    return _integrate(lambda A, u: population_loss_grad(task, A, loops, u),
+                      lambda A, u, r: population_loss_grad_route(task, A, loops, u, route=r), float_routes(loops),
+                      A0, u0, train_u, loops, t_max, tol, ref, rtol, atol)
 
 
+@single_blas_thread()
 def multilayer_gradient_flow(task: Task, As0, us0=None, *, t_max: float = 1e4, tol: float = 1e-9, As_ref=None,
                              rtol: float = 1e-10, atol: float = 1e-13) -> FlowResult:
     """The gradient flow dA_l/dt = -grad_{A_l} f (and du_l/dt = -grad_{u_l} f when us0 is given)
@@ -83,7 +87,8 @@ def multilayer_gradient_flow(task: Task, As0, us0=None, *, t_max: float = 1e4, t
     L <= MAX_LAYERS). The result is a FlowResult whose path has shape (times, L, d, d) (u_path
     (times, L, d)), loops = L, dominance = ||grad_As f||^2 / f^{(2L-1)/L}, distance measured to
     As_ref. Arguments as in `gradient_flow`."""
-    from .multilayer import MAX_LAYERS, multilayer_population_loss_grad
+    from .multilayer import (MAX_LAYERS, multilayer_float_routes, multilayer_loss_grad_uncertified,
+                             multilayer_population_loss_grad)
 
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
@@ -105,16 +110,23 @@ def multilayer_gradient_flow(task: Task, As0, us0=None, *, t_max: float = 1e4, t
         f, gA, gu = multilayer_population_loss_grad(task, A, u)
         return f, gA, (np.zeros((L, d)) if gu is None else gu)
 
-    return _integrate(fg, As0, us0, train_u, L, t_max, tol, ref, rtol, atol)
+    def route_grad(A, u, r):
+        f, gA, gu = multilayer_loss_grad_uncertified(task, A, u, r)
+        return f, gA, (np.zeros((L, d)) if gu is None else gu)
+
+    return _integrate(fg, route_grad, multilayer_float_routes(L), As0, us0, train_u, L, t_max, tol, ref, rtol, atol)
 
 
 def _solver_options(t_max, tol, rtol, atol):
     return tuple(V.positive_float(k, v) for k, v in zip(("t_max", "tol", "rtol", "atol"), (t_max, tol, rtol, atol)))
 
 
-def _integrate(loss_grad, A0, u0, train_u, loops, t_max, tol, ref, rtol, atol) -> FlowResult:
-    """The flow of loss_grad(A, u) -> (f, grad_A, grad_u) from (A0, u0), A and u of any shape
-    (u trained only with train_u), with the events, diagnostics and statuses of gradient_flow."""
+def _integrate(loss_grad, route_grad, routes, A0, u0, train_u, loops, t_max, tol, ref, rtol, atol) -> FlowResult:
+    """The flow of the certified loss_grad(A, u) -> (f, grad_A, grad_u) from (A0, u0), A and u of
+    any shape (u trained only with train_u), with the events, diagnostics and statuses of
+    gradient_flow; the solver's intermediate stages take route_grad(A, u, route), the same
+    gradient on one float route without its bound, on the route (one of `routes`) that
+    certified the last step."""
     m = A0.size
     shape_A, shape_u = A0.shape, u0.shape
 
@@ -122,17 +134,27 @@ def _integrate(loss_grad, A0, u0, train_u, loops, t_max, tol, ref, rtol, atol) -
         return z[:m].reshape(shape_A), (z[m:].reshape(shape_u) if train_u else None)
 
     cache = {}
+    route = ["expansion"]
 
     def fg(z):
-        # rhs, both events and the diagnostics ask for the same points: evaluate each once
+        # both events and the diagnostics ask for the same points (the solver's steps): each is
+        # evaluated once, certified, and sets the float route the right-hand side takes
         key = z.tobytes()
         hit = cache.get(key)
         if hit is None:
             hit = cache[key] = loss_grad(*unpack(z))
+            if hit[0].route in routes:
+                route[0] = hit[0].route
         return hit
 
     def rhs(t, z):
-        _, gA, gu = fg(z)
+        # the solver's stages between steps: the gradient on the route that certified the last
+        # step, without its bound (a third of the cost); every reported point is certified by fg
+        key = z.tobytes()
+        if key in cache:
+            _, gA, gu = cache[key]
+        else:
+            _, gA, gu = route_grad(*unpack(z), route[0])
         return -np.concatenate([gA.ravel(), gu.ravel()]) if train_u else -gA.ravel()
 
     z0 = np.concatenate([A0.ravel(), u0.ravel()]) if train_u else A0.ravel()

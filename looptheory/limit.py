@@ -39,7 +39,7 @@ gamma = alpha / (alpha + 1 + rho), and in general algebraic.
 At L = 1, F* = (1 + rho) / (alpha + 1 + rho). Lu, Letey, Zavatone-Veth, Maiti and Pehlevan
 (PNAS 2025) report the infinite-task limit of linear attention with an extra "+ rho" from the
 noise of the query's label; looptheory's target y_q = <w*, x_q> is noiseless (docs/conventions.md,
-"Data"), so the two agree after that term is removed (docs/derivations.md, "9. The proportional
+"Data"), so the two agree after that term is removed (docs/derivations.md, "10. The proportional
 limit of the scalar family").
 """
 

@@ -32,6 +32,8 @@ where G_X = df/dM_X.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import json
 import math
@@ -119,7 +121,7 @@ def build_centred_main(loops: int) -> Expansion:
 def build_part_expansion(loops: int, part: str) -> Expansion:
     """Build one part of the loss's expansion with the engine (no shipped data).
 
-    main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `_main0`);
+    main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `main0_expansion`);
     u:     E tr((I - H^L) U (I - H^L)^T);
     noise: (1/n) E tr(G B S B^T G^T)  (multiply by the noise variance).
     """
@@ -167,7 +169,7 @@ def part_expansion(loops: int, part: str) -> Expansion:
     return build_centred_main(loops) if part == "centred" else build_part_expansion(loops, part)
 
 
-def _main0(loops: int) -> Expansion:
+def main0_expansion(loops: int) -> Expansion:
     """The n^0 part of the main term, tr(E^L W E^{LT}), as a one-word expansion."""
     return Expansion(ALPHABET, {(0, ((_E,) * loops + (_W,) + (_ET,) * loops,)): 1})
 
@@ -186,7 +188,7 @@ def build_layout(loops: int, form: str) -> dict:
     """The evaluation layout of all of a form's parts as arrays, built from the expansions
     (scripts/build_expansions.py ships it; tests/test_shipped_expansions.py checks it)."""
     parts = LAYOUT_PARTS[form]
-    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    exps = [main0_expansion(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
     return build_arrays(exps, parts)
 
 
@@ -219,7 +221,7 @@ def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
         if tuple(parts) != full:
             arrays = select_arrays(arrays, [full.index(p) for p in parts])
         return CompiledExpansion.from_arrays(arrays, _GRAD_LETTERS)
-    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    exps = [main0_expansion(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
     return CompiledExpansion(exps, _GRAD_LETTERS, parts)
 
 
@@ -372,6 +374,98 @@ class Certified(float):
         v = abs(float(self))
         return self.error / v if v else (0.0 if self.error == 0 else math.inf)
 
+    # Arithmetic keeps the bound, so that a margin such as f(A1) - f(A2) written by a user
+    # (looptheory.claim) is still certified: for r = fl(a op b), |r - (a op b)| <= ulp(r), and the
+    # operands' errors propagate to first order plus the product of the errors (rigorous, not
+    # estimated). A plain int or float operand counts as exact; anything else (a NumPy array, a
+    # NumPy scalar on the left) falls back to float arithmetic and drops the bound.
+    def _bound(self, other):
+        if isinstance(other, Certified):
+            return float(other), other.error, other.route
+        if isinstance(other, (int, float, np.integer, np.floating)) and not isinstance(other, (bool, np.bool_)):
+            return float(other), 0.0, None
+        return None
+
+    def _result(self, value, error, other_route):
+        routes = {r for r in (self.route, other_route) if r is not None}
+        route = "+".join(sorted(routes)) if routes else self.route
+        if not math.isfinite(value) or not math.isfinite(error):
+            return Certified(value, math.inf, route)
+        return Certified(value, error + math.ulp(value), route)
+
+    def __add__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(float(self) + b[0], self.error + b[1], b[2])
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(float(self) - b[0], self.error + b[1], b[2])
+
+    def __rsub__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(b[0] - float(self), self.error + b[1], b[2])
+
+    def __mul__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        a, ea = float(self), self.error
+        return self._result(a * b[0], abs(a) * b[1] + abs(b[0]) * ea + ea * b[1], b[2])
+
+    __rmul__ = __mul__
+
+    def _divide(self, a, ea, b, eb, route):
+        if abs(b) <= eb:
+            return self._result(a / b if b else math.inf, math.inf, route)
+        return self._result(a / b, (abs(a) * eb + abs(b) * ea) / (abs(b) * (abs(b) - eb)), route)
+
+    def __truediv__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._divide(float(self), self.error, b[0], b[1], b[2])
+
+    def __rtruediv__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._divide(b[0], b[1], float(self), self.error, b[2])
+
+    def __neg__(self):
+        return Certified(-float(self), self.error, self.route)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return Certified(abs(float(self)), self.error, self.route)
+
+
+#: Set by `exact_route()`: float inputs are evaluated in exact rationals (the last route).
+_EXACT_ROUTE = contextvars.ContextVar("looptheory_exact_route", default=False)
+
+
+@contextlib.contextmanager
+def exact_route():
+    """Within this context, `population_loss` and `population_loss_grad` evaluate float inputs by
+    their exact-rational route directly: the loss of the given float matrices in exact rationals,
+    rounded once (route "exact", error half an ulp; docs/engine.md, "5. Numerical accuracy").
+    `looptheory.verify_claim` uses it to confirm a counterexample exactly. A call whose exact
+    evaluation is unaffordable raises ValueError as the fallback does."""
+    token = _EXACT_ROUTE.set(True)
+    try:
+        yield
+    finally:
+        _EXACT_ROUTE.reset(token)
+
 
 def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     """The exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model.
@@ -432,6 +526,84 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
     return _certified(task, A, loops, u, need_grad=True, fallback=V.boolean("fallback", fallback))
 
 
+def float_routes(loops: int) -> tuple:
+    """The float routes `population_loss` tries at this loop count, in order: "expansion" (the
+    expansion in S) and, for loops <= CENTRED_MAX_LOOPS, "centred" (docs/engine.md,
+    "5. Numerical accuracy")."""
+    loops = V.positive_int("loops", loops)
+    return ("expansion", "centred") if loops <= CENTRED_MAX_LOOPS else ("expansion",)
+
+
+def _route_parts(task, loops, route, u):
+    if route not in float_routes(loops):
+        raise ValueError(f"route: expected one of {float_routes(loops)} at loops = {loops}, got {route!r}")
+    parts, scales = _parts_needed(task.n, task.noise, u)
+    scales = [float(x) for x in scales]
+    if route == "centred":
+        parts, scales = ("centred",) + parts[2:], scales[1:]
+    return _compiled(loops, parts), scales
+
+
+def population_loss_grad_route(task: Task, A, loops: int, u=None, route: str = "expansion"):
+    """(f, grad_A f, grad_u f) in float by one route, without the error bound: the numbers
+    `population_loss_grad` computes on that route, bit for bit (the same letters and the same
+    operations; tests/test_loss_hvp.py checks it), at about a third of the cost. f is a plain float.
+
+    For the inner steps of an optimiser: where `float_routes(loops)` has one route (loops above
+    CENTRED_MAX_LOOPS) these are exactly population_loss_grad(..., fallback=False)'s numbers,
+    whose bound cannot change the route taken. Nothing here vouches for their accuracy: a
+    reported point is evaluated by `population_loss_grad`. route: one of float_routes(loops).
+    """
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
+    d = task.d
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats, _ = _float_letters(A, u, sx, np.asarray(task.sigma_w, dtype=float), d)
+    comp, scales = _route_parts(task, loops, route, u)
+    value, G = comp.value_and_grad(mats, task.n, d, True, scales)
+    gA, gu = _chain(G, sx, u, d)
+    return value, gA, gu
+
+
+#: The imaginary step of `population_loss_hvp`, relative to the direction's norm: its error is
+#: of relative order (step / size of the letters)^2, far below float64's resolution.
+COMPLEX_STEP = 1e-20
+
+
+def population_loss_hvp(task: Task, A, loops: int, dA, u=None, du=None, route: str = "expansion"):
+    """The Hessian of f(A, u) applied to (dA, du): (H_AA dA + H_Au du, H_uA dA + H_uu du), by
+    a complex step through the gradient of one float route (`population_loss_grad_route`):
+
+      H v = Im grad f(z + i h v) / h + O(h^2),
+
+    exact to rounding: no difference is taken, so h can be 1e-20 relative to |v| (Squire and
+    Trapp, "Using complex variables to estimate derivatives of real functions", SIAM Rev. 40,
+    1998; the evaluation is a polynomial in the letters, computed without absolute values or
+    conjugates, so it is analytic). Costs 2-2.5 float gradients, and about the memory of
+    population_loss_grad (complex numbers, but none of the bounds' arrays). Without a bound,
+    like population_loss_grad_route: for Newton steps, whose result is checked by the gradient.
+    u None means u = 0 (f is quadratic in u, so H_uu du is not 0); du None means du = 0.
+    Returns (HA, Hu), Hu of length d.
+    """
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
+    d = task.d
+    if du is not None:
+        check_loss_memory(d, loops, True, grad=True)  # a direction in u brings in the u part
+    dA = V.square_matrix("dA", dA, d, allow_exact=False)
+    u = np.zeros(d) if u is None else u
+    du = np.zeros(d) if du is None else V.vector("du", du, d, allow_exact=False)
+    scale = math.hypot(np.linalg.norm(dA), np.linalg.norm(du))
+    if scale == 0:
+        return np.zeros((d, d)), np.zeros(d)
+    h = COMPLEX_STEP / scale
+    Ac, uc = A + 1j * h * dA, u + 1j * h * du
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats = np.stack(_letters(Ac, uc, sx, np.asarray(task.sigma_w, dtype=float), d, None))
+    comp, scales = _route_parts(task, loops, route, uc)
+    _, G = comp.value_and_grad(mats, task.n, d, True, scales)
+    gA, gu = _chain(G, sx, uc, d)
+    return gA.imag / h, np.asarray(gu).imag / h
+
+
 def _float_letters(A, u, sx, sw, d):
     """Letter matrices formed with compensated products (one rounding each) and their entrywise
     error bounds: one stacked product for all of them (A^T sigma_x twice, for B = A^T sigma_x
@@ -470,6 +642,8 @@ def _certified(task, A, loops, u, need_grad, fallback=True):
     sw = np.asarray(task.sigma_w, dtype=float)
     A = np.asarray(A, dtype=float)
     uf = None if u is None else np.asarray(u, dtype=float)
+    if _EXACT_ROUTE.get():
+        return _exact_fallback(task, A, loops, uf, need_grad, ["float routes skipped: exact_route()"])
     mats, errs = _float_letters(A, uf, sx, sw, d)
     parts, scales = _parts_needed(task.n, task.noise, uf)
     scales = [float(x) for x in scales]
@@ -504,9 +678,12 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
             f = Certified(value, math.inf, "overflow")
             return (f, None, None) if not need_grad else (f, *chain(G))
         ok = err <= RTOL * (value - err)
-        if ok and need_grad:
+        better = not fallback and (best is None or err < best[0].error)
+        if need_grad and (ok or better):
+            # the gradients and their bounds once, for the test and for the best route kept
             g1, g2 = chain(G)
             e1, e2 = chain_error(G, Gerr)
+        if ok and need_grad:
             scale = max(math.hypot(np.linalg.norm(g1), np.linalg.norm(g2)), (value - err) / max(e_norm, 1e-300))
             ok = math.hypot(e1, e2) <= RTOL * scale
         if ok:
@@ -514,10 +691,9 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
                 return Certified(value, err, route), None, None
             return Certified(value, err, route, (e1, e2)), g1, g2
         tried.append(f"{route}: relative bound {err / abs(value) if value else math.inf:.1e}")
-        if not fallback and (best is None or err < best[0].error):
-            g1, g2 = chain(G) if need_grad else (None, None)
-            ge = chain_error(G, Gerr) if need_grad else None
-            best = (Certified(value, err, route, ge), g1, g2)
+        if better:
+            best = ((Certified(value, err, route, (e1, e2)), g1, g2) if need_grad
+                    else (Certified(value, err, route), None, None))
     if not fallback:
         return best
     return exact(tried)

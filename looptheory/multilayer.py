@@ -3,7 +3,7 @@
 Layer l (l = 1 first) has Q_l = [[A_l, 0], [0, 0]], P_l = [[0, 0], [u_l^T, 1]]; the data, prompt,
 mask, prediction and loss are those of docs/conventions.md. By docs/derivations.md, "1.3
 Multi-layer version", the model runs w_{l+1} = w_l + B_l (s + S u_l - S w_l), B_l = A_l^T, and
-(docs/derivations.md, "7. The untied multi-layer loss") with the whitened letters
+(docs/derivations.md, "8. The untied multi-layer loss") with the whitened letters
 B_l = Rx A_l^T Rx, W = Rx sigma_w Rx, U_lm = Rx u_l u_m^T Rx, H_l = I - B_l S,
 P = H_L ... H_1 and P_{>l} = H_L ... H_{l+1}:
 
@@ -45,10 +45,10 @@ from .compensated import gamma, product
 from .expectations import Alphabet, Engine, Expansion
 from .layout import CompiledExpansion, build_arrays, select_arrays
 from .loss import (
+    COMPLEX_STEP,
     DATA_DIR,
     HUGE_N,
     LAYOUT_PARTS,
-    Certified,
     certified_evaluation,
     check_layout_memory,
     exact_evaluation,
@@ -60,7 +60,7 @@ from .loss import (
 from .task import Task
 
 __all__ = ["MAX_LAYERS", "CENTRED_MAX_LAYERS", "Letters", "build_multilayer_part", "multilayer_population_loss",
-           "multilayer_population_loss_grad", "multilayer_loss_grad_uncertified"]
+           "multilayer_population_loss_grad", "multilayer_loss_grad_uncertified", "multilayer_loss_hvp", "multilayer_float_routes"]
 
 #: The most layers the shipped expansions cover (4: about 1 M terms, 30 CPU-s and 0.9 GB to build).
 MAX_LAYERS = 4
@@ -269,7 +269,13 @@ def _parts(n, noise, us):
 
 def _exact_letters(K, As, us, sx, sw, d):
     """Raw letter matrices M_X = X_raw sigma_x in exact rationals (object arrays), by code."""
-    eye = np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object)
+    return _letters(K, As, us, sx, sw, np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object))
+
+
+def _letters(K, As, us, sx, sw, eye):
+    """Raw letter matrices M_X = X_raw sigma_x by code, each product formed directly in the
+    inputs' arithmetic (exact rationals, or the complex step's complex floats); eye: the
+    identity in that arithmetic."""
     zero = eye * 0
     mats = [eye] + [zero] * (K.count - 1)
     for l in range(1, K.layers + 1):
@@ -347,7 +353,7 @@ def multilayer_population_loss(task: Task, As, us=None, exact: bool = False):
 
     Layer l has Q_l = [[A_l, 0], [0, 0]], P_l = [[0, 0], [u_l^T, 1]] (docs/conventions.md, "The
     multi-layer model"); the three-part formula is in the module docstring and its derivation
-    in docs/derivations.md, "7. The untied multi-layer loss". With every A_l = A and u_l = u it
+    in docs/derivations.md, "8. The untied multi-layer loss". With every A_l = A and u_l = u it
     is `population_loss(task, A, L, u)`.
 
     As: L real d x d matrices (an (L, d, d) array or a list), 1 <= L <= MAX_LAYERS = 4, layer 1
@@ -380,28 +386,87 @@ def multilayer_population_loss_grad(task: Task, As, us=None, fallback: bool = Tr
     return f, gA, (None if us is None else gu)
 
 
-def multilayer_loss_grad_uncertified(task: Task, As, us=None):
-    """(f, grad_As, grad_us or None) from the expansion in S in plain float, without the running
-    error bounds, the other routes or the exact fallback: 3 to 6 times faster than
-    `multilayer_population_loss_grad` at 4 layers, and NOT certified (f is a plain float whose
-    accuracy nothing vouches for; near the optimum at large n the expansion in S cancels large
-    terms). For an optimiser's inner steps only; `optimal_multilayer` certifies its final point."""
+def multilayer_loss_grad_uncertified(task: Task, As, us=None, route: str = "expansion"):
+    """(f, grad_As, grad_us or None) from one float route (by default the expansion in S) in
+    plain float, without the running error bounds, the other routes or the exact fallback: 3 to
+    6 times faster than `multilayer_population_loss_grad` at 4 layers, and NOT certified (f is a
+    plain float whose accuracy nothing vouches for; near the optimum at large n the expansion in
+    S cancels large terms). For an optimiser's inner steps and the flow's intermediate stages
+    only; `optimal_multilayer` and `multilayer_gradient_flow` certify the points they report.
+    route: one of multilayer_float_routes(L)."""
     task, As, us = _check(task, As, us, exact=False, grad=True)
     d, L = task.d, As.shape[0]
     K = Letters(L)
     sx = np.asarray(task.sigma_x, dtype=float)
     mats, _ = _float_letters(K, np.asarray(As, dtype=float), us, sx, np.asarray(task.sigma_w, dtype=float), d)
     parts, scales = _parts(task.n, float(task.noise), us)
+    comp, scales = _route(L, parts, scales, route)
     with np.errstate(over="ignore", invalid="ignore"):
-        value, G = compiled(L, parts).value_and_grad(mats, task.n, d, True, scales)
+        value, G = comp.value_and_grad(mats, task.n, d, True, scales)
     gA, gu = _chain(K, G, sx, us, d)
     return value, gA, (None if us is None else gu)
+
+
+def multilayer_loss_hvp(task: Task, As, dAs, us=None, dus=None, route: str = "expansion"):
+    """The Hessian of the untied loss applied to (dAs, dus): (H_AA dAs + H_Au dus, H_uA dAs +
+    H_uu dus), by a complex step through the gradient of one float route, as
+    `loss.population_loss_hvp` does for the looped loss:
+
+      H v = Im grad f(z + i h v) / h,   h = loss.COMPLEX_STEP / |v|,
+
+    exact to rounding (no difference is taken; the evaluation is a polynomial in the letters,
+    whose products are formed directly in complex arithmetic). Without a bound: for the Newton
+    steps of `optimal_multilayer`, whose result is checked by the gradient. As, us as in
+    `multilayer_population_loss` (us None: all u_l = 0); dAs of the shape of As, dus None
+    (0) or of shape (L, d); route: "expansion" or, up to CENTRED_MAX_LAYERS, "centred".
+    Returns (HA of shape (L, d, d), Hu of shape (L, d))."""
+    task, As, us = _check(task, As, us, exact=False, grad=True)
+    d, L = task.d, As.shape[0]
+    dAs = V.as_real_array("dAs", dAs, 3, allow_exact=False)
+    if dAs.shape != As.shape:
+        raise ValueError(f"dAs: expected the shape of As, {As.shape}, got {dAs.shape}")
+    if dus is not None:
+        dus = V.as_real_array("dus", dus, 2, allow_exact=False)
+        if dus.shape != (L, d):
+            raise ValueError(f"dus: expected shape (L, d) = ({L}, {d}), got {dus.shape}")
+        # a direction in u brings in the u part
+        check_layout_memory(d, TRIE_NODES[L][True], False, True, "multilayer_loss_hvp", f"{L} layers")
+    us = np.zeros((L, d)) if us is None else np.asarray(us, dtype=float)
+    dus = np.zeros((L, d)) if dus is None else dus
+    scale = math.hypot(np.linalg.norm(dAs), np.linalg.norm(dus))
+    if scale == 0:
+        return np.zeros((L, d, d)), np.zeros((L, d))
+    h = COMPLEX_STEP / scale
+    Ac, uc = np.asarray(As, dtype=float) + 1j * h * dAs, us + 1j * h * dus
+    K = Letters(L)
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats = np.stack(_letters(K, Ac, uc, sx, np.asarray(task.sigma_w, dtype=float), np.eye(d)))
+    parts, scales = _parts(task.n, float(task.noise), uc)
+    comp, sc = _route(L, parts, scales, route)
+    _, G = comp.value_and_grad(mats, task.n, d, True, sc)
+    gA, gu = _chain(K, G, sx, uc, d)
+    return gA.imag / h, gu.imag / h
+
+
+def multilayer_float_routes(layers: int) -> tuple:
+    """The float routes `multilayer_population_loss` tries with this many layers, in order:
+    "expansion" (the expansion in S) and, for layers <= CENTRED_MAX_LAYERS, "centred"."""
+    layers = V.positive_int("layers", layers)
+    return ("expansion", "centred") if layers <= CENTRED_MAX_LAYERS else ("expansion",)
 
 
 def _routes(L, parts, scales):
     yield "expansion", parts, scales
     if L <= CENTRED_MAX_LAYERS:
         yield "centred", ("centred",) + parts[2:], scales[1:]
+
+
+def _route(L, parts, scales, route):
+    """The layout and part weights of one float route (ValueError naming route otherwise)."""
+    for name, ps, sc in _routes(L, parts, scales):
+        if name == route:
+            return compiled(L, ps), sc
+    raise ValueError(f"route: expected one of {multilayer_float_routes(L)} at {L} layers, got {route!r}")
 
 
 def _certified(task, As, us, need_grad, fallback=True):

@@ -15,7 +15,7 @@ definite Hankel matrix at finite n (S has a continuous spectrum), so the minimis
 unique solution of (w M + (noise/n) M') c = -w b, rational for rational inputs, and the best
 loss w (m_0 + b^T c) is an exact rational: no search. The schedule is a_l = 1 / x_l over the
 roots x_l of q (all real at the optimum: q is then, up to a factor, an orthogonal polynomial of a
-positive measure on (0, inf), docs/derivations.md, "8. The best per-layer schedule"); the order
+positive measure on (0, inf), docs/derivations.md, "9. The best per-layer schedule"); the order
 of the layers does not matter (the factors commute). At n = inf, S = I and f = w d q(1)^2: the
 minimum 0 is reached by every schedule with some a_l = 1 (the result takes a_l = 1 for all l).
 """
@@ -30,14 +30,16 @@ import numpy as np
 from scipy import optimize as _opt
 
 from . import _validate as V
+from ._threads import single_blas_thread
 from .loss import Certified
 from .moments import trace_moments
 from .multilayer import (
     MAX_LAYERS,
     multilayer_loss_grad_uncertified,
+    multilayer_loss_hvp,
     multilayer_population_loss_grad,
 )
-from .optimum import CONVERGED_TOL, newton_polish, scaled_gradient_norm, scaled_refine
+from .optimum import CONVERGED_TOL, Scaling, newton_polish, remembered, scaled_gradient_norm, scaled_refine
 from .task import Task
 
 __all__ = ["MultilayerOptimum", "optimal_multilayer", "ScheduleResult", "optimal_schedule"]
@@ -157,38 +159,36 @@ class MultilayerOptimum:
     status: str
 
 
-def untied_scaling(d, L, with_u, sx, sx_inv):
+def untied_scaling(d, L, with_u, sx, sx_inv) -> Scaling:
     """The scaled variable of the untied search (optimum.scaled_refine): A_l = A_l,k + s_l Y_l
     sigma_x^{-1}, s_l = ||I - A_l,k^T sigma_x||_F (1 if 0), and u_l = u_l,k + sqrt(f) v_l."""
     m = L * d * d
 
-    def scaling(z, f):
-        As = z[:m].reshape(L, d, d)
-        s = np.array([float(np.linalg.norm(np.eye(d) - A.T @ sx)) or 1.0 for A in As])
+    def linear(z, f):
+        s = np.array([float(np.linalg.norm(np.eye(d) - A.T @ sx)) or 1.0 for A in z[:m].reshape(L, d, d)])
         s_u = math.sqrt(float(f))
 
-        def lift(y):
-            zz = z.copy()
-            zz[:m] += (s[:, None, None] * (y[:m].reshape(L, d, d) @ sx_inv)).ravel()
+        def T(y):
+            # self-adjoint: Y_l -> s_l Y_l sigma_x^{-1} is, sigma_x^{-1} being symmetric
+            out = np.zeros_like(y)
+            out[:m] = (s[:, None, None] * (y[:m].reshape(L, d, d) @ sx_inv)).ravel()
             if with_u:
-                zz[m:] += s_u * y[m:]
-            return zz
+                out[m:] = s_u * y[m:]
+            return out
 
-        def pull(g):
-            gA = (s[:, None, None] * (g[:m].reshape(L, d, d) @ sx_inv)).ravel()
-            return np.concatenate([gA, s_u * g[m:]]) if with_u else gA
+        return T
 
-        return lift, pull
-
-    return scaling
+    return Scaling(linear, m)
 
 
+@single_blas_thread()
 def optimal_multilayer(task: Task, layers: int, starts: int = 4, seed: int = 0, with_u: bool = False,
                        inits=()) -> MultilayerOptimum:
     """The global minimiser of the untied L-layer loss over all real A_l (and u_l with with_u),
     searched blind: L-BFGS from As = 0, from the caller's `inits` (each an (L, d, d) array, e.g.
     a looped optimum repeated per layer) and from `starts - 1` random non-symmetric starts
-    (seeded), then Newton steps with a finite-difference Hessian and rounds in a variable
+    (seeded), then Newton steps with the exact Hessian (complex-step Hessian-vector products,
+    `multilayer_loss_hvp`, solved by MINRES: optimum.newton_polish) and rounds in a variable
     scaled per layer (optimum.scaled_refine). Inner steps use the uncertified float expansion
     (`multilayer_loss_grad_uncertified`); the returned point is evaluated by the certified
     `multilayer_population_loss_grad(..., fallback=False)`, and `converged` rests on that
@@ -196,7 +196,7 @@ def optimal_multilayer(task: Task, layers: int, starts: int = 4, seed: int = 0, 
     substituted for the result.
 
     with_u=False fixes u_l = 0, which loses nothing: the u part of the loss is the expectation
-    of a square and the cross terms with w* and the noise vanish (docs/derivations.md, "7. The
+    of a square and the cross terms with w* and the noise vanish (docs/derivations.md, "8. The
     untied multi-layer loss"), so f(A, u) >= f(A, 0) for every u.
     """
     if not isinstance(task, Task):
@@ -220,7 +220,13 @@ def optimal_multilayer(task: Task, layers: int, starts: int = 4, seed: int = 0, 
 
     def fg(z):
         f, gA, gu = multilayer_loss_grad_uncertified(task, *split(z))
-        return f, (np.concatenate([gA.ravel(), gu.ravel()]) if with_u else gA.ravel())
+        return f, (np.concatenate([gA.ravel(), gu.ravel()]) if with_u else gA.ravel()), "expansion"
+
+    def hvp(z, v, route):
+        As, us = split(z)
+        dAs, dus = split(v)
+        HA, Hu = multilayer_loss_hvp(task, As, dAs, us, dus, route)
+        return np.concatenate([HA.ravel(), Hu.ravel()]) if with_u else HA.ravel()
 
     def certified(z):
         f, gA, gu = multilayer_population_loss_grad(task, *split(z), fallback=False)
@@ -233,11 +239,13 @@ def optimal_multilayer(task: Task, layers: int, starts: int = 4, seed: int = 0, 
         points.append(np.concatenate([A0.ravel(), rng.standard_normal(size - m) * 0.3]))
     scaling = untied_scaling(d, L, with_u, sx, sx_inv)
     finals = []
+    fg = remembered(fg)
     for z0 in points:
         with np.errstate(over="ignore", invalid="ignore"):
-            res = _opt.minimize(fg, z0, jac=True, method="L-BFGS-B", options={"maxiter": 3000, "gtol": 1e-12, "ftol": 1e-15})
-            z, f, g = newton_polish(fg, res.x)
-            z, f, g, _ = scaled_refine(fg, z, scaling)
+            res = _opt.minimize(lambda z: fg(z)[:2], z0, jac=True, method="L-BFGS-B",
+                                options={"maxiter": 3000, "gtol": 1e-12, "ftol": 1e-15})
+            z, f, g, route = newton_polish(fg, hvp, res.x, *fg(res.x))
+            z, f, g, _ = scaled_refine(fg, hvp, z, f, g, route, scaling)
         finals.append((float(f), z))
     _, z = min(finals, key=lambda t: t[0] if math.isfinite(t[0]) else math.inf)
     f_best, g = certified(z)

@@ -1103,7 +1103,7 @@ FIGURE_CAPTIONS = {
     "loss_vs_loops": (
         "Loss at the optimal scale against loops. The loss of A = γ_L Σx⁻¹ (d = 5) for three n: the "
         "exact scalar-family curve from the trace moments (line), the exact engine (circles) and Monte Carlo "
-        "of the forward pass (diamonds, ±2 standard errors in black). A cross-check of the toolkit: the engine "
+        "(the conditional estimator of monte_carlo_loss; diamonds, ±2 standard errors in black). A cross-check of the toolkit: the engine "
         "must sit on the curve and the Monte Carlo bars must reach it (the comparison the check "
         "exact_vs_monte_carlo makes at other settings)."),
     "optimal_scale_vs_loops": (

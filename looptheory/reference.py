@@ -614,7 +614,7 @@ def multilayer_loss_infinite_n(task, As, us=None):
 
 
 def wick_multilayer_loss(task, As, us=None, sqrt_sigma_x=None):
-    """The untied multi-layer loss from the whitened closed form of docs/derivations.md, "7. The
+    """The untied multi-layer loss from the whitened closed form of docs/derivations.md, "8. The
     untied multi-layer loss", with every expectation taken by brute-force Wick pairings
     (`wick_expectation`): a route that shares nothing with the engine or with Isserlis.
 

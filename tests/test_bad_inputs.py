@@ -175,6 +175,17 @@ CASES = [
     ("monte_carlo_loss-seed-bool", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, seed=True), TypeError, "seed"),
     ("monte_carlo_loss-samples-huge", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10**12), ValueError, "samples"),
     ("monte_carlo_loss-n-huge", lambda: lt.monte_carlo_loss(_t(2, 10**9), E2, 1, samples=10), ValueError, "task"),
+    ("monte_carlo_loss-method-unknown", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method="exact"), ValueError, "method"),
+    ("monte_carlo_loss-method-int", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method=1), TypeError, "method"),
+    ("monte_carlo_loss-proposal-unknown", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, proposal="radial"), ValueError, "proposal"),
+    ("monte_carlo_loss-proposal-float", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, proposal=0.5), TypeError, "proposal"),
+    ("monte_carlo_loss-proposal-plain", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method="plain", proposal="spike"), ValueError, "proposal"),
+    ("conditional_loss-task-str", lambda: lt.conditional_loss("task", E2, 1, _X(2, 5)), TypeError, "task"),
+    ("conditional_loss-X-shape", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 4)), ValueError, "X"),
+    ("conditional_loss-X-nan", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 5) * NAN), ValueError, "X"),
+    ("conditional_loss-A-shape", lambda: lt.conditional_loss(_t(), E3, 1, _X(2, 5)), ValueError, "A"),
+    ("conditional_loss-loops-zero", lambda: lt.conditional_loss(_t(), E2, 0, _X(2, 5)), ValueError, "loops"),
+    ("conditional_loss-u-length", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 5), [1.0]), ValueError, "u"),
     # --- exact loss -----------------------------------------------------------------------------
     ("population_loss-task-str", lambda: lt.population_loss("task", E2, 1), TypeError, "task"),
     ("population_loss-A-shape", lambda: lt.population_loss(_t(), E3, 1), ValueError, "A"),
@@ -475,11 +486,24 @@ CASES = [
     ("plot_training-records-empty", lambda: lt.plot_training([]), ValueError, "records"),
     ("plot_looped_vs_multilayer-panel-unknown", lambda: lt.plot_looped_vs_multilayer({"evidence": {"rows": []}},
                                                                                       panel="x"), ValueError, "panel"),
+    # the claim API and sweeps (issue 15)
+    ("Claim-id", lambda: lt.Claim(3, "s", "src", lt.Grid(a=[1]), abs), TypeError, "id"),
+    ("Claim-check", lambda: lt.Claim("X", "s", "src", lt.Grid(a=[1]), 5), TypeError, "check"),
+    ("Claim-region", lambda: lt.Claim("X", "s", "src", [1, 2], abs), TypeError, "region"),
+    ("Case-margin", lambda: lt.Case("a"), TypeError, "margin"),
+    ("Case-nan", lambda: lt.Case(NAN), ValueError, "margin"),
+    ("Grid-axis", lambda: lt.Grid(a=3), TypeError, "Grid"),
+    ("Grid-empty", lambda: lt.Grid(), ValueError, "Grid"),
+    ("verify_claim-claim", lambda: lt.verify_claim("x"), TypeError, "claim"),
+    ("verify_claim-max_examples", lambda: lt.verify_claim(lt.Claim("X", "s", "src", lt.Grid(a=[1]), abs), max_examples=0),
+     ValueError, "max_examples"),
+    ("sweep-fn", lambda: lt.sweep(5, lt.Grid(a=[1])), TypeError, "fn"),
+    ("sweep-grid", lambda: lt.sweep(abs, [1]), TypeError, "grid"),
 ]
 
 # Exported names that are not functions taking input: result records and a constant.
 NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult",
-              "Record"}
+              "Record", "SweepError", "MonteCarloResult"}
 
 # The untied multi-layer model (issue 16), in a block of its own.
 _AS = np.stack([E2, E2])

@@ -47,7 +47,7 @@ def test_verify_quick_writes_report(tmp_path):
     assert "## Checks of the toolkit (quick run)" in report and "**pass**" in report
     data = json.loads((out / "results.json").read_text())
     assert all(c["verdict"] == "pass" for c in data["checks"] + data["proofs"])
-    assert (out / "loss_vs_loops.png").exists() and (out / "loss_vs_loops.svg").exists()
+    assert (out / "loss_vs_loops.png").exists()  # the quick run saves PNG only (the full run adds SVG)
     # every claim, every proofs_check module and every trained-model experiment is in the report
     from proofs_check.runner import CHECKS
 

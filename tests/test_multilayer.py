@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import matrices, spd_matrices
+from looptheory.strategies import matrices, spd_matrices
 
 import looptheory as lt
 from looptheory import multilayer as ML
@@ -212,6 +212,49 @@ def test_grad_us_is_none_without_us_and_zero_at_zero():
 # --- the shipped layouts ---------------------------------------------------------------------------
 
 
+# --- the Hessian-vector product (complex step) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("L, route", [(2, "expansion"), (3, "centred")])
+def test_hvp_of_tied_layers_is_the_looped_hvp(L, route):
+    """With every layer and every direction tied, the sum over layers of the untied Hessian-vector
+    product is the looped one (f_looped(A) = f_untied(A, ..., A)), which tests/test_loss_hvp.py
+    holds against exact rationals; at L = 3 through the sparse pairing groups."""
+    rng = np.random.default_rng(40 + L)
+    d = 2
+    M = rng.standard_normal((d, d))
+    task = lt.Task(d, 7, M @ M.T / 2 + np.eye(d), np.array([[1.0, 0.2], [0.2, 0.7]]), noise=0.4)
+    A, dA = 0.3 * rng.standard_normal((d, d)) + 0.4 * np.eye(d), rng.standard_normal((d, d))
+    u, du = 0.5 * rng.standard_normal(d), rng.standard_normal(d)
+    HA, Hu = lt.loss.population_loss_hvp(task, A, L, dA, u, du, route)
+    HAs, Hus = ML.multilayer_loss_hvp(task, [A] * L, [dA] * L, [u] * L, [du] * L, route)
+    np.testing.assert_allclose(HAs.sum(axis=0), HA, rtol=1e-9, atol=1e-12 * np.abs(HA).max())
+    np.testing.assert_allclose(Hus.sum(axis=0), Hu, rtol=1e-9, atol=1e-12 * np.abs(Hu).max())
+
+
+def test_hvp_against_central_differences_of_the_gradient():
+    """An untied point (L = 3, u and noise): H v against central differences of the hand-derived
+    gradient along v, to the differences' own accuracy; and bad input names its parameter."""
+    rng = np.random.default_rng(7)
+    L, d = 3, 2
+    M = rng.standard_normal((d, d))
+    task = lt.Task(d, 9, M @ M.T / 2 + np.eye(d), np.eye(d), noise=0.3)
+    As, us = 0.4 * rng.standard_normal((L, d, d)), 0.5 * rng.standard_normal((L, d))
+    dAs, dus = rng.standard_normal((L, d, d)), rng.standard_normal((L, d))
+    HA, Hu = ML.multilayer_loss_hvp(task, As, dAs, us, dus)
+    h = 1e-5
+    _, gAp, gup = mplg(task, As + h * dAs, us + h * dus)
+    _, gAm, gum = mplg(task, As - h * dAs, us - h * dus)
+    fd = np.concatenate([(gAp - gAm).ravel(), (gup - gum).ravel()]) / (2 * h)
+    assert np.linalg.norm(np.concatenate([HA.ravel(), Hu.ravel()]) - fd) <= 1e-7 * np.linalg.norm(fd)
+    HA0, Hu0 = ML.multilayer_loss_hvp(task, As, dAs)  # us None: u = 0, and no direction in u
+    assert Hu0.shape == (L, d) and not np.array_equal(HA0, HA)
+    with pytest.raises(ValueError, match="^dAs: "):
+        ML.multilayer_loss_hvp(task, As, dAs[:2])
+    with pytest.raises(ValueError, match="^route: "):
+        ML.multilayer_loss_hvp(task, np.stack([As[0]] * 4), np.stack([dAs[0]] * 4), route="centred")
+
+
 @pytest.mark.parametrize("L", [1, 2, pytest.param(3, marks=pytest.mark.slow)])
 def test_shipped_layouts_equal_a_fresh_build(L):
     for form in ("S", "centred"):
@@ -250,14 +293,14 @@ def test_sparse_groups_equal_the_dense_pairing(monkeypatch):
     rng = np.random.default_rng(3)
     arrays = ML.compiled(3, ("main0", "main", "u", "noise")).to_arrays()
     sparse = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
-    assert any(g[-1] is not None for g in sparse._by_suffix + sparse._by_prefix)
+    assert sparse._sparse_suffix + sparse._sparse_prefix
     monkeypatch.setattr(LY, "_SPARSE_RATIO", 10**12)
     dense = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
     monkeypatch.setattr(LY, "_SPARSE_RATIO", 0)
     monkeypatch.setattr(LY, "_SPARSE_MIN", 0)
     every = LY.CompiledExpansion.from_arrays(arrays, ML.Letters(3).grad_letters())
-    assert all(g[-1] is None for g in dense._by_suffix + dense._by_prefix)
-    assert all(g[-1] is not None for g in every._by_suffix + every._by_prefix)
+    assert not dense._sparse_suffix + dense._sparse_prefix
+    assert not every._by_suffix + every._by_prefix and every._sparse_suffix and every._sparse_prefix
     for d in (2, 30):
         mats = _letters(rng, 3, d, 0.5 / math.sqrt(d))
         errs = np.abs(mats) * 2.0**-52
@@ -280,7 +323,7 @@ def test_sparse_groups_bounds_cover_the_exact_error(d):
 
     rng = np.random.default_rng(d)
     comp = ML.compiled(2, ("main0", "main", "u", "noise"))
-    assert any(g[-1] is not None for g in comp._by_suffix + comp._by_prefix)
+    assert comp._sparse_suffix + comp._sparse_prefix
     mats = _letters(rng, 2, d, 0.4 / math.sqrt(d))
     errs = np.abs(mats) * 2.0**-52 * rng.random(mats.shape)
     for n in (3, 10**6) if d == 2 else (3,):  # exact rationals at d = 25: a minute per n
