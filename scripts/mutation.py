@@ -29,7 +29,7 @@ Scope (what is not mutated, and why: these edits change no number the package co
 docstrings and f-strings; text built by concatenating string literals; the arguments of `raise`
 (error messages); annotations; module-level dunder names; and the declared regions of the claims
 (functions named `*_region` in claims.py and chen.py: declared data, fixed before testing, not
-logic). proofs_check/ is treated as ONE module: its sites are pooled over all its files and
+logic) and the declared grid of the Chen figures (chen.chen_figure_data). proofs_check/ is treated as ONE module: its sites are pooled over all its files and
 sampled together.
 """
 
@@ -103,8 +103,11 @@ ARITH_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: as
               ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.MatMult: ast.Mult}
 COMPARE_SWAP = {ast.Lt: ast.Gt, ast.Gt: ast.Lt, ast.LtE: ast.GtE, ast.GtE: ast.LtE, ast.Eq: ast.NotEq,
                 ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In}
+#: Functions that declare settings rather than compute (declared regions of the claims, the
+#: figure grid of the Chen plots): not mutated.
 SKIP_FUNCTIONS_SUFFIX = "_region"
 SKIP_FUNCTION_FILES = {"looptheory/claims.py", "looptheory/chen.py"}
+SKIP_FUNCTIONS = {("looptheory/chen.py", "chen_figure_data")}
 
 
 @dataclass(frozen=True)
@@ -243,8 +246,8 @@ def _walk(tree, rel):
     def visit(node, path, index_ctx, parent_field):
         if isinstance(node, ast.JoinedStr) or isinstance(node, ast.Raise):
             return
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and rel in SKIP_FUNCTION_FILES \
-                and node.name.endswith(SKIP_FUNCTIONS_SUFFIX):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                (rel in SKIP_FUNCTION_FILES and node.name.endswith(SKIP_FUNCTIONS_SUFFIX)) or (rel, node.name) in SKIP_FUNCTIONS):
             return
         if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.left, ast.Name) \
                 and node.test.left.id == "__name__":

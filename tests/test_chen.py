@@ -195,6 +195,8 @@ def test_best_exponent_and_tightness():
     assert chen.best_exponent([math.exp(-2)], 1.0, 4.0, 8) == pytest.approx(1.0)
     assert chen.best_exponent([0.0], 1.0, 4.0, 8) == math.inf
     assert chen.tightness(0.5, 1.0) == 0.5 and chen.tightness(0.0, 0.0) == 1.0
+    assert type(chen.tightness(0.5, 1.0)) is float  # a scalar in, a float out; arrays elementwise
+    assert np.array_equal(chen.tightness([0.5, 0.0, 1.0], [1.0, 0.0, 0.0]), [0.5, 1.0, np.inf])
 
 
 def test_claims_quick_return_valid_verdicts():
@@ -234,6 +236,7 @@ def test_c2_verdicts(monkeypatch):
     out = c2.check(True, {**base, "n/d (target)": [4], "cells (d, n)": [(2, 8)]})
     assert out.verdict == "holds" and out.evidence["rows"][0]["violations"] == 0, out.summary
     assert out.evidence["rows"][0]["non_vacuous_cases"] > 0
+    assert out.examples_run == 10 * len(chen.C2_LOOPS) and f"in {10 * len(chen.C2_LOOPS)} (prompt, L) cases" in out.summary
     out = c2.check(True, {**base, "n/d (target)": [0.5], "cells (d, n)": [(2, 1)]})
     assert out.verdict == "vacuous" and out.evidence["rows"][0]["non_vacuous_cases"] == 0, out.summary
     monkeypatch.setattr(chen, "C2_TOL", -50.0)
@@ -260,3 +263,13 @@ def test_chen_weights_memory_estimate(monkeypatch):
     monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "1599")
     with pytest.raises(ValueError, match="^d: "):
         chen.chen_weights(9, 0.1)
+
+
+def test_c2_prompts_carry_the_declared_label_noise():
+    """C2's prompts: y = X^T w* + noise of variance sigma^2; with n > d the least-squares residual
+    variance RSS / (n - d), averaged over prompts, estimates sigma^2 (0 without noise)."""
+    for noise in (0.0, 0.25):
+        X, y = chen._sample_identity(2, 12, noise, 400, np.random.default_rng(7))
+        w = np.linalg.solve(X @ np.swapaxes(X, -1, -2), np.einsum("pdn,pn->pd", X, y)[..., None])[..., 0]
+        s2 = np.sum((y - np.einsum("pdn,pd->pn", X, w)) ** 2, axis=-1) / (12 - 2)
+        assert abs(s2.mean() - noise) <= 4 * s2.std(ddof=1) / math.sqrt(s2.size) + 1e-12

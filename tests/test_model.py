@@ -102,6 +102,8 @@ def test_sparse_weights_layout():
         (lambda: lt.make_prompt(np.zeros((2, 4)), np.zeros(3), np.zeros(2)), "y"),
         (lambda: lt.preconditioned_gd(np.zeros((2, 4)), np.zeros(4), np.eye(3), 1), "B"),
         (lambda: lt.multilayer_forward(np.zeros((3, 5)), [], []), "Ps"),
+        # every layer's weights are checked, not only the first
+        (lambda: lt.multilayer_forward(np.zeros((3, 5)), [np.eye(3), np.eye(4)], [np.eye(3)] * 2), r"Ps\[1\]"),
     ],
 )
 def test_bad_input_names_the_parameter(call, match):
