@@ -196,10 +196,12 @@ def test_a_diverging_flow_stops_at_the_blow_up_limit(monkeypatch):
     "blow-up" where f reaches the limit 1e8 (f0 + 1), at t = log((limit - 1) / |A0|^2) / 2."""
     import looptheory.flow as Fl
 
-    def uphill(task, A, loops, u=None):
-        return 1.0 + float(np.sum(A * A)), -A, np.zeros(len(A))
+    def uphill(task, A, loops, u=None, route=None):
+        return lt.Certified(1.0 + float(np.sum(A * A)), 0.0, "expansion"), -A, np.zeros(len(A))
 
+    # the solver's stages take the route evaluation, its steps the certified one: both stand in
     monkeypatch.setattr(Fl, "population_loss_grad", uphill)
+    monkeypatch.setattr(Fl, "population_loss_grad_route", uphill)
     A0 = np.array([[0.5, 0.0], [0.1, -0.3]])
     f0 = 1.0 + float(np.sum(A0 * A0))
     r = gradient_flow(lt.Task(2, 5), A0, 2)
