@@ -62,7 +62,7 @@ _DEPTHS = (1, 2, 3, 4)
 #: Every model the experiments train, declared once: train's keyword arguments on
 #: Task.gatmiry(D, N). The full run trains each of them (train_declared); the quick run loads the
 #: checkpoint scripts/train_checkpoints.py made from these very settings, with the same function
-#: (looptheory/data/checkpoints/NAME.npz; load_shipped), and re-evaluates it against the exact
+#: (looptheory/data/checkpoints/{name}.npz; load_shipped), and re-evaluates it against the exact
 #: engine without training. Budgets and why: see each experiment's docstring and
 #: docs/claims.md, "Trained models against the exact theory (experiments E1–E5)".
 TRAININGS = {

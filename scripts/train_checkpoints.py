@@ -2,7 +2,7 @@
 
 Every model of looptheory.experiments.TRAININGS is trained by experiments.train_declared -- the
 very function, seeds and budgets the full `looptheory verify` run trains with -- and written to
-looptheory/data/checkpoints/NAME.npz (compressed; package data). Each file's provenance names
+looptheory/data/checkpoints/{name}.npz (compressed; package data). Each file's provenance names
 the exact command, the seed, the declared settings (as canonical JSON, which the quick run checks
 against the code's declaration), the number of prompts, the looptheory and numpy versions, the
 SHA-256 of the training code (experiments.source_hash), the date and the CPU time it took.

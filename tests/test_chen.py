@@ -195,6 +195,8 @@ def test_best_exponent_and_tightness():
     assert chen.best_exponent([math.exp(-2)], 1.0, 4.0, 8) == pytest.approx(1.0)
     assert chen.best_exponent([0.0], 1.0, 4.0, 8) == math.inf
     assert chen.tightness(0.5, 1.0) == 0.5 and chen.tightness(0.0, 0.0) == 1.0
+    assert type(chen.tightness(0.5, 1.0)) is float  # a scalar in, a float out; arrays elementwise
+    assert np.array_equal(chen.tightness([0.5, 0.0, 1.0], [1.0, 0.0, 0.0]), [0.5, 1.0, np.inf])
 
 
 def test_claims_quick_return_valid_verdicts():
@@ -203,3 +205,71 @@ def test_claims_quick_return_valid_verdicts():
     assert c1.id == "C1" and c1.verdict in VERDICTS and c1.evidence["rows"] and c1.params
     assert c2.id == "C2" and c2.verdict in VERDICTS and c2.evidence["rows"] and c2.params
     assert all(r["label_row_exact"] for r in c1.evidence["rows"])
+    # the verdicts docs/claims.md reports (the same in the quick and the full run)
+    assert (c1.verdict, c2.verdict) == ("fails", "holds")
+
+
+def test_c1_verdicts():
+    """C1 holds where both encodings run GD exactly (one loop) and fails from two loops, where the
+    [w_t; 1] encoding through the project's layer also rewrites the data columns."""
+    from looptheory.claims import REGISTRY
+
+    c1 = REGISTRY["C1"]
+    base = {**c1.params(True), "noise": [0.0, 0.25], "prompts per cell": 10}
+    out = c1.check(True, {**base, "cells (d, n, loops)": [(2, 5, 1), (3, 4, 1)]})
+    assert out.verdict == "holds" and out.counterexample is None, out.summary
+    assert all(r["label_row_exact"] and r["chen_exact"] for r in out.evidence["rows"])
+    out = c1.check(True, {**base, "cells (d, n, loops)": [(2, 5, 1), (2, 5, 2)]})
+    assert out.verdict == "fails" and out.counterexample["loops"] == 2, out.summary
+    assert [r["chen_exact"] for r in out.evidence["rows"]] == [True, True, False, False]
+    assert all(r["label_row_exact"] and r["chen_last_column_only_max_rel"] <= chen.C1_TOL for r in out.evidence["rows"])
+
+
+def test_c2_verdicts(monkeypatch):
+    """C2 holds on prompts with n > d (finite kappa, the bound proved); is vacuous when n < d
+    (kappa = inf: the bound promises nothing); and fails when the same errors are held against a
+    bound e^50 times smaller (the tolerance moved to -50 in log space)."""
+    from looptheory.claims import REGISTRY
+
+    c2 = REGISTRY["C2"]
+    base = {**c2.params(True), "d": [2], "noise": [0.0], "prompts per cell": 10}
+    out = c2.check(True, {**base, "n/d (target)": [4], "cells (d, n)": [(2, 8)]})
+    assert out.verdict == "holds" and out.evidence["rows"][0]["violations"] == 0, out.summary
+    assert out.evidence["rows"][0]["non_vacuous_cases"] > 0
+    assert out.examples_run == 10 * len(chen.C2_LOOPS) and f"in {10 * len(chen.C2_LOOPS)} (prompt, L) cases" in out.summary
+    out = c2.check(True, {**base, "n/d (target)": [0.5], "cells (d, n)": [(2, 1)]})
+    assert out.verdict == "vacuous" and out.evidence["rows"][0]["non_vacuous_cases"] == 0, out.summary
+    monkeypatch.setattr(chen, "C2_TOL", -50.0)
+    out = c2.check(True, {**base, "n/d (target)": [4], "cells (d, n)": [(2, 8)]})
+    assert out.verdict == "fails" and out.counterexample["n"] == 8, out.summary
+    row = out.evidence["rows"][0]
+    assert row["first_violation"]["error"] <= row["first_violation"]["bound"]  # below C2's own bound
+
+
+def test_least_squares_solution_is_the_minimum_norm_one_when_n_is_below_d():
+    """n < d: the normal equations have a null space; w_LS is the minimum-norm solution, pinv(X^T) y."""
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((4, 2)), rng.standard_normal(2)
+    w = chen.least_squares_solution(X, y)
+    assert np.allclose(w, np.linalg.pinv(X.T) @ y, rtol=1e-12, atol=1e-14)
+    assert np.allclose(X.T @ w, y, rtol=1e-12)  # interpolates the labels
+
+
+def test_chen_weights_memory_estimate(monkeypatch):
+    """The guard counts two (d + 1) x (d + 1) float64 matrices: 1600 bytes at d = 9."""
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "1600")
+    P, Q = chen.chen_weights(9, 0.1)
+    assert P.nbytes + Q.nbytes == 1600
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "1599")
+    with pytest.raises(ValueError, match="^d: "):
+        chen.chen_weights(9, 0.1)
+
+
+def test_c2_prompts_carry_the_declared_label_noise():
+    """C2's prompts: y = X^T w* + noise of variance sigma^2; with n > d the least-squares residual
+    variance RSS / (n - d), averaged over prompts, estimates sigma^2 (0 without noise)."""
+    for noise in (0.0, 0.25):
+        X, y = chen._sample_identity(2, 12, noise, 400, np.random.default_rng(7))
+        w = np.linalg.solve(X @ np.swapaxes(X, -1, -2), np.einsum("pdn,pn->pd", X, y)[..., None])[..., 0]
+        s2 = np.sum((y - np.einsum("pdn,pd->pn", X, w)) ** 2, axis=-1) / (12 - 2)
+        assert abs(s2.mean() - noise) <= 4 * s2.std(ddof=1) / math.sqrt(s2.size) + 1e-12

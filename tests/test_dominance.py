@@ -14,6 +14,7 @@ def test_scalar_ratio_at_infinite_n(d, loops, a):
     """f = d (1-a)^{2L}, grad = -2L (1-a)^{2L-1} I: ratio 4 L^2 d^{-(L-1)/L} (docs/conventions.md)."""
     r, _ = dominance_ratio(lt.Task(d, math.inf), a * np.eye(d), loops)
     assert r == pytest.approx(4 * loops**2 * d ** (-(loops - 1) / loops), rel=1e-10)
+    assert ratio_at_scalar_infinite_n(d, loops) == pytest.approx(4 * loops**2 * d ** (-(loops - 1) / loops), rel=1e-14)
 
 
 def test_non_symmetric_goes_lower_at_infinite_n():
@@ -47,3 +48,73 @@ def test_general_search_respects_the_region():
     f = lt.population_loss(task, w.A, 2)
     assert f - f_star >= 0.1 * (w.f0 - f_star) * (1 - 1e-6)
     assert dominance_ratio(task, w.A, 2, f_star)[1] == pytest.approx(w.value, rel=1e-8)
+
+
+def _one_dimensional_loss(n, loops):
+    """At d = 1 (sigma_x = sigma_w = 1, no noise) the looped model runs w_L = (1 - (1 - aS)^L) w*
+    with S = chi^2_n / n, so f(a) = E (1 - aS)^{2L}, a polynomial in a with the moments
+    E S^k = prod_{j<k} (n + 2j) / n (coefficients in increasing powers of a)."""
+    m = [math.prod((n + 2 * j) / n for j in range(k)) for k in range(2 * loops + 1)]
+    return np.array([math.comb(2 * loops, k) * (-1) ** k * m[k] for k in range(2 * loops + 1)])
+
+
+@pytest.mark.parametrize("excess, rho", [(False, 0.3), (True, 0.1)])
+def test_searches_reach_the_one_dimensional_infimum(excess, rho):
+    """At d = 1 every A is a scalar a and the region R(rho) is an interval: the smallest ratio
+    over it, found here from the polynomial f(a) alone (a root of the region's boundary, or a
+    fine grid where the minimum is inside), is what both searches must reach. With excess=False
+    the minimum lies on the boundary f - f* = rho (f(0) - f*); a declared candidate outside the
+    region (the minimiser a*, where the plain ratio is 0) must not be taken."""
+    from numpy.polynomial import polynomial as Pl
+
+    n, L = 4, 2
+    c = _one_dimensional_loss(n, L)
+    dc = Pl.polyder(c)
+    crit = [r.real for r in np.roots(dc[::-1]) if abs(r.imag) < 1e-12]
+    a_star = min(crit, key=lambda a: Pl.polyval(a, c))
+    f_star = Pl.polyval(a_star, c)
+    floor = f_star + rho * (c[0] - f_star)
+
+    def ratio(a):
+        b = Pl.polyval(a, c) - (f_star if excess else 0.0)
+        return Pl.polyval(a, dc) ** 2 / b**1.5
+
+    grid = np.linspace(-3, 3, 600001)  # the searches keep the whitened entries in [-3, 3]
+    inside = grid[Pl.polyval(grid, c) >= floor]
+    shifted = c.copy()
+    shifted[0] -= floor
+    edges = [r.real for r in np.roots(shifted[::-1]) if abs(r.imag) < 1e-12 and abs(r.real) <= 3]
+    points = list(edges) + [inside[np.argmin(ratio(inside))]]
+    where = min(points, key=ratio)
+    # a candidate just beside a*, outside the region, where the plain ratio is nearly 0
+    w = worst_dominance(lt.Task(1, n), L, rho, f_star, excess=excess, starts=2,
+                        candidates=[(np.array([[a_star + 0.02]]), "outside R(rho)")])
+    assert w.found_by == "search" and w.value == pytest.approx(ratio(where), rel=1e-7)
+    assert w.A.shape == (1, 1) and w.A[0, 0] == pytest.approx(where, abs=1e-4)
+    if not excess:
+        s = worst_dominance_spectral(1, n, L, rho, f_star, excess=excess, starts=3)
+        assert s.value == pytest.approx(ratio(where), rel=1e-7) and s.A == pytest.approx([where], abs=1e-4)
+
+
+def test_a_declared_candidate_inside_the_region_is_reported():
+    """With f_star = 0 and rho = 0.1 the minimiser a* of f (d = 1, n = 4, loops = 2) lies inside
+    R(rho), and the plain ratio f'^2 / f^{3/2} vanishes there: declared as a candidate it is the
+    worst case found, reported by its name."""
+    from numpy.polynomial import polynomial as Pl
+
+    c = _one_dimensional_loss(4, 2)
+    dc = Pl.polyder(c)
+    a_star = min((r.real for r in np.roots(dc[::-1]) if abs(r.imag) < 1e-12), key=lambda a: Pl.polyval(a, c))
+    assert Pl.polyval(a_star, c) >= 0.1 * c[0]  # inside R(0.1)
+    w = worst_dominance(lt.Task(1, 4), 2, 0.1, 0.0, excess=False, starts=1, candidates=[(np.array([[a_star]]), "a*")])
+    assert w.found_by == "a*" and w.value < 1e-20 and w.A[0, 0] == pytest.approx(a_star, rel=1e-12)
+
+
+@pytest.mark.parametrize("candidates, error, match", [
+    ([(np.eye(2), "fits"), (np.eye(3), "wrong shape")], ValueError, r"candidates\[1\]"),
+    ([(np.eye(2), 3)], TypeError, "candidates: entry 0"),
+    ([np.eye(2)], TypeError, "candidates: entry 0"),
+])
+def test_bad_candidates_are_refused(candidates, error, match):
+    with pytest.raises(error, match=match):
+        worst_dominance(lt.Task(2, 8), 2, 0.1, 0.0, candidates=candidates)

@@ -49,6 +49,13 @@ def test_gd_recursion_hand_example():
     # d = 1, n = 1, x = 2, y = 3, B = 1/4: w_1 = (1/4) 2 (3 - 0) = 1.5, w_2 = 1.5 + (1/4) 2 (3 - 3) = 1.5
     w = lt.preconditioned_gd(np.array([[2.0]]), np.array([3.0]), np.array([[0.25]]), 2, return_path=True)
     assert np.allclose(w[:, 0], [0.0, 1.5, 1.5])
+    # loops = 0 runs no step: w_0 itself (0, or the w0 given), a path of one point
+    X, y, B = np.array([[2.0]]), np.array([3.0]), np.array([[0.25]])
+    assert np.array_equal(lt.preconditioned_gd(X, y, B, 0), [0.0])
+    assert np.array_equal(lt.preconditioned_gd(X, y, B, 0, w0=[0.7]), [0.7])
+    assert np.array_equal(lt.preconditioned_gd(X, y, B, 0, w0=[0.7], return_path=True), [[0.7]])
+    # from w0 = 0.7: w_1 = 0.7 + (1/4) 2 (3 - 1.4) = 1.5
+    assert lt.preconditioned_gd(X, y, B, 1, w0=[0.7]) == pytest.approx([1.5], rel=1e-15)
 
 
 def test_multilayer_with_shared_weights_equals_looped():
@@ -95,6 +102,8 @@ def test_sparse_weights_layout():
         (lambda: lt.make_prompt(np.zeros((2, 4)), np.zeros(3), np.zeros(2)), "y"),
         (lambda: lt.preconditioned_gd(np.zeros((2, 4)), np.zeros(4), np.eye(3), 1), "B"),
         (lambda: lt.multilayer_forward(np.zeros((3, 5)), [], []), "Ps"),
+        # every layer's weights are checked, not only the first
+        (lambda: lt.multilayer_forward(np.zeros((3, 5)), [np.eye(3), np.eye(4)], [np.eye(3)] * 2), r"Ps\[1\]"),
     ],
 )
 def test_bad_input_names_the_parameter(call, match):

@@ -151,6 +151,9 @@ def test_flow_with_u_trains_u_to_zero():
     task = lt.Task(2, 8)
     r = gradient_flow(task, np.zeros((2, 2)), 2, u0=[0.5, -0.3], tol=1e-9, t_max=1e5)
     assert r.status == "converged" and np.linalg.norm(r.u) < 1e-8
+    # one (A, u) per time point: the state vector splits into its d^2 entries of A and d of u
+    assert r.path.shape == (len(r.t), 2, 2) and r.u_path.shape == (len(r.t), 2)
+    assert np.array_equal(r.path[-1], r.A) and np.array_equal(r.u_path[0], [0.5, -0.3])
 
 
 @pytest.mark.parametrize(
@@ -165,3 +168,44 @@ def test_flow_with_u_trains_u_to_zero():
 def test_flow_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gradient_flow(lt.Task(2, 5), loops=2, **kwargs)
+
+
+def test_scalar_flow_at_infinite_n_follows_the_closed_form():
+    """At n = inf, sigma_x = sigma_w = I, A = a I: f = d b^4 with b = 1 - a (loops = 2), so the flow
+    da/dt = 4 b^3 solves to b(t)^-2 = b0^-2 + 8 t, f(t) = d b(t)^4, ||grad f|| = sqrt(d) 4 b^3 and
+    the dominance ratio ||grad f||^2 / f^{3/2} = 4 L^2 d^{-(L-1)/L} = 16 / sqrt(2) at d = 2 on the
+    whole path (docs/conventions.md). Exact (Fraction) A0 and A_ref are read as floats."""
+    from fractions import Fraction as F
+
+    half = np.array([[F(1, 2), F(0)], [F(0), F(1, 2)]], dtype=object)
+    eye = np.array([[F(1), F(0)], [F(0), F(1)]], dtype=object)
+    r = gradient_flow(lt.Task(2, math.inf), half, 2, t_max=10.0, A_ref=eye)
+    assert r.status == "t_max" and r.t[-1] == 10.0 and len(r.t) > 3
+    assert r.path.dtype == float and r.A.dtype == float and r.distance.dtype == float
+    b = (4.0 + 8.0 * r.t) ** -0.5
+    assert r.loss == pytest.approx(2 * b**4, rel=1e-7)
+    assert r.grad_norm == pytest.approx(math.sqrt(2) * 4 * b**3, rel=1e-7)
+    assert r.dominance == pytest.approx(np.full(len(r.t), 16 / math.sqrt(2)), rel=1e-8)
+    assert r.distance == pytest.approx(b, rel=1e-7)  # ||A - I||_F / ||I||_F = b
+    assert np.allclose(r.A, (1 - b[-1]) * np.eye(2), rtol=1e-7) and np.all(r.u == 0)
+
+
+def test_a_diverging_flow_stops_at_the_blow_up_limit(monkeypatch):
+    """The blow-up event, on a stand-in loss whose 'gradient' points uphill: f = 1 + |A|^2 with
+    grad = -A makes dA/dt = A, so |A(t)|^2 = |A0|^2 e^{2t}; the flow must stop with status
+    "blow-up" where f reaches the limit 1e8 (f0 + 1), at t = log((limit - 1) / |A0|^2) / 2."""
+    import looptheory.flow as Fl
+
+    def uphill(task, A, loops, u=None, route=None):
+        return lt.Certified(1.0 + float(np.sum(A * A)), 0.0, "expansion"), -A, np.zeros(len(A))
+
+    # the solver's stages take the route evaluation, its steps the certified one: both stand in
+    monkeypatch.setattr(Fl, "population_loss_grad", uphill)
+    monkeypatch.setattr(Fl, "population_loss_grad_route", uphill)
+    A0 = np.array([[0.5, 0.0], [0.1, -0.3]])
+    f0 = 1.0 + float(np.sum(A0 * A0))
+    r = gradient_flow(lt.Task(2, 5), A0, 2)
+    limit = 1e8 * (f0 + 1)
+    assert r.status == "blow-up"
+    assert r.loss[-1] == pytest.approx(limit, rel=1e-9)
+    assert r.t[-1] == pytest.approx(math.log((limit - 1) / np.sum(A0 * A0)) / 2, rel=1e-6)
