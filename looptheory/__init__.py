@@ -18,8 +18,9 @@ from .model import (
     prediction,
     sparse_weights,
 )
-from .montecarlo import MonteCarloResult, conditional_loss, monte_carlo_loss
+from .montecarlo import MonteCarloResult, conditional_loss, monte_carlo_loss, monte_carlo_multilayer_loss
 from .loss import MAX_LOOPS, RTOL, Certified, population_loss, population_loss_grad
+from .multilayer import MAX_LAYERS, multilayer_population_loss, multilayer_population_loss_grad
 from .moments import trace_moments, wishart_trace_moments
 from .spectral import spectral_loss, spectral_loss_grad
 from .record import Record
@@ -28,7 +29,8 @@ from .diagnostics import finite_difference_gradient, taylor_test
 #: Names imported on first use, by module.
 _LAZY = {
     "optimum": ("OptimumResult", "optimal_preconditioner", "optimal_scale", "scale_loss"),
-    "flow": ("FlowResult", "gradient_flow"),
+    "flow": ("FlowResult", "gradient_flow", "multilayer_gradient_flow"),
+    "multilayer_optimum": ("MultilayerOptimum", "optimal_multilayer", "ScheduleResult", "optimal_schedule"),
     "dominance": ("WorstCase", "dominance_ratio", "worst_dominance", "worst_dominance_spectral"),
     "claims": ("ClaimResult", "check_claims"),
     "claim": ("Case", "Claim", "verify_claim"),
@@ -41,7 +43,8 @@ _LAZY = {
     "plots": ("plot_flow", "plot_flow_eigenvalues", "plot_loss_vs_loops", "plot_optimal_scale",
               "plot_dominance", "plot_optimal_loss", "plot_test_time_loops", "plot_chen_error",
               "plot_chen_kappa", "plot_chen_divergence", "plot_sample_complexity", "plot_training",
-              "plot_looped_vs_multilayer"),
+              "plot_looped_vs_multilayer", "plot_looped_vs_untied", "plot_scalar_limit"),
+    "limit": ("LimitResult", "scalar_family_limit", "scalar_family_convergence"),
 }
 _LAZY_NAME = {name: mod for mod, names in _LAZY.items() for name in names}
 
@@ -77,6 +80,7 @@ __all__ = [
     "prediction",
     "sparse_weights",
     "monte_carlo_loss",
+    "monte_carlo_multilayer_loss",
     "MonteCarloResult",
     "conditional_loss",
     "MAX_LOOPS",
@@ -84,6 +88,9 @@ __all__ = [
     "Certified",
     "population_loss",
     "population_loss_grad",
+    "MAX_LAYERS",
+    "multilayer_population_loss",
+    "multilayer_population_loss_grad",
     "trace_moments",
     "wishart_trace_moments",
     "optimal_scale",
@@ -94,6 +101,11 @@ __all__ = [
     "spectral_loss_grad",
     "FlowResult",
     "gradient_flow",
+    "multilayer_gradient_flow",
+    "MultilayerOptimum",
+    "optimal_multilayer",
+    "ScheduleResult",
+    "optimal_schedule",
     "WorstCase",
     "dominance_ratio",
     "worst_dominance",
@@ -141,4 +153,9 @@ __all__ = [
     "plot_sample_complexity",
     "plot_training",
     "plot_looped_vs_multilayer",
+    "plot_looped_vs_untied",
+    "plot_scalar_limit",
+    "LimitResult",
+    "scalar_family_limit",
+    "scalar_family_convergence",
 ]

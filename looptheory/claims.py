@@ -16,8 +16,9 @@ Spec's check builds a `Claim` whose region is the `Grid` of its declared cells a
 returns a `Case` per cell, and `claim_outcome` decides the verdict from the cases; the record's
 summary and tables are written by the claim's own function from the cells' rows, and must agree
 with that verdict. G1 and G1-structure are written cell by cell (margins: the bound's slack and
-||u*||; the relative gain over γ_L Σx⁻¹); G2, G3, G4, G5, C1 and C2 are, for now, one case
-each, their whole declared region, decided by their own check.
+||u*||; the relative gain over γ_L Σx⁻¹); G2, G3, G4, G5, C1 and C2, and the untied model's
+A1, G6, A1-global and B1 (looptheory/claims_multilayer.py), are, for now, one case each, their
+whole declared region, decided by their own check.
 
 `check_claims(ids=None, quick=False)` returns one `looptheory.record.Record` per claim. A
 failure is a result: no parameter, tolerance or region below may be tuned after seeing what it
@@ -753,3 +754,12 @@ def check_claims(ids=None, quick: bool = False, progress=None) -> list[Record]:
         if progress:
             progress(res)
     return out
+
+
+# --- the untied multi-layer model (issue 16) ---------------------------------------------------------
+# A1, A1-global, G6 and B1 are declared in looptheory/claims_multilayer.py (regions, thresholds,
+# checks returning an Outcome) and join the registry here, after the claims above, through the
+# Claim API as G2-C2 are (one case each: the whole declared region).
+from .claims_multilayer import multilayer_claims  # noqa: E402
+
+REGISTRY.update({c["id"]: _spec(**c) for c in multilayer_claims()})

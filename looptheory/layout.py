@@ -71,6 +71,15 @@ _SMALL_D = 24
 #: Weight tables kept per layout, keyed by (n, d, scales): about 2.4 MB each at loops = 6, 14 ms
 #: to rebuild.
 _WEIGHT_CACHE = 4
+#: A pairing group whose words fill less than 1 / _SPARSE_RATIO of its (own x partner) block is
+#: sparse: its traces are row-wise dot products of the gathered node pairs and its adjoints a
+#: sparse matrix product, instead of one dense GEMM over every pair (the untied multi-layer
+#: layouts, whose letters differ per layer, pair few of their nodes; the looped ones about half).
+_SPARSE_RATIO = 8
+#: Blocks smaller than this stay dense (one small GEMM is cheaper than a gather).
+_SPARSE_MIN = 256
+#: Gathered node pairs per piece of the sparse path (doubles per gathered array, 8 MB).
+_GATHER = 1 << 20
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
 LAYOUT_FORMAT = 1
 
@@ -465,11 +474,14 @@ class CompiledExpansion:
         wp, ws = a["word_pre"], a["word_suf"]
         self._word_pre, self._word_suf = wp, ws
         lp, ls = level_of[wp], level_of[ws]
-        self._by_suffix = self._groups(suf_levels, pre_levels, ls, lp, ws, wp)
-        self._by_prefix = self._groups(pre_levels, suf_levels, lp, ls, wp, ws)
-        self._max_block = max((max(hi - lo, ohi - olo) for (lo, hi), (olo, ohi), *_ in self._by_suffix + self._by_prefix), default=0)
+        # (dense groups, sparse groups) per half: the sparse ones (`_SPARSE_RATIO`) are evaluated
+        # after the dense ones, which alone use the shared buffers of `_setup_fast`
+        self._by_suffix, self._sparse_suffix = self._groups(suf_levels, pre_levels, ls, lp, ws, wp)
+        self._by_prefix, self._sparse_prefix = self._groups(pre_levels, suf_levels, lp, ls, wp, ws)
+        every = self._by_suffix + self._by_prefix + self._sparse_suffix + self._sparse_prefix
+        self._max_block = max((max(hi - lo, ohi - olo) for (lo, hi), (olo, ohi), *_ in every), default=0)
         in_groups = np.zeros(N, dtype=np.int64)
-        for (lo, hi), *_ in self._by_suffix + self._by_prefix:
+        for (lo, hi), *_ in every:
             in_groups[lo:hi] += 1
         # how many adjoint contributions one node sums: one per group it is in, one per child
         children = np.bincount(parent[1:], minlength=N) if N > 1 else np.zeros(1, dtype=np.int64)
@@ -560,8 +572,8 @@ class CompiledExpansion:
         self._trace_size = o
         self._trace_pos = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
         self._trace_word = np.concatenate([g[2] for g in self._by_suffix]) if pos else np.zeros(0, dtype=np.int64)
-        # the pairing adjoints: which group writes its own nodes first, and the nodes no group
-        # writes (zeroed instead)
+        # the pairing adjoints: which dense group writes its own nodes first, and the nodes no
+        # dense group writes (zeroed instead; the sparse groups add to them afterwards)
         seen, self._pair_first = set(), []
         for (lo, hi), *_ in self._by_prefix + self._by_suffix:
             self._pair_first.append((lo, hi) not in seen)
@@ -589,8 +601,11 @@ class CompiledExpansion:
     def _groups(own_levels, other_levels, own_level, other_level, own_node, other_node):
         """For each level of one half (prefixes or suffixes): its words, grouped by spans of
         adjacent partner levels of the other half: [(own range, partner span, words, rows,
-        columns)], rows indexing the own range and columns the span."""
-        out = []
+        columns, flat positions)], rows indexing the own range and columns the span, as two lists:
+        the dense groups and the sparse ones (fewer than 1 / _SPARSE_RATIO of the block's pairs
+        are words, in a block of at least _SPARSE_MIN pairs), whose last entry is instead the CSR
+        structure (order of the words, columns, row pointers) of their (own x partner) matrix."""
+        dense, sparse = [], []
         for i, (lo, hi) in enumerate(own_levels):
             wi_all = np.flatnonzero(own_level == i)
             if not len(wi_all):
@@ -600,8 +615,13 @@ class CompiledExpansion:
                 keep = np.isin(other_level[wi_all], [partners[m] for m in members])
                 wi = wi_all[keep]
                 rows, cols = own_node[wi] - lo, other_node[wi] - plo
-                out.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols))
-        return out
+                if len(wi) * _SPARSE_RATIO < (hi - lo) * (phi - plo) and (hi - lo) * (phi - plo) >= _SPARSE_MIN:
+                    order = np.lexsort((cols, rows))
+                    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=hi - lo))])
+                    sparse.append(((lo, hi), (plo, phi), wi, rows, cols, (order, cols[order], indptr)))
+                else:
+                    dense.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols))
+        return dense, sparse
 
     # --- weights (the same on every call for the same n, d, scales) ---------------------------
 
@@ -847,6 +867,10 @@ class CompiledExpansion:
         t[self._trace_word] = Tb.take(self._trace_pos)
         if bound:
             et[self._trace_word] = eb.take(self._trace_pos)
+        if self._sparse_suffix:
+            stacks = self._sparse_stacks(X2, aux, d, bound)
+            for (slo, _), (plo, _), wi, si, pi, _ in self._sparse_suffix:
+                self._sparse_traces(stacks, d, bound, t, et, wi, pi + plo, si + slo)
         return t, et
 
     @staticmethod
@@ -865,6 +889,33 @@ class CompiledExpansion:
             B[0] = T
             np.matmul(P[i:j], R[i:j], out=B[1:1 + j - i])
             np.add.reduce(B[:1 + j - i], axis=0, out=T)
+
+    @staticmethod
+    def _sparse_stacks(X2, aux, d, bound):
+        """Per node, the rows a sparse group's pairs gather: [X | |X| | e_X] for the prefix side and
+        [X | g |X| + (1 + g) e_X | |X| + e_X] for the suffix side, g = gamma_{d^2} (without bound,
+        X alone), so that one gather per side serves the trace and its bound."""
+        if not bound:
+            return X2, X2
+        N = X2.shape[0]
+        g = gamma(d * d)
+        A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
+        return np.concatenate([X2, A2, E2], axis=1), np.concatenate([X2, g * A2 + (1.0 + g) * E2, A2 + E2], axis=1)
+
+    @staticmethod
+    def _sparse_traces(stacks, d, bound, t, et, wi, pn, sn):
+        """A sparse group's traces t_w = <P, R> as row-wise dot products of the gathered pairs
+        (a sum of d^2 products, gamma_{d^2}), and with bound the exact form of the bound,
+        e_t = <|P|, gamma |R| + (1 + gamma) e_R> + <e_P, |R| + e_R>, at every d (`_sparse_stacks`)."""
+        SP, SQ = stacks
+        k = d * d
+        step = max(1, _GATHER // SP.shape[1])
+        for a in range(0, len(wi), step):
+            w = wi[a:a + step]
+            P, Q = SP[pn[a:a + step]], SQ[sn[a:a + step]]
+            t[w] = np.einsum("ij,ij->i", P[:, :k], Q[:, :k])
+            if bound:
+                et[w] = np.einsum("ij,ij->i", P[:, k:], Q[:, k:])
 
     def _adjoint_rounding(self):
         """gamma for a pairing GEMM of the adjoints (inner dimension at most _max_block) and
@@ -1045,6 +1096,9 @@ class CompiledExpansion:
                 else:
                     eG2[lo:hi] += F @ A2[olo:ohi]
                 eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
+        # the sparse groups add to what the dense ones wrote (or to zeros: `_pair_unwritten`)
+        for own, other, wi, _, _, sp in self._sparse_prefix + self._sparse_suffix:
+            self._sparse_adjoints(X2, aux, dt, edt, d, bound, G, eG, own, other, wi, sp)
         return G, eG
 
     def _pair_buffers(self, dtype=float):
@@ -1062,6 +1116,30 @@ class CompiledExpansion:
             bufs = (*flat, views)
             setattr(self._work, key, bufs)
         return bufs
+
+    def _sparse_adjoints(self, X2, aux, dt, edt, d, bound, G, eG, own, other, wi, sp):
+        """A sparse group's share of _pair_adjoints: C R with C the group's (own x partner)
+        matrix of df/dt in CSR form, and the same bound (the rounding of a sum over a row's
+        non-zeros is covered by that of the dense product, _adjoint_rounding)."""
+        from scipy import sparse
+
+        (lo, hi), (olo, ohi) = own, other
+        N = X2.shape[0]
+        order, indices, indptr = sp
+        shape = (hi - lo, ohi - olo)
+        C = sparse.csr_matrix((dt[wi[order]], indices, indptr), shape=shape)
+        G.reshape(N, d * d)[lo:hi] += C @ X2[olo:ohi]
+        if not bound:
+            return
+        eG2 = eG.reshape(N, d * d)
+        aC = abs(C)
+        eC = sparse.csr_matrix((edt[wi[order]], indices, indptr), shape=shape)
+        if d > _SMALL_D:
+            eG2[lo:hi] += (aC * self._adjoint_rounding() + eC) @ aux["A"].reshape(N, d * d)[olo:ohi]
+            eG[lo:hi] += ((aC + eC) @ aux["rmax"][olo:ohi])[:, :, None]
+        else:
+            eG2[lo:hi] += aC @ aux["Loa"].reshape(N, d * d)[olo:ohi]
+            eG2[lo:hi] += eC @ aux["Hi"].reshape(N, d * d)[olo:ohi]
 
     def _backward(self, X, aux, M, lb, dt, edt, d, bound):
         """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
@@ -1211,14 +1289,18 @@ class CompiledExpansion:
             self._exact_cache = facs
         return self._exact_cache
 
-    def _exact_products(self, mats, d):
+    def _exact_products(self, mats, d, nodes):
+        """The exact node products X[k] for the nodes `nodes` and their ancestors (node indices
+        grow with depth, so every parent is formed before its children)."""
         one = np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object)
-        L = self.n_letters
         ext = [np.asarray(m, dtype=object) for m in mats] + [np.asarray(m, dtype=object).T for m in mats]
+        need = np.zeros(self.n_nodes, dtype=bool)
+        need[np.asarray(sorted(nodes), dtype=np.int64)] = True
+        for lv in reversed(self._levels):
+            need[lv.par[need[lv.lo:lv.hi]]] = True
         X = [one] + [None] * (self.n_nodes - 1)
-        for k in range(1, self.n_nodes):
+        for k in np.flatnonzero(need[1:]) + 1:
             X[k] = X[int(self._parent[k])].dot(ext[int(self._letter[k])])
-        del L
         return X, ext
 
     def value_exact(self, mats, n, d, scales=None):
@@ -1229,10 +1311,7 @@ class CompiledExpansion:
     def value_and_grad_exact(self, mats, n, d, scales=None, need_grad=True):
         """Exact value and {letter: df/dM_letter} (object arrays of Fractions): the same
         reverse mode as the float path, in rational arithmetic."""
-        X, ext = self._exact_products(mats, d)
         nw = self.n_words
-        t = [sum((X[int(p)] * X[int(s)]).ravel(), Fraction(0)) for p, s in zip(self._word_pre, self._word_suf)]
-        t.append(Fraction(1))
         s = [Fraction(1)] * self.n_parts if scales is None else [Fraction(x) for x in scales]
         inv_n = Fraction(0) if n == float("inf") else Fraction(1, int(n))
         facs = self._exact_terms()
@@ -1248,6 +1327,12 @@ class CompiledExpansion:
         for c, part, p, dp, m in zip(self.coef.tolist(), self.part.tolist(), self.power.tolist(), self.dpow.tolist(), self._term_mono.tolist()):
             wsum[m] += c * num[(part, p, dp)]
         wm = [Fraction(v, den) if v else 0 for v in wsum]
+        # only the words of monomials with a non-zero weight (at n = inf, the n^0 terms alone)
+        used = sorted({f for w, fac in zip(wm, facs) if w for f in fac} - {nw})
+        X, ext = self._exact_products(mats, d, [int(self._word_pre[i]) for i in used] + [int(self._word_suf[i]) for i in used])
+        t = [None] * nw + [Fraction(1)]
+        for i in used:
+            t[i] = sum((X[int(self._word_pre[i])] * X[int(self._word_suf[i])]).ravel(), Fraction(0))
         total = Fraction(0)
         dt = [Fraction(0)] * (nw + 1)
         for w, fac in zip(wm, facs):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate as V
-from .model import looped_forward, make_prompt, prediction, sparse_weights
+from .model import looped_forward, make_prompt, multilayer_forward, prediction, sparse_weights
 from .record import HEAVY_TAIL_SHARE
 from .task import Task
 
@@ -393,10 +393,7 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
         w = np.ones(b)
         with np.errstate(over="ignore", invalid="ignore"):
             if method == "plain":
-                X, y, x_q, y_q, _ = task.sample(b, rng)
-                T = np.sum((lx_inv @ X) ** 2, axis=(-2, -1))
-                err = prediction(looped_forward(make_prompt(X, y, x_q), P, Q, loops)) - y_q
-                h = err * err
+                h, w, T = _plain_draws(task, lambda Z: looped_forward(Z, P, Q, loops), b, rng, lx_inv)
             else:
                 Z = rng.standard_normal((b, d, n))
                 if proposal == "spike":
@@ -409,6 +406,60 @@ def monte_carlo_loss(task: Task, A, loops: int, u=None, samples: int = 100_000, 
         hint = {"plain": "method='conditional' (the default) samples only X and importance-samples large prompts",
                 "target": "proposal='spike' (the default) importance-samples large prompts"}.get(
                     method if method == "plain" else proposal, "more samples would help")
-        warnings.warn(f"monte_carlo_loss: the standard error cannot be trusted ({res.why}); {hint}",
-                      RuntimeWarning, stacklevel=2)
+        _warn_untrusted("monte_carlo_loss", res, hint)
+    return res
+
+
+def _plain_draws(task, forward, b, rng, lx_inv):
+    """b whole prompts from the task through `forward` (prompts -> outputs): the squared errors
+    (the contributions), their weights (1) and the whitened squared radii T = tr(X^T Σx^{-1} X)."""
+    X, y, x_q, y_q, _ = task.sample(b, rng)
+    T = np.sum((lx_inv @ X) ** 2, axis=(-2, -1))
+    err = prediction(forward(make_prompt(X, y, x_q))) - y_q
+    return err * err, np.ones(b), T
+
+
+def _warn_untrusted(name, res, hint):
+    warnings.warn(f"{name}: the standard error cannot be trusted ({res.why}); {hint}", RuntimeWarning, stacklevel=3)
+
+
+def monte_carlo_multilayer_loss(task: Task, As, us=None, samples: int = 100_000, seed: int = 0) -> MonteCarloResult:
+    """Estimate the untied multi-layer loss E (yhat - y_q)^2 by simulation: whole prompts from the
+    task through `multilayer_forward` with layer l's sparse weights (A_l, u_l), as
+    monte_carlo_loss(method="plain") does for the looped model. As: L matrices (layer 1 first,
+    any L >= 1), us: None or L vectors. Returns a MonteCarloResult (method "plain", proposal
+    "target"; it unpacks as (mean, stderr)), with the tail diagnostics and the same warning
+    when the standard error cannot be trusted (its unseen tail taken with loops = L). Limits as
+    `monte_carlo_loss`'s plain method."""
+    if not isinstance(task, Task):
+        raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
+    if V.is_infinite(task.n):
+        raise ValueError("task.n: Monte Carlo needs a finite n (n = inf cannot be sampled)")
+    As = V.as_real_array("As", As, 3, allow_exact=False)
+    if As.shape[1:] != (task.d, task.d) or len(As) < 1:
+        raise ValueError(f"As: expected shape (L, {task.d}, {task.d}), got {As.shape}")
+    if us is not None:
+        us = V.as_real_array("us", us, 2, allow_exact=False)
+        if us.shape != (len(As), task.d):
+            raise ValueError(f"us: expected shape ({len(As)}, {task.d}), one vector per layer, got {us.shape}")
+    samples = V.positive_int("samples", samples, minimum=2)
+    seed = V.seed("seed", seed)
+    d, n, L = task.d, task.n, len(As)
+    rng = np.random.default_rng(seed)
+    per_prompt = (d + 1) * (n + 1)
+    chunk = max(1, _CHUNK_ENTRIES // per_prompt)
+    V.check_memory("task", f"monte_carlo_multilayer_loss at d = {d}, n = {V.number_text(n)}",
+                   6 * min(chunk, samples) * per_prompt * 8, "6 x prompts per chunk x (d + 1) x (n + 1) x 8 bytes")
+    V.check_work("samples", f"monte_carlo_multilayer_loss with samples = {V.number_text(samples)} at d = {d}, "
+                 f"n = {V.number_text(n)}", samples * per_prompt, "samples x (d + 1) x (n + 1)")
+    weights = [sparse_weights(A, None if us is None else us[l]) for l, A in enumerate(As)]
+    Ps, Qs = [p for p, _ in weights], [q for _, q in weights]
+    lx_inv = np.linalg.inv(np.linalg.cholesky(np.asarray(task.sigma_x, dtype=float)))
+    tally = _Tally(samples)
+    while tally.n < samples:
+        with np.errstate(over="ignore", invalid="ignore"):
+            tally.add(*_plain_draws(task, lambda Z: multilayer_forward(Z, Ps, Qs), min(chunk, samples - tally.n), rng, lx_inv))
+    res = _result(tally, "plain", "target", d, n, L)
+    if not res.trusted:
+        _warn_untrusted("monte_carlo_multilayer_loss", res, "more samples would help")
     return res

@@ -318,11 +318,12 @@ def _is_gatmiry_prior(task: Task) -> bool:
     return np.allclose(sw @ sx, np.eye(task.d), rtol=0, atol=1e-12 * task.d)
 
 
-def _newton_polish(fg, hvp, z, f, g, route, steps=4):
+def newton_polish(fg, hvp, z, f, g, route, steps=4):
     """Newton steps from z (where fg gave f, g and route) with the exact Hessian, applied as
-    Hessian-vector products (`hvp(z, v, route)`, a complex step: loss.population_loss_hvp) and
-    solved by MINRES; a step is kept only if it lowers the gradient norm (so it cannot make
-    things worse). Returns (z, f, g, route) of the last point kept.
+    Hessian-vector products (`hvp(z, v, route)`, a complex step: loss.population_loss_hvp,
+    multilayer.multilayer_loss_hvp) and solved by MINRES; a step is kept only if it lowers the
+    gradient norm (so it cannot make things worse). fg(z) -> (f, gradient, route). Returns
+    (z, f, g, route) of the last point kept.
 
     MINRES from 0 needs no factorisation, takes a symmetric indefinite Hessian (Newton goes to
     the nearest critical point, a saddle too: the gradient norm is the test) and stays in the
@@ -358,47 +359,50 @@ _MINRES_RTOL = 1e-6
 CONVERGED_TOL = 1e-6
 
 
-def _scaled_gradient(f, g, z, d, with_u, sx_inv):
-    """||(s_A grad_A f sigma_x^{-1}, s_u grad_u f)|| / f at z (see _scaled_refine)."""
+@dataclass(frozen=True)
+class Scaling:
+    """The variable of `scaled_refine` scaled to a point's own size: at z with loss f,
+    z' = z + T y, T = linear(z, f) a linear map (a function y -> T y) that is self-adjoint, so
+    that T also pulls a gradient back (grad_y = T grad_z). The first size_A entries of z are the
+    matrices' and the rest the vectors'; the scaled gradient norm is the hypot of the two
+    blocks' norms (`scaled_gradient_norm`)."""
+
+    linear: object
+    size_A: int
+
+
+def scaled_gradient_norm(f, g, z, scaling: Scaling):
+    """||T grad f|| / f at z, T = scaling.linear(z, f) (see scaled_refine): how far from
+    stationary z is relative to the loss' own scale."""
     if not (f > 0):
         return 0.0 if f == 0 else math.inf
-    A = z[: d * d].reshape(d, d)
-    s_A = float(np.linalg.norm(np.eye(d) - A.T @ np.linalg.inv(sx_inv))) or 1.0
-    gA = s_A * (g[: d * d].reshape(d, d) @ sx_inv)
-    gu = math.sqrt(float(f)) * g[d * d:] if with_u else np.zeros(0)
-    return float(math.hypot(np.linalg.norm(gA), np.linalg.norm(gu))) / float(f)
+    y = scaling.linear(z, f)(g)
+    k = scaling.size_A
+    return float(math.hypot(np.linalg.norm(y[:k]), np.linalg.norm(y[k:]))) / float(f)
 
 
-def _scaled_refine(fg, hvp, z, f, g, route, d, with_u, sx_inv, rounds=6):
+def scaled_refine(fg, hvp, z, f, g, route, scaling: Scaling, rounds=6):
     """Minimise again in a variable scaled to the point's own size, so that a loss of 1e-22 at
     n = 1e11 (where E = I - A^T sigma_x is of order 1/n) is as well conditioned as a loss of 1:
 
-      A = A_k + s_A Z sigma_x^{-1},  u = u_k + s_u v,   F(Z, v) = f(A, u) / f(A_k, u_k),
+      z = z_k + T y,   F(y) = f(z) / f(z_k),
 
-    s_A = ||I - A_k^T sigma_x||_F (the distance to the n = inf minimiser, the only scale the
-    loss has), s_u = sqrt(f(A_k, u_k)) (u enters f quadratically). Rounds of L-BFGS and Newton
-    from (Z, v) = 0 re-centre and re-scale until the loss stops falling. z is where fg gave
-    f, g and route. Returns (z, f, g, scaled gradient norm); starts nothing new, so it is as
-    blind as the starts before it."""
-    sgn = _scaled_gradient(f, g, z, d, with_u, sx_inv)
+    T = scaling.linear(z_k, f(z_k)) (`looped_scaling`: A = A_k + s_A Y sigma_x^{-1},
+    s_A = ||I - A_k^T sigma_x||_F, the distance to the n = inf minimiser, the only scale the
+    loss has; u = u_k + s_u v, s_u = sqrt(f(A_k, u_k)), as u enters f quadratically). Rounds of
+    L-BFGS and Newton (`newton_polish`, with the Hessian-vector products T H T v / f(z_k)) from
+    y = 0 re-centre and re-scale until the loss stops falling. z is where fg gave f, g and
+    route. Returns (z, f, g, scaled gradient norm); starts nothing new, so it is as blind as
+    the starts before it."""
+    sgn = scaled_gradient_norm(f, g, z, scaling)
     if sgn <= CONVERGED_TOL * 1e-3:
         return z, f, g, sgn  # already stationary in the scaled variable: nothing to refine
     for _ in range(rounds):
         if not (f > 0):
             break
-        A = z[: d * d].reshape(d, d)
-        s_A = float(np.linalg.norm(np.eye(d) - A.T @ np.linalg.inv(sx_inv))) or 1.0
-        s_u = math.sqrt(float(f))
         f0 = float(f)
         z0 = z
-
-        def lift(y):
-            # the linear map T: z = z0 + T y; T is self-adjoint up to the split (sigma_x^{-1} symmetric)
-            zz = np.zeros_like(z0)
-            zz[: d * d] = s_A * (y[: d * d].reshape(d, d) @ sx_inv).ravel()
-            if with_u:
-                zz[d * d:] = s_u * y[d * d:]
-            return zz
+        lift = scaling.linear(z0, f0)  # self-adjoint: it maps y to z - z0 and pulls gradients back
 
         def FG(y):
             fy, gy, ry = fg(z0 + lift(y))
@@ -410,7 +414,7 @@ def _scaled_refine(fg, hvp, z, f, g, route, d, with_u, sx_inv, rounds=6):
         y0 = np.zeros(z.size)
         res = _opt.minimize(lambda y: FG(y)[:2], y0, jac=True, method="L-BFGS-B",
                             options={"maxiter": 500, "gtol": 1e-10, "ftol": 1e-15})
-        y, _, gy, _ = _newton_polish(FG, HV, res.x, *FG(res.x))
+        y, _, gy, _ = newton_polish(FG, HV, res.x, *FG(res.x))
         z_new = z0 + lift(y)
         f_new, g_new, r_new = fg(z_new)
         sgn = float(np.linalg.norm(gy))
@@ -422,6 +426,45 @@ def _scaled_refine(fg, hvp, z, f, g, route, d, with_u, sx_inv, rounds=6):
     return z, f, g, sgn
 
 
+def looped_scaling(d, with_u, sx_inv) -> Scaling:
+    """The scaled variable of the looped search (scaled_refine): A = A_k + s_A Y sigma_x^{-1},
+    s_A = ||I - A_k^T sigma_x||_F (1 if 0), u = u_k + sqrt(f) v; z the flattened (A, u)."""
+
+    def linear(z, f):
+        s_A = float(np.linalg.norm(np.eye(d) - z[: d * d].reshape(d, d).T @ np.linalg.inv(sx_inv))) or 1.0
+        s_u = math.sqrt(float(f))
+
+        def T(y):
+            # self-adjoint: Y -> Y sigma_x^{-1} is, sigma_x^{-1} being symmetric
+            zz = np.zeros_like(y)
+            zz[: d * d] = s_A * (y[: d * d].reshape(d, d) @ sx_inv).ravel()
+            if with_u:
+                zz[d * d:] = s_u * y[d * d:]
+            return zz
+
+        return T
+
+    return Scaling(linear, d * d)
+
+
+def remembered(fn, size=4):
+    """fn(z) remembered for the last `size` points z (by their bytes): SciPy and the
+    refinements ask again for the point they ended at."""
+    memo = OrderedDict()
+
+    def wrapped(z):
+        key = z.tobytes()
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+        out = memo[key] = fn(z)
+        if len(memo) > size:
+            memo.popitem(last=False)
+        return out
+
+    return wrapped
+
+
 def _inner_evaluators(task, loops, with_u):
     """fg(z) -> (f, gradient, route) and hvp(z, v, route) -> H v for the inner steps, z the
     flattened (A, u) (A alone without u).
@@ -430,21 +473,15 @@ def _inner_evaluators(task, loops, with_u):
     route, no exact fallback: the final point is certified separately); where the loss has a
     single float route (loops > CENTRED_MAX_LOOPS) they are computed without the bound, bit for
     bit the same at a third of the cost (loss.population_loss_grad_route). The last few points
-    are remembered, as SciPy and the refinements ask again for the point they ended at.
-    hvp is the exact Hessian-vector product on the route fg took there (a complex step,
-    loss.population_loss_hvp)."""
+    are remembered (`remembered`). hvp is the exact Hessian-vector product on the route fg
+    took there (a complex step, loss.population_loss_hvp)."""
     d = task.d
     one_route = len(float_routes(loops)) == 1
-    memo = OrderedDict()
 
     def split(z):
         return z[: d * d].reshape(d, d), (z[d * d:] if with_u else None)
 
     def fg(z):
-        key = z.tobytes()
-        hit = memo.get(key)
-        if hit is not None:
-            return hit
         A, u = split(z)
         if one_route:
             f, gA, gu = population_loss_grad_route(task, A, loops, u, "expansion")
@@ -452,11 +489,7 @@ def _inner_evaluators(task, loops, with_u):
         else:
             f, gA, gu = population_loss_grad(task, A, loops, u, fallback=False)
             route = f.route if f.route in float_routes(loops) else "expansion"
-        out = (f, np.concatenate([gA.ravel(), gu]) if with_u else gA.ravel(), route)
-        memo[key] = out
-        if len(memo) > _MEMO:
-            memo.popitem(last=False)
-        return out
+        return f, np.concatenate([gA.ravel(), gu]) if with_u else gA.ravel(), route
 
     def hvp(z, v, route):
         A, u = split(z)
@@ -464,11 +497,7 @@ def _inner_evaluators(task, loops, with_u):
         HA, Hu = population_loss_hvp(task, A, loops, dA, u, du, route)
         return np.concatenate([HA.ravel(), Hu]) if with_u else HA.ravel()
 
-    return fg, hvp
-
-
-#: Points whose loss and gradient `_inner_evaluators` remembers.
-_MEMO = 4
+    return remembered(fg), hvp
 
 
 @single_blas_thread()
@@ -477,8 +506,8 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     symmetric) and all u, found without being told the answer: L-BFGS with the exact gradient
     from A = 0 and `starts - 1` random non-symmetric starts, then Newton polishing with the
     exact Hessian (complex-step Hessian-vector products, `loss.population_loss_hvp`, solved by
-    MINRES: see `_newton_polish`), then rounds in a variable scaled to the point's own size
-    (see `_scaled_refine`), which is what makes the search converge at huge n (at n = 1e11 the
+    MINRES: see `newton_polish`), then rounds in a variable scaled to the point's own size
+    (see `scaled_refine`), which is what makes the search converge at huge n (at n = 1e11 the
     loss near the optimum is 1e-22). The structured candidate gamma_L sigma_x^{-1} (Gatmiry et
     al., Thm. on the global minimiser) is compared with the result, never substituted for it
     nor used as a start. with_u=False fixes u = 0.
@@ -510,6 +539,7 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     sx = np.asarray(task.sigma_x, dtype=float)
     sx_inv = np.linalg.inv(sx)
     m = d * d + (d if with_u else 0)
+    scaling = looped_scaling(d, with_u, sx_inv)
 
     fg, hvp = _inner_evaluators(task, loops, with_u)
 
@@ -522,8 +552,8 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     for z0 in inits:
         res = _opt.minimize(lambda z: fg(z)[:2], z0, jac=True, method="L-BFGS-B",
                             options={"maxiter": 5000, "gtol": 1e-12, "ftol": 1e-15})
-        z, f, g, route = _newton_polish(fg, hvp, res.x, *fg(res.x))
-        z, f, g, sgn = _scaled_refine(fg, hvp, z, f, g, route, d, with_u, sx_inv)
+        z, f, g, route = newton_polish(fg, hvp, res.x, *fg(res.x))
+        z, f, g, sgn = scaled_refine(fg, hvp, z, f, g, route, scaling)
         finals.append((f, z, g, sgn))
     _, z, g, sgn = min(finals, key=lambda t: t[0])
     A = z[: d * d].reshape(d, d)

@@ -208,6 +208,9 @@ def _figure_specs(curve, chen, claims, experiments):
     def one(fn, *args, **kw):
         return lambda fig: fn(*args, ax=fig.add_subplot(), **kw)
 
+    def panels(fn, rec, *names):  # one record, side by side, one panel each
+        return lambda fig: [fn(rec, ax=a, panel=p) for a, p in zip(fig.subplots(1, len(names)), names)]
+
     if curve is not None:
         specs += [("loss_vs_loops", (7.8, 4.4), one(P.plot_loss_vs_loops, curve)),
                   ("optimal_scale_vs_loops", (7.8, 4.4), one(P.plot_optimal_scale, curve))]
@@ -226,6 +229,8 @@ def _figure_specs(curve, chen, claims, experiments):
             P.plot_test_time_loops(rec, ax=a2)
 
         specs.append(("optimal_loss_and_test_loops", (13.5, 4.6), g5))
+    if "G6" in by_id:
+        specs.append(("looped_vs_untied_optimum", (14.5, 4.8), panels(P.plot_looped_vs_untied, by_id["G6"], "loss", "ratio")))
     if chen is not None:
         specs += [("chen_error_vs_loops", (9.4, 4.8), one(P.plot_chen_error, chen)),
                   ("chen_kappa_vs_ratio", (9.0, 4.8), one(P.plot_chen_kappa, chen)),
@@ -235,12 +240,7 @@ def _figure_specs(curve, chen, claims, experiments):
     if training:
         specs.append(("training_curves", (7.4, 4.4), one(P.plot_training, training)))
     if "E3" in by_exp:
-        def e3(fig, rec=by_exp["E3"]):
-            a1, a2 = fig.subplots(1, 2)
-            P.plot_looped_vs_multilayer(rec, ax=a1, panel="loss")
-            P.plot_looped_vs_multilayer(rec, ax=a2, panel="difference")
-
-        specs.append(("looped_vs_multilayer", (12.5, 4.6), e3))
+        specs.append(("looped_vs_multilayer", (12.5, 4.6), panels(P.plot_looped_vs_multilayer, by_exp["E3"], "loss", "difference")))
     if "E4" in by_exp:
         specs.append(("test_time_loops", (8.6, 4.8), one(P.plot_test_time_loops, by_exp["E4"])))
     return specs

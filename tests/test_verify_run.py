@@ -70,7 +70,7 @@ def test_a_crashing_check_becomes_a_record():
 def test_the_registry_declares_each_claim_once():
     from looptheory.claims import REGISTRY
 
-    assert list(REGISTRY) == ["G1", "G1-structure", "G2", "G3", "G4", "G5", "C1", "C2"]
+    assert list(REGISTRY) == ["G1", "G1-structure", "G2", "G3", "G4", "G5", "C1", "C2", "A1", "G6", "A1-global", "B1"]
     for cid, spec in REGISTRY.items():
         assert spec.id == cid and spec.kind == "claim" and spec.statement
         assert "as reported" in spec.source and "docs/conventions.md" in spec.source
