@@ -979,7 +979,8 @@ def _panel_rows(record, panel, panels, rid, kind):
 def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
     """Experiment E3 (evidence "rows" and "exact"), against loops (= layers).
 
-    panel="loss": the exact optimal loss of the looped model (black line), trained looped and
+    panel="loss": the exact optimal losses of the looped model (solid line, hollow circles) and
+    of the untied multi-layer model (dashed line, filled diamonds), trained looped and
     trained multi-layer models (Monte Carlo, +-2 standard-error bars in black with caps; the two
     are offset by +-0.1 so the bars do not overlap). panel="difference": multi-layer minus
     looped loss, paired on the same prompts, +-2 standard errors, with the line 0 (no
@@ -994,6 +995,10 @@ def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
         (h0,) = ax.plot([int(r["loops"]) for r in ex], [_num(r["f_star"]) for r in ex], "-", color="0.3", lw=1.2,
                         marker="o", ms=6, mfc="white", mew=1.2, label="looped, exact optimum f*")
         handles.append(h0)
+        if all("f_star_untied" in r for r in ex):  # records made before the untied optimum was added have none
+            (h1,) = ax.plot([int(r["loops"]) for r in ex], [_num(r["f_star_untied"]) for r in ex], "--", color="0.3", lw=1.2,
+                            marker="D", ms=5, mfc="0.3", label="multi-layer, exact optimum f*")
+            handles.append(h1)
         for key, lab, mk, col, dx in (("sparse", "looped, trained", "s", c[0], -0.1),
                                       ("multilayer_sparse", "multi-layer, trained", "^", c[1], 0.1)):
             m = np.array([_num(r[f"{key}_mc"]) for r in rows])

@@ -485,3 +485,14 @@ def test_importing_looptheory_leaves_the_matplotlib_backend_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_looped_vs_multilayer_draws_both_exact_optima_when_the_record_has_them():
+    e3 = _experiments()[2]
+    ax = lt.plot_looped_vs_multilayer(e3, ax=Figure().add_subplot())
+    assert [ln.get_label() for ln in ax.lines if "exact" in ln.get_label()] == ["looped, exact optimum f*"]
+    exact = [{"loops": L, "f_star": 1.0 / L, "f_star_untied": 0.5 / L} for L in (1, 2, 3)]
+    ax = lt.plot_looped_vs_multilayer(SimpleNamespace(id="E3", evidence={"exact": exact, "rows": e3.evidence["rows"]}),
+                                      ax=Figure().add_subplot())
+    untied = [ln for ln in ax.lines if ln.get_label() == "multi-layer, exact optimum f*"]
+    assert len(untied) == 1 and list(untied[0].get_ydata()) == [0.5, 0.25, 0.5 / 3]
