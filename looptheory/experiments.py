@@ -573,7 +573,7 @@ def _e3(quick: bool, params: dict, progress=None) -> Outcome:
                    f"L={r['loops']}: {float(r['f_star_looped_exact']):.3f} / {float(r['f_star_untied_exact']):.3f} / "
                    f"{float(r['looped_exact_of_trained']):.3f} / {float(r['untied_exact_of_trained']):.3f}" for r in rows)
                + "; trained multi-layer minus "
-               f"trained looped loss (paired on the same prompts): " + ", ".join(
+               "trained looped loss (paired on the same prompts): " + ", ".join(
                    f"L={r['loops']}: {r['multilayer_minus_looped']:+.4f} (SE {r['difference_se']:.0e})" for r in rows)
                + (f"; the exact optimum did not converge at loops {unconv}" if unconv else "")
                + (f"; the untied search did not converge (or ended above a feasible candidate) at layers {unconv_untied}"
