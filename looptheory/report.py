@@ -404,7 +404,10 @@ def write_outputs(out_dir: str, run: dict, records: dict, seconds: float, figure
         payload[key] = [enc(r) for r in recs if r.kind == kind]
     payload["figures"] = fig_names
     payload.update(_verify.jsonable(extra or {}))
-    _verify.atomic_write(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1))
+    # indented (readable) only in the final write: an indent makes json use its pure-Python
+    # encoder, and the rewrites after every item would pay it again on the growing payload
+    _verify.atomic_write(os.path.join(out_dir, "results.json"),
+                         json.dumps(payload, indent=1 if status == "complete" else None))
     _verify.atomic_write(os.path.join(out_dir, "report.md"), render(recs, meta, list(figures), pending, figure_notes))
     return payload
 
