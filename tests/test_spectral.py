@@ -13,10 +13,7 @@ from looptheory.diagnostics import taylor_test
 from looptheory.spectral import spectral_loss, spectral_loss_grad
 
 
-@settings(max_examples=12)
-@given(d=st.integers(1, 5), n=st.sampled_from([1, 2, 7, 50, math.inf]), loops=st.integers(1, lt.MAX_LOOPS),
-       noise=st.sampled_from([0.0, 0.4]), seed=st.integers(0, 10**6), data=st.data())
-def test_matches_dense_loss(d, n, loops, noise, seed, data):
+def _matches_dense_loss(d, n, loops, noise, seed, data):
     rng = np.random.default_rng(seed)
     sx = data.draw(spd_matrices(d, max_condition=4.0))
     a = rng.uniform(0.0, 1.2, d)
@@ -30,7 +27,24 @@ def test_matches_dense_loss(d, n, loops, noise, seed, data):
     assert spectral_loss(a, n, loops, noise) == pytest.approx(lt.population_loss(task, A, loops), rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("loops", range(1, lt.MAX_LOOPS + 1))
+# loops 5 and 6 of the dense engine (and the exact route it may take there) cost seconds per
+# example: the default tier draws loops 1 to 4, the slow tier every loop count
+@settings(max_examples=12)
+@given(d=st.integers(1, 5), n=st.sampled_from([1, 2, 7, 50, math.inf]), loops=st.integers(1, 4),
+       noise=st.sampled_from([0.0, 0.4]), seed=st.integers(0, 10**6), data=st.data())
+def test_matches_dense_loss(d, n, loops, noise, seed, data):
+    _matches_dense_loss(d, n, loops, noise, seed, data)
+
+
+@pytest.mark.slow
+@settings(max_examples=24)
+@given(d=st.integers(1, 5), n=st.sampled_from([1, 2, 7, 50, math.inf]), loops=st.integers(1, lt.MAX_LOOPS),
+       noise=st.sampled_from([0.0, 0.4]), seed=st.integers(0, 10**6), data=st.data())
+def test_matches_dense_loss_every_loop_count(d, n, loops, noise, seed, data):
+    _matches_dense_loss(d, n, loops, noise, seed, data)
+
+
+@pytest.mark.parametrize("loops", [1, 2, 3, 4, pytest.param(5, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow)])
 def test_gradient_taylor(loops):
     rng = np.random.default_rng(loops)
     a = rng.uniform(0.2, 1.0, 6)
