@@ -562,6 +562,19 @@ def test_memory_cap_can_be_raised_and_lowered(monkeypatch):
         lt.Task(20, 5)
 
 
+def test_the_gradient_needs_more_memory_than_the_loss(monkeypatch):
+    """The estimate counts 4 arrays of (trie nodes) x d^2 doubles for a loss and 6 with the
+    gradient's adjoints: at a cap of 5 of them the loss runs and its gradient is refused."""
+    from looptheory.loss import _TRIE_NODES
+
+    d = 50
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * _TRIE_NODES[1][False] * d * d * 8))
+    task, A = _t(d, 5), 0.1 * np.eye(d)
+    assert lt.population_loss(task, A, 1) > 0
+    with pytest.raises(ValueError, match="^task: population_loss_grad at d = 50, loops = 1"):
+        lt.population_loss_grad(task, A, 1)
+
+
 @pytest.mark.parametrize("text", ["lots", "-1", "1X", "nan", ""])
 def test_a_bad_cap_setting_is_named(monkeypatch, text):
     monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", text)
