@@ -148,3 +148,38 @@ def test_a_diverging_flow_stops_at_the_blow_up_limit(monkeypatch):
     assert r.status == "blow-up"
     assert r.loss[-1] == pytest.approx(limit, rel=1e-9)
     assert r.t[-1] == pytest.approx(math.log((limit - 1) / np.sum(A0 * A0)) / 2, rel=1e-6)
+
+
+def test_minimum_zero_at_infinite_n_is_reported_converged():
+    """At n = inf (sigma_x = I) the minimum is f = 0 at A = I, reached exactly: its scaled
+    gradient is 0 and the search is converged."""
+    r = optimal_preconditioner(lt.Task(2, math.inf), 1, starts=1)
+    assert float(r.loss) == 0.0 and r.converged and r.scaled_grad_norm == 0.0
+    assert np.array_equal(r.A, np.eye(2))
+
+
+def test_one_loop_optimum_at_huge_n_runs_the_scaled_rounds():
+    """n = 10^20, loops = 1, sigma_x = I: the minimum loss is d (d + 1) / (n + d + 1) (the closed
+    form of docs/conventions.md at A* = n/(n+d+1) I: f = d (1 - n/(n+d+1))), about 6e-20, 1e-20
+    of the loss's terms; the search goes through its rounds in the scaled variable and must end
+    there with u* = 0. A* rounds to I in float64 ((d + 1)/n is below its resolution), so the
+    convergence flag, which cannot be resolved there, is not what this test is about."""
+    n = 10**20
+    r = optimal_preconditioner(lt.Task(2, n), 1, starts=1)
+    assert float(r.loss) == pytest.approx(6 / (n + 3), rel=1e-8)
+    assert np.array_equal(r.A, np.eye(2)) and r.u_norm < 1e-12
+
+
+def test_newton_polish_solves_a_quadratic_in_one_step():
+    """Newton with a central-difference Hessian is exact on a quadratic (up to rounding): from
+    any point one step reaches the minimiser H^{-1} b."""
+    from looptheory.optimum import _newton_polish
+
+    H = np.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
+    b = np.array([1.0, -2.0, 0.5])
+
+    def fg(z):
+        return 0.5 * z @ H @ z - b @ z, H @ z - b
+
+    z, f, g = _newton_polish(fg, np.array([10.0, -7.0, 3.0]), steps=1)
+    assert np.allclose(z, np.linalg.solve(H, b), rtol=1e-9, atol=1e-12) and np.linalg.norm(g) < 1e-8
