@@ -114,3 +114,12 @@ def test_expansion_repr_lists_terms_by_power():
 
     e = Expansion(ALPHA, {(1, ((), (1,))): -2, (0, ((1, 3),)): 1})
     assert repr(e) == "Expansion(+1 n^-0 tr(B C); -2 n^-1 tr(I) tr(B))"
+
+
+def test_zero_coefficient_terms_are_skipped_not_stopping():
+    """A term with coefficient 0 contributes nothing, wherever it stands in the input."""
+    want = dict(Engine(ALPHA).expect([(1, [(0, 0)])]))
+    for centred in (False, True):
+        got = Engine(ALPHA, centred=centred).expect([(0, [(0, 1, 0)]), (1, [(0, 0)])])
+        assert dict(got) == dict(Engine(ALPHA, centred=centred).expect([(1, [(0, 0)])]))
+    assert dict(Engine(ALPHA).expect([(0, [(0, 1, 0)]), (1, [(0, 0)])])) == want

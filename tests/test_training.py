@@ -345,3 +345,53 @@ def test_acceptance_sparse_model_lands_within_1e_2_of_the_exact_optimum():
     e = experiment_sparse_vs_exact(quick=False)
     assert e.evidence["rel_distance"] <= 1e-2, e.summary
     assert e.evidence["f_trained_exact"] - e.evidence["f_star"] < 1e-3 * e.evidence["f_star"]
+
+
+def test_weights_memory_guard_counts_five_float64_copies(monkeypatch):
+    """The guard on the weights counts 5 copies (weights, two optimizer moments, last iterate,
+    tail average) of 8 bytes per entry: the sparse model at d = 10 has d^2 + d = 110 entries."""
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * 110 * 8))
+    T.init_params("sparse", 10, 3, np.random.default_rng(0))
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * 110 * 8 - 1))
+    with pytest.raises(ValueError, match="^d: the sparse model's weights"):
+        T.init_params("sparse", 10, 3, np.random.default_rng(0))
+    # one layer of the multilayer sparse model fits, three do not: the loop count is to blame
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * 110 * 8))
+    with pytest.raises(ValueError, match="^loops: the multilayer_sparse model's weights"):
+        T.init_params("multilayer_sparse", 10, 3, np.random.default_rng(0))
+
+
+def test_gd_route_is_not_refused_for_the_layer_caches_it_does_not_keep(monkeypatch):
+    """The sparse model's GD route keeps d x d statistics per prompt, not the layers' copies of
+    whole prompts that backpropagation through the layers caches: at n = 1000 it runs under a
+    1 MB cap (its traced peak is a small part of it), where method="layers" is refused."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    Z, y_q = rng.standard_normal((4, 3, 1001)), rng.standard_normal(4)
+    params = T.init_params("sparse", 2, 3, rng)
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "1M")
+    tracemalloc.start()
+    try:
+        T.batch_loss_grad(params, "sparse", Z, y_q, 3, method="gd")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20 / 2
+    with pytest.raises(ValueError, match="^(loops|Z):"):
+        T.batch_loss_grad(params, "sparse", Z, y_q, 3, method="layers")
+
+
+def test_method_chooses_the_derivation(monkeypatch):
+    """docs: "auto" is the GD form for the sparse models and the Gram form otherwise; "gram" and
+    "layers" are what they say (the three agree numerically, so the choice is seen by spying)."""
+    calls = []
+    real = T._sparse_loss_grad
+    monkeypatch.setattr(T, "_sparse_loss_grad", lambda *a: calls.append("gd") or real(*a))
+    rng = np.random.default_rng(2)
+    Z, y_q = rng.standard_normal((3, 3, 5)), rng.standard_normal(3)
+    params = T.init_params("sparse", 2, 2, rng)
+    for method, gd in (("auto", True), ("gd", True), ("gram", False), ("layers", False)):
+        calls.clear()
+        T.batch_loss_grad(params, "sparse", Z, y_q, 2, method=method)
+        assert calls == (["gd"] if gd else []), method
