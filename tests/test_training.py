@@ -395,3 +395,14 @@ def test_method_chooses_the_derivation(monkeypatch):
         calls.clear()
         T.batch_loss_grad(params, "sparse", Z, y_q, 2, method=method)
         assert calls == (["gd"] if gd else []), method
+
+
+def test_checkpoint_keeps_the_last_iterate_apart_from_the_tail_average(tmp_path):
+    """With tail averaging the returned weights are an average and training resumes from the
+    last iterate: the checkpoint must give back that iterate, not the average."""
+    r = T.train(lt.Task(2, 4), "sparse", 2, steps=10, batch=16, seed=0, average=0.5, progress=False)
+    back = T.load_checkpoint(T.save_checkpoint(tmp_path / "averaged", r))
+    for k in ("A", "u"):
+        np.testing.assert_array_equal(back.state["last"][k], r.state["last"][k])
+        np.testing.assert_array_equal(back.params[k], r.params[k])
+    assert not np.array_equal(back.state["last"]["A"], back.params["A"])
