@@ -29,7 +29,9 @@ Scope (what is not mutated, and why: these edits change no number the package co
 docstrings and f-strings; text built by concatenating string literals; the arguments of `raise`
 (error messages); annotations; module-level dunder names; and the declared regions of the claims
 (functions named `*_region` in claims.py and chen.py: declared data, fixed before testing, not
-logic) and the declared grid of the Chen figures (chen.chen_figure_data). proofs_check/ is treated as ONE module: its sites are pooled over all its files and
+logic), the declared grid of the Chen figures (chen.chen_figure_data), and the numbers of
+declared grids anywhere: the literal tuples and lists a loop runs over, or that a module-level
+ALL_CAPS name holds (see _grid_constants). proofs_check/ is treated as ONE module: its sites are pooled over all its files and
 sampled together.
 """
 
@@ -240,10 +242,47 @@ def _candidates(node, parent_field, index_ctx):
     return out
 
 
+def _grid_constants(tree) -> set:
+    """ids of the numbers in declared grids: the literal tuples and lists (nested ones included,
+    and the arguments of calls in them such as Fraction(1, 2)) that a loop or comprehension runs
+    over (directly, or through enumerate / zip), or that a module-level ALL_CAPS name holds. A stated result written as an expression (such as
+    proofs_check.fixed_point.C_LIMIT) is not a grid and stays mutated."""
+    containers = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.For, ast.comprehension)):
+            it = node.iter
+            containers += [it] if isinstance(it, (ast.Tuple, ast.List)) else [
+                a for a in getattr(it, "args", []) if isinstance(it, ast.Call) and _call_name(it) in ("enumerate", "zip")]
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.strip("_").replace("_", "").isupper()):
+            containers.append(node.value)
+    out = set()
+
+    def collect(node):
+        if isinstance(node, (ast.Tuple, ast.List)):
+            for e in node.elts:
+                collect(e)
+        elif isinstance(node, ast.Call):  # a number written as Fraction(1, 2) or float("inf")
+            for a in node.args:
+                collect(a)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            collect(node.operand)
+            out.add(id(node))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            out.add(id(node))
+
+    for c in containers:
+        if isinstance(c, (ast.Tuple, ast.List)):
+            collect(c)
+    return out
+
+
 def _walk(tree, rel):
     """(node path, node, operator, edited node, kind) for every mutation site of the tree, in source
     order of a pre-order walk."""
     sites = []
+    grid = _grid_constants(tree)
 
     def visit(node, path, index_ctx, parent_field):
         if isinstance(node, ast.JoinedStr) or isinstance(node, ast.Raise):
@@ -257,6 +296,8 @@ def _walk(tree, rel):
         if isinstance(node, ast.Assign) and len(path) == 2 and all(
                 isinstance(t, ast.Name) and t.id.startswith("__") for t in node.targets):
             return
+        if id(node) in grid:
+            return  # a number of a declared grid: data, not logic
         if isinstance(node, ast.expr) or isinstance(node, ast.stmt):
             for op, new, kind in _candidates(node, parent_field, index_ctx):
                 sites.append((path, node, op, new, kind))

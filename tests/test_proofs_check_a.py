@@ -37,7 +37,8 @@ def test_one_loop_closed_form_negative_control():
         return sp.expand(d - 2 * At.trace() + (n + d) / n * sum(a**2 for a in At))
 
     r = one_loop_optimum.check(dims=(2,), unit_loss=wrong)
-    assert not r.passed and "closed form" in r.detail
+    # caught, and nothing else fails: every other statement of the check holds
+    assert not r.passed and r.detail.split("; failures: ")[1] == "W = I loss differs from the closed form (d = 2)"
 
 
 def test_one_loop_general_minimiser_negative_controls():
@@ -55,6 +56,19 @@ def test_one_loop_helpers():
     M, second, sms = one_loop_optimum.derived_second_moment(2)
     assert second == sp.eye(2)
     assert all(sp.simplify(e) == 0 for e in sms - one_loop_optimum.wishart_second_moment(M))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_one_loop_stated_forms_equal_the_derivation(d):
+    """The stated closed forms against the Isserlis derivation, symbolically: the general-prior
+    loss, the engine's L = 1 expansion, the W = I loss, and the minimiser at W = I."""
+    O = one_loop_optimum
+    At, W = O.symbols_matrix("a", d), O.symbols_matrix("w", d, symmetric=True)
+    f = O.derived_loss(At, W)
+    assert sp.expand(f - O.general_loss_formula(At, W)) == 0
+    assert sp.expand(f - O.engine_loss_L1(At, W)) == 0
+    assert sp.expand(O.derived_loss(At, sp.eye(d)) - O.unit_prior_loss(At)) == 0
+    assert all(sp.simplify(e) == 0 for e in O.general_minimiser(sp.eye(d)) - n / (n + d + 1) * sp.eye(d))
 
 
 # --- fixed_point ---------------------------------------------------------------------------------
@@ -79,11 +93,14 @@ def test_fixed_point_wrong_moment_negative_control():
 
 
 def test_fixed_point_wrong_limit_and_root_negative_controls():
+    assert fixed_point.check(**SMALL).passed  # the stated limits and roots, on the small grid
     d = fixed_point.d
     limits = dict(fixed_point.C_LIMIT)
     limits[2] = (3 * d**2 + 8 * d + 8) / (3 * (d + 1))
     r = fixed_point.check(limits=limits, **SMALL)
-    assert not r.passed and "lim n(1 - gamma_L)" in r.detail
+    # the wrong limit at L = 2 is caught, and only it
+    failures = r.detail.split("; failures: ")[1].split("; ")
+    assert not r.passed and len(failures) == 1 and failures[0].startswith("L=2: lim n(1 - gamma_L)")
     r = fixed_point.check(root_shift=1e-6, **SMALL)
     assert not r.passed and "||grad f(gamma_L" in r.detail
 
