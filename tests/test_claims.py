@@ -248,7 +248,7 @@ def test_g2_verdicts_on_constructed_ratios(monkeypatch):
 
     calls = _converged_optimum(monkeypatch)
     g2 = REGISTRY["G2"]
-    params = {**g2.params(True), "grid (d, loops, rhos), general A": [(2, 2, [0.1])], "d (spectral)": [2, 3],
+    params = {**g2.params(True), "grid (d, loops, rhos), general A": [(2, 2, [0.1])], "d (spectral)": [2, 3, 10**6],
               "loops (spectral)": [2], "spectral finite n up to loops": 2}
 
     def run(general, spectral, plain=1.0):
@@ -261,12 +261,14 @@ def test_g2_verdicts_on_constructed_ratios(monkeypatch):
 
     out = run(lambda n: 1.0, 1.0 / 16)
     assert out.verdict == "holds" and out.counterexample is None, out.summary
-    # general A: n = d, 4d, 100d, inf; spectral: the same n for each d (finite n declared up to
-    # loops 2 here); f* searched as declared (starts 3, seed 1) at every finite n of the grid
+    # general A: n = d, 4d, 100d, inf; spectral: the same n for each d up to SPECTRAL_FINITE_D
+    # (finite n declared up to loops 2 here), n = inf beyond; f* searched as declared (starts 3,
+    # seed 1) at every finite n of the grid
     assert [(r["family"], r["d"], r["n"]) for r in out.evidence["rows"]] == [
         ("general", 2, 2), ("general", 2, 8), ("general", 2, 200), ("general", 2, math.inf),
         ("spectral", 2, 2), ("spectral", 2, 8), ("spectral", 2, 200), ("spectral", 2, math.inf),
-        ("spectral", 3, 3), ("spectral", 3, 12), ("spectral", 3, 300), ("spectral", 3, math.inf)]
+        ("spectral", 3, 3), ("spectral", 3, 12), ("spectral", 3, 300), ("spectral", 3, math.inf),
+        ("spectral", 10**6, math.inf)]  # finite n only for d <= SPECTRAL_FINITE_D
     assert calls[:3] == [(2, 2, 2, 3, 1), (2, 2, 8, 3, 1), (2, 2, 200, 3, 1)]
     assert all(r["f*"] == 0.01 for r in out.evidence["rows"][:3]) and out.evidence["rows"][3]["f*"] == 0.0
     out = run(lambda n: 0.05 if n == 8 else 1.0, 1.0)
