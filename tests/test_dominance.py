@@ -86,9 +86,11 @@ def test_searches_reach_the_one_dimensional_infimum(excess, rho):
     edges = [r.real for r in np.roots(shifted[::-1]) if abs(r.imag) < 1e-12 and abs(r.real) <= 3]
     points = list(edges) + [inside[np.argmin(ratio(inside))]]
     where = min(points, key=ratio)
-    # a candidate just beside a*, outside the region, where the plain ratio is nearly 0
-    w = worst_dominance(lt.Task(1, n), L, rho, f_star, excess=excess, starts=2,
-                        candidates=[(np.array([[a_star + 0.02]]), "outside R(rho)")])
+    # candidates outside the region where the plain ratio is small: just beside a*, and at
+    # a = 0.38, where f is above rho (f(0) - f*) but f - f* is not
+    outside = [(np.array([[a]]), "outside R(rho)") for a in (a_star + 0.02, 0.38)]
+    assert all(Pl.polyval(A[0, 0], c) - f_star < floor - f_star for A, _ in outside)
+    w = worst_dominance(lt.Task(1, n), L, rho, f_star, excess=excess, starts=2, candidates=outside)
     assert w.found_by == "search" and w.value == pytest.approx(ratio(where), rel=1e-7)
     assert w.A.shape == (1, 1) and w.A[0, 0] == pytest.approx(where, abs=1e-4)
     if not excess:
