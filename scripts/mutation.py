@@ -308,13 +308,7 @@ def _walk(tree, rel):
                 continue
             if isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant):
                 continue  # a docstring or a bare constant statement
-            sub_index = index_ctx
-            if isinstance(node, ast.Subscript):
-                sub_index = name == "slice"
-            elif isinstance(node, (ast.Slice, ast.Tuple)) and index_ctx:
-                sub_index = True
-            elif not isinstance(node, ast.UnaryOp):
-                sub_index = False
+            sub_index = _child_index_ctx(node, name, index_ctx)
             if isinstance(value, list):
                 for i, item in enumerate(value):
                     if isinstance(item, ast.AST):
@@ -414,17 +408,20 @@ def mutated_source(m: Mutant) -> str:
     return out
 
 
+def _child_index_ctx(node, field_name, ctx):
+    """Whether the child in node's field is inside a subscript's index: the slice of a
+    subscript, and what a slice, a tuple or a unary minus inside an index holds."""
+    if isinstance(node, ast.Subscript):
+        return field_name == "slice"
+    return ctx and isinstance(node, (ast.Slice, ast.Tuple, ast.UnaryOp))
+
+
 def _index_ctx(tree, path):
     """Whether the node at path is inside a subscript's index (the context _walk computed)."""
     ctx = False
     node = tree
     for name, i in path:
-        if isinstance(node, ast.Subscript):
-            ctx = name == "slice"
-        elif isinstance(node, (ast.Slice, ast.Tuple)) and ctx:
-            ctx = True
-        elif not isinstance(node, ast.UnaryOp):
-            ctx = False
+        ctx = _child_index_ctx(node, name, ctx)
         node = getattr(node, name) if i is None else getattr(node, name)[i]
     return ctx
 
