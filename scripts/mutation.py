@@ -320,6 +320,11 @@ def _walk(tree, rel):
     return sites
 
 
+def _read(path) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
 def _char_col(lines, line, byte_col):
     return len(lines[line - 1].encode()[:byte_col].decode())
 
@@ -328,7 +333,7 @@ def enumerate_mutants(module: str) -> list[Mutant]:
     """Every mutant of the module, in source order (files in MODULES order)."""
     out = []
     for rel in MODULES[module][0]:
-        src = open(os.path.join(ROOT, rel), encoding="utf-8").read()
+        src = _read(os.path.join(ROOT, rel))
         lines = src.splitlines()
         seen = {}
         for path, node, op, new, kind in _walk(ast.parse(src), rel):
@@ -379,7 +384,7 @@ def _set(tree, path, new):
 def mutated_source(m: Mutant) -> str:
     """The module's source with the mutant applied as a text edit of the node's span (the rest of
     the file is kept as it is); checked to parse back to exactly the edited tree."""
-    src = open(os.path.join(ROOT, m.path), encoding="utf-8").read()
+    src = _read(os.path.join(ROOT, m.path))
     tree = ast.parse(src)
     node = _locate(tree, m.node_path)[1]
     new_tree = copy.deepcopy(tree)
@@ -434,7 +439,7 @@ def load_classification(path=CLASSIFICATION) -> dict:
     out = {}
     if not os.path.exists(path):
         return out
-    for raw in open(path, encoding="utf-8"):
+    for raw in _read(path).splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -461,25 +466,37 @@ def _env(copy_root):
 
 
 def run_tests(copy_root, tests, timeout):
-    """(outcome, wall seconds, cpu seconds): outcome "passed", "failed" or "timeout"."""
+    """(outcome, wall seconds, CPU seconds, first failing test): outcome "passed", "failed" or
+    "timeout"; the CPU time is the test process's own (os.wait4), also with --jobs > 1."""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     t0 = time.perf_counter()
-    r0 = os.times()
-    proc = subprocess.Popen(cmd, cwd=copy_root, env=_env(copy_root), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        rc = proc.wait(timeout=timeout)
-        outcome = "passed" if rc == 0 else "failed"
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait()
-        outcome = "timeout"
-    except BaseException:
-        os.killpg(proc.pid, 9)  # interrupted: the test run (its own session) ends with this script
-        raise
-    r1 = os.times()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, cwd=copy_root, env=_env(copy_root), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        outcome = None
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() - t0 > timeout:
+                    os.killpg(proc.pid, 9)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    outcome = "timeout"
+                    break
+                time.sleep(0.05)
+        except BaseException:
+            os.killpg(proc.pid, 9)  # interrupted: the test run (its own session) ends with this script
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if outcome is None:
+            outcome = "passed" if proc.returncode == 0 else "failed"
+        out.seek(0)
+        text = out.read().decode("utf-8", errors="replace")
     shutil.rmtree(os.path.join(copy_root, ".hypothesis"), ignore_errors=True)
-    return outcome, time.perf_counter() - t0, (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system)
+    first = next((line.split(" ", 1)[1].split(" - ")[0] for line in text.splitlines()
+                  if line.startswith(("FAILED ", "ERROR "))), None)
+    return outcome, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, first
 
 
 def run_module(module, mutants, jobs, classification, log):
@@ -495,7 +512,7 @@ def run_module(module, mutants, jobs, classification, log):
                                cwd=copies[0], env=_env(copies[0]), capture_output=True, text=True)
         if not probe.stdout.strip().startswith(copies[0]):
             raise RuntimeError(f"the copy is not the package imported: {probe.stdout}{probe.stderr}")
-        outcome, wall, cpu = run_tests(copies[0], tests, timeout=3600)
+        outcome, wall, cpu, _ = run_tests(copies[0], tests, timeout=3600)
         if outcome != "passed":
             raise RuntimeError(f"{module}: the unmutated tests do not pass ({outcome}); fix them first")
         timeout = TIMEOUT_FACTOR * wall + TIMEOUT_SLACK
@@ -506,18 +523,19 @@ def run_module(module, mutants, jobs, classification, log):
         def one(k, dest):
             m = mutants[k]
             target = os.path.join(dest, m.path)
-            original = open(target, encoding="utf-8").read()
+            original = _read(target)
             try:
                 with open(target, "w", encoding="utf-8") as fh:
                     fh.write(mutated_source(m))
-                outcome, wall_m, cpu_m = run_tests(dest, tests, timeout)
+                outcome, wall_m, cpu_m, first = run_tests(dest, tests, timeout)
             finally:
                 with open(target, "w", encoding="utf-8") as fh:
                     fh.write(original)
             status = {"passed": "survived", "failed": "killed", "timeout": "killed (timeout)"}[outcome]
             results[k] = {"id": m.ident, "before": m.before, "after": m.after, "status": status,
-                          "equivalent": classification.get(m.ident, (None, None))[1], "cpu": cpu_m}
-            log(f"  {status:16s} {m.ident}  {m.before}  ->  {m.after}  ({cpu_m:.1f} CPU-s)")
+                          "killed_by": first, "equivalent": classification.get(m.ident, (None, None))[1], "cpu": cpu_m}
+            log(f"  {status:16s} {m.ident}  {m.before}  ->  {m.after}  ({cpu_m:.1f} CPU-s)"
+                + (f"  [{first}]" if first else ""))
 
         if jobs == 1:
             for k in range(len(mutants)):
