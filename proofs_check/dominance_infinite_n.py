@@ -156,6 +156,43 @@ def numeric_cross_check(rng_seed: int = 0, tol: float = 1e-9):
     return [e for e in errs if not e[3] < tol], errs
 
 
+def derived_constant_gap(constant=constant):
+    """(derived, derived - constant) for symbolic L, d: the constant the power-mean argument gives,
+    4 L^2 d m^p / f^p with m = f / d and p = (2L - 1)/L, i.e. 4 L^2 d^{1-p}, and its difference
+    from the claimed constant (0 when they agree)."""
+    Lsym, dsym = sp.symbols("L d", positive=True)
+    p = (2 * Lsym - 1) / Lsym
+    derived = 4 * Lsym**2 * dsym ** (1 - p)
+    return derived, sp.simplify(sp.powsimp(derived - constant(Lsym, dsym), force=True))
+
+
+def threshold_failure(L: int, constant=constant, threshold=threshold):
+    """(None, D) when constant(L, d) = 1/16 has the single solution threshold(L) and D, the first
+    integer above it, is the first d where the constant is below 1/16 (exact decision at D and
+    D - 1); else (what fails, D or None)."""
+    dsym = sp.Symbol("d", positive=True)
+    sols = sp.solve(sp.Eq(constant(L, dsym), G2_CONSTANT), dsym)
+    if len(sols) != 1 or sp.simplify(sols[0] - threshold(L)) != 0:
+        return f"L = {L}: solve gives {sols}, claimed threshold {threshold(L)}", None
+    D = integer_threshold(L, threshold)
+    # Exact decision at D and D - 1: d^{L-1} vs (64 L^2)^L for the stated constant.
+    below = sp.simplify(constant(L, D) - G2_CONSTANT).is_negative
+    not_below_prev = sp.simplify(constant(L, D - 1) - G2_CONSTANT).is_nonnegative
+    if not (below and not_below_prev):
+        return f"L = {L}: integer threshold {D} not the first d below 1/16", D
+    return None, D
+
+
+def general_threshold(constant=constant, threshold=threshold):
+    """(constant at the threshold minus 1/16, d-derivative of the constant) for a symbolic loop
+    count L = 1 + m > 1: 0 and a negative slope mean 1/16 fails exactly beyond the threshold."""
+    m = sp.Symbol("m", positive=True)
+    dsym = sp.Symbol("d", positive=True)
+    on_boundary = sp.simplify(sp.powsimp(constant(1 + m, threshold(1 + m)), force=True) - G2_CONSTANT)
+    slope = sp.simplify(sp.diff(constant(1 + m, dsym), dsym))
+    return on_boundary, slope
+
+
 def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOutcome:
     """n = inf: ||grad f||^2 >= 4 L^2 d^{-(L-1)/L} f^{(2L-1)/L} (sharp, symmetric A); 1/16 fails for d > (64 L^2)^{L/(L-1)}; I - J_3 goes lower."""
     fails, data = [], {}
@@ -175,9 +212,8 @@ def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOu
     h1, dh1, h2pos, h0 = convexity_certificate()
     if not (h1 == 0 and dh1 == 0 and h2pos is True and h0.is_positive):
         fails.append(f"convexity certificate (h(1), h'(1), h''>0, h(0)) = {(h1, dh1, h2pos, h0)}")
-    p = (2 * Lsym - 1) / Lsym
-    derived = 4 * Lsym**2 * dsym ** (1 - p)  # 4 L^2 * d m^p / f^p with m = f / d
-    if sp.simplify(sp.powsimp(derived - constant(Lsym, dsym), force=True)) != 0:
+    derived, gap = derived_constant_gap(constant)
+    if gap != 0:
         fails.append(f"derived constant {derived} != claimed {constant(Lsym, dsym)}")
     for L in (2, 3, 4, 5):
         if not d2_certificate(L):
@@ -203,20 +239,12 @@ def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOu
     # 4. Where the d-free 1/16 fails. Solving at each L, then the general-L identity.
     thresholds = {}
     for L in Ls:
-        sols = sp.solve(sp.Eq(constant(L, dsym), G2_CONSTANT), dsym)
-        if len(sols) != 1 or sp.simplify(sols[0] - threshold(L)) != 0:
-            fails.append(f"L = {L}: solve gives {sols}, claimed threshold {threshold(L)}")
-            continue
-        D = integer_threshold(L, threshold)
-        # Exact decision at D and D - 1: d^{L-1} vs (64 L^2)^L for the stated constant.
-        below = sp.simplify(constant(L, D) - G2_CONSTANT).is_negative
-        not_below_prev = sp.simplify(constant(L, D - 1) - G2_CONSTANT).is_nonnegative
-        if not (below and not_below_prev):
-            fails.append(f"L = {L}: integer threshold {D} not the first d below 1/16")
-        thresholds[L] = D
-    m = sp.Symbol("m", positive=True)  # L = 1 + m > 1
-    on_boundary = sp.simplify(sp.powsimp(constant(1 + m, threshold(1 + m)), force=True) - G2_CONSTANT)
-    slope = sp.simplify(sp.diff(constant(1 + m, dsym), dsym))
+        failure, D = threshold_failure(L, constant, threshold)
+        if failure:
+            fails.append(failure)
+        if D is not None:
+            thresholds[L] = D
+    on_boundary, slope = general_threshold(constant, threshold)
     if on_boundary != 0 or slope.is_negative is not True:
         fails.append(f"general L: constant at threshold - 1/16 = {on_boundary}, d-slope {slope}")
     data["integer_thresholds"] = thresholds

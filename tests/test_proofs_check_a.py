@@ -105,6 +105,29 @@ def test_fixed_point_wrong_limit_and_root_negative_controls():
     assert not r.passed and "||grad f(gamma_L" in r.detail
 
 
+def test_fixed_point_stated_limits_at_three_and_four_loops():
+    """lim n (1 - gamma_L) = C_LIMIT[L] (d symbolic) from the stationarity polynomial, for the two
+    loop counts the small grid of the other tests does not reach."""
+    m = fixed_point.moments(8)
+    for L in (3, 4):
+        ok, c = fixed_point.asymptotic_constant(fixed_point.stationarity(L, m), L)
+        assert ok and sp.cancel(c - fixed_point.C_LIMIT[L]) == 0
+
+
+def test_exact_loss_d2_with_a_general_prior():
+    """The engine-free d = 2 loss (sigma_x = I, a general sigma_w) against the exact engine."""
+    from fractions import Fraction as F
+
+    import looptheory as lt
+
+    sw = np.array([[F(1), F(-1, 3)], [F(-1, 3), F(3, 2)]], dtype=object)
+    A = np.array([[F(1, 2), F(1, 5)], [F(-1, 4), F(2, 3)]], dtype=object)
+    task = lt.Task(2, 5, np.eye(2, dtype=object) * F(1), sw)
+    for L in (1, 2):
+        poly = fixed_point.exact_loss_d2(L, W=gradient_formula.SIGMA_W)
+        assert poly(A[0, 0], A[0, 1], A[1, 0], A[1, 1], 0, 0, sp.Rational(1, 5)) == lt.population_loss(task, A, L, exact=True)
+
+
 def test_fixed_point_symbolic_identity_helper():
     assert fixed_point.symbolic_gradient_identity(2) == (True, True)
     m = list(fixed_point.moments(4))

@@ -61,6 +61,34 @@ def test_dominance_wrong_threshold_fails():
     assert not dominance_infinite_n.check(threshold=wrong_c).passed
 
 
+def test_dominance_constant_and_thresholds_fast_parts():
+    """The pieces of the check that decide the 1/16 threshold, on their own: the derived constant
+    equals the stated 4 L^2 d^{-(L-1)/L}; at L = 2 it equals 1/16 at d = (64 L^2)^{L/(L-1)} =
+    256^2 = 65536, so 65537 is the first d below 1/16; for every L = 1 + m > 1 the constant
+    equals 1/16 at the threshold and falls with d."""
+    assert dominance_infinite_n.derived_constant_gap()[1] == 0
+    assert dominance_infinite_n.threshold_failure(2) == (None, 65537)
+    on_boundary, slope = dominance_infinite_n.general_threshold()
+    assert on_boundary == 0 and slope.is_negative
+    # a constant 4 x too small moves the threshold: caught by the solve
+    wrong = lambda L, d: L**2 * d ** (-(L - 1) / sp.sympify(L))  # noqa: E731
+    assert dominance_infinite_n.threshold_failure(2, constant=wrong)[0].startswith("L = 2: solve gives")
+
+
+def test_dominance_numeric_cross_check():
+    """looptheory.dominance_ratio against the n = inf closed forms (diagonal A, scalar A, and
+    I - 0.7 J_3, whose ratio is 8): every relative error below 1e-9."""
+    bad, errs = dominance_infinite_n.numeric_cross_check()
+    assert bad == [] and len(errs) == 7 and max(e[3] for e in errs) < 1e-9
+
+
+def test_chen_numeric_chain_on_random_prompts():
+    """GD on Gaussian prompts: the tight rate (1 - 1/kappa)^L is attained along v_min and never
+    exceeded, and it lies below exp(-L/kappa) and the reported exp(-L/(2 kappa))."""
+    fails, rows = chen_contraction.numeric_chain()
+    assert fails == [] and len(rows) == 32
+
+
 def test_dominance_d2_certificate_negative():
     assert dominance_infinite_n.d2_certificate(3)
     assert not dominance_infinite_n.d2_certificate(3, d_power=1)  # 2^{L-2}: the inequality is false
