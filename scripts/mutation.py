@@ -453,10 +453,15 @@ def load_classification(path=CLASSIFICATION) -> dict:
 # --- running -------------------------------------------------------------------------------------
 
 
-def _copy_repo(dest):
+def _copy_repo(dest, tests_from=None):
+    """The repository without .git and caches; with tests_from (another checkout), its tests/
+    folder instead of this one's (to measure an older suite against the same mutants)."""
     ignore = shutil.ignore_patterns(".git", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", ".venv",
                                     "build", "dist")
     shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
+    if tests_from:
+        shutil.rmtree(os.path.join(dest, "tests"))
+        shutil.copytree(os.path.join(tests_from, "tests"), os.path.join(dest, "tests"), ignore=ignore)
 
 
 def _env(copy_root):
@@ -499,14 +504,14 @@ def run_tests(copy_root, tests, timeout):
     return outcome, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, first
 
 
-def run_module(module, mutants, jobs, classification, log):
+def run_module(module, mutants, jobs, classification, log, tests_from=None):
     files, tests = MODULES[module]
     tmp = tempfile.mkdtemp(prefix=f"mutation-{module}-")
     try:
         copies = []
         for j in range(jobs):
             dest = os.path.join(tmp, f"repo{j}")
-            _copy_repo(dest)
+            _copy_repo(dest, tests_from)
             copies.append(dest)
         probe = subprocess.run([sys.executable, "-c", "import looptheory, proofs_check; print(looptheory.__file__)"],
                                cwd=copies[0], env=_env(copies[0]), capture_output=True, text=True)
@@ -600,11 +605,15 @@ def main(argv=None):
     p.add_argument("--all-sites", action="store_true", help="with --list: every site, not the sample")
     p.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
     p.add_argument("--json", help="write the per-mutant results to this file")
+    p.add_argument("--tests-from", metavar="DIR", help="run the tests/ folder of another checkout (e.g. an older "
+                   "commit's, from git archive) against the same mutants")
     a = p.parse_args(argv)
     if a.count < 1:
         p.error("--count: expected a positive integer")
     if a.jobs < 1:
         p.error("--jobs: expected a positive integer")
+    if a.tests_from and not os.path.isdir(os.path.join(a.tests_from, "tests")):
+        p.error(f"--tests-from: {a.tests_from!r} has no tests/ folder")
     modules = a.module or list(MODULES)
     classification = load_classification()
     known = set()
@@ -633,7 +642,7 @@ def main(argv=None):
 
     results, summaries = [], []
     for mod in modules:
-        res = run_module(mod, sample(mod, a.count, a.seed), a.jobs, classification, log)
+        res = run_module(mod, sample(mod, a.count, a.seed), a.jobs, classification, log, a.tests_from)
         results.append(res)
         summaries.append(summarise(res))
         s = summaries[-1]
