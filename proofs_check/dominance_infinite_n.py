@@ -193,6 +193,33 @@ def general_threshold(constant=constant, threshold=threshold):
     return on_boundary, slope
 
 
+#: The (d, L) cells of the sharpness and strictness step.
+SHARPNESS_CELLS = ((2, 2), (2, 3), (3, 2), (3, 3))
+
+
+def sharpness_failures(constant=constant, cells=SHARPNESS_CELLS) -> list:
+    """What fails of: at A = aI (t = 1 - a symbolic) f = d t^{2L}, ||grad f||^2 = 4 L^2 d t^{2(2L-1)}
+    and their ratio equals the constant (sharpness); at a diagonal A with unequal |1 - a_i| the
+    ratio is strictly above it (exact algebraic numbers). Empty when everything holds."""
+    fails = []
+    t = sp.Symbol("t", positive=True)  # t = 1 - a
+    for d, L in cells:
+        f = d * t ** (2 * L)
+        g2 = 4 * L**2 * d * t ** (2 * (2 * L - 1))
+        f_chk, g2_chk = at(d, L, (1 - t) * sp.eye(d))
+        if sp.expand(f_chk - f) != 0 or sp.expand(g2_chk - g2) != 0:
+            fails.append(f"scalar-matrix loss at {(d, L)}")
+        r = sp.simplify(g2 / f ** sp.Rational(2 * L - 1, L))
+        if sp.simplify(r - constant(L, d)) != 0:
+            fails.append(f"ratio at aI, (d, L) = {(d, L)}: {r} != constant {constant(L, d)}")
+        pts = [sp.Rational(k, 7) for k in (-3, 2, 5, 9, 1, 4)][:d]
+        f_u, g_u = at(d, L, sp.diag(*pts))
+        gap = (g_u / f_u ** sp.Rational(2 * L - 1, L) - constant(L, d)).evalf(50)
+        if not gap > 0:
+            fails.append(f"not strictly above the constant at diag{tuple(pts)}, {(d, L)}: gap {gap}")
+    return fails
+
+
 def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOutcome:
     """n = inf: ||grad f||^2 >= 4 L^2 d^{-(L-1)/L} f^{(2L-1)/L} (sharp, symmetric A); 1/16 fails for d > (64 L^2)^{L/(L-1)}; I - J_3 goes lower."""
     fails, data = [], {}
@@ -220,21 +247,7 @@ def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOu
             fails.append(f"d = 2 polynomial certificate at L = {L}")
 
     # 3. Sharpness at A = aI, strictness away from it (exact algebraic numbers).
-    t = sp.Symbol("t", positive=True)  # t = 1 - a
-    for d, L in [(2, 2), (2, 3), (3, 2), (3, 3)]:
-        f = d * t ** (2 * L)
-        g2 = 4 * L**2 * d * t ** (2 * (2 * L - 1))
-        f_chk, g2_chk = at(d, L, (1 - t) * sp.eye(d))
-        if sp.expand(f_chk - f) != 0 or sp.expand(g2_chk - g2) != 0:
-            fails.append(f"scalar-matrix loss at {(d, L)}")
-        r = sp.simplify(g2 / f ** sp.Rational(2 * L - 1, L))
-        if sp.simplify(r - constant(L, d)) != 0:
-            fails.append(f"ratio at aI, (d, L) = {(d, L)}: {r} != constant {constant(L, d)}")
-        pts = [sp.Rational(k, 7) for k in (-3, 2, 5, 9, 1, 4)][:d]
-        f_u, g_u = at(d, L, sp.diag(*pts))
-        gap = (g_u / f_u ** sp.Rational(2 * L - 1, L) - constant(L, d)).evalf(50)
-        if not gap > 0:
-            fails.append(f"not strictly above the constant at diag{tuple(pts)}, {(d, L)}: gap {gap}")
+    fails += sharpness_failures(constant)
 
     # 4. Where the d-free 1/16 fails. Solving at each L, then the general-L identity.
     thresholds = {}

@@ -75,6 +75,24 @@ def test_dominance_constant_and_thresholds_fast_parts():
     assert dominance_infinite_n.threshold_failure(2, constant=wrong)[0].startswith("L = 2: solve gives")
 
 
+def test_dominance_sharpness_at_two_by_two():
+    """At d = L = 2: f = 2 t^4 and ||grad f||^2 = 32 t^6 at A = (1 - t) I give the ratio
+    16 / sqrt(2) = 4 L^2 d^{-(L-1)/L}, and a diagonal A off the scalar line goes strictly above;
+    a constant 4 x too small is caught there."""
+    assert dominance_infinite_n.sharpness_failures(cells=((2, 2),)) == []
+    wrong = lambda L, d: L**2 * d ** (-(L - 1) / sp.sympify(L))  # noqa: E731
+    assert dominance_infinite_n.sharpness_failures(wrong, cells=((2, 2),))[0].startswith("ratio at aI, (d, L) = (2, 2)")
+
+
+def test_chen_scalar_chain():
+    """log(1 - x) <= -x on [0, 1), hence (1 - 1/kappa)^L <= exp(-L/kappa) <= exp(-L/(2 kappa)), the
+    reported rate, which is looser by the factor exp(L/(2 kappa))."""
+    L, kappa = sp.symbols("L kappa", positive=True)
+    log_ok, rate_ok, factor = chen_contraction.scalar_chain()
+    assert log_ok and rate_ok and sp.simplify(factor - sp.exp(L / (2 * kappa))) == 0
+    assert not chen_contraction.scalar_chain(log_rhs=lambda x: -2 * x)[0]  # log(1 - x) <= -2x is false
+
+
 def test_dominance_numeric_cross_check():
     """looptheory.dominance_ratio against the n = inf closed forms (diagonal A, scalar A, and
     I - 0.7 J_3, whose ratio is 8): every relative error below 1e-9."""
