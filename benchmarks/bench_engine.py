@@ -12,7 +12,10 @@ they are measured against.
 - memory: peak RSS of one loss + gradient at d = 200, loops = 6 (u and noise);
 - optionally (--mc) the same value by Monte Carlo: time for 1e-3 relative standard error.
 
-Run: python benchmarks/bench_engine.py [--max-loops L] [--quick] [--mc]
+Run: python benchmarks/bench_engine.py [--max-loops L] [--quick] [--mc] [--reference CHECKOUT]
+(--reference: the certified call of another checkout, e.g. the main branch, timed in
+alternation with this one, which a loaded machine moves alike, and its values compared bit for
+bit.)
 Targets (issue 13): loss + gradient at loops = 6 at most 3 ms at d = 10 and 0.3 s at d = 100; the
 first loss at loops = 6 at most 1 CPU-second; the import at most 0.2 s.
 """
@@ -78,13 +81,43 @@ def child(code):
     return [float(x) for x in out.stdout.split()]
 
 
-def cpu_best(fn, repeat):
+def cpu_best(fn, repeat, calls=1):
+    """The least CPU time per call over `repeat` runs of `calls` calls each."""
     best = float("inf")
     for _ in range(repeat):
         t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.process_time() - t) / calls)
     return best
+
+
+def reference_package(path):
+    """The looptheory package of another checkout (e.g. the main branch), imported under the
+    name looptheory_reference from a temporary copy (its relative imports keep it apart)."""
+    import importlib
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="looptheory_ref_")
+    shutil.copytree(os.path.join(path, "looptheory"), os.path.join(tmp, "looptheory_reference"))
+    sys.path.insert(0, tmp)
+    return importlib.import_module("looptheory_reference")
+
+
+def paired(fns, rounds, calls):
+    """Per-call CPU times of several functions timed in alternation (the machine's load moves
+    all of them alike): the least of each, and the median ratio of each to the first."""
+    times = [[] for _ in fns]
+    for r in range(rounds):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            t = time.process_time()
+            for _ in range(calls):
+                fns[i]()
+            times[i].append((time.process_time() - t) / calls)
+    ratios = [float(np.median(np.array(ts) / np.array(times[0]))) for ts in times]
+    return [min(ts) for ts in times], ratios
 
 
 def task_point(d):
@@ -127,6 +160,8 @@ def main():
     ap.add_argument("--max-loops", type=int, default=lt.MAX_LOOPS)
     ap.add_argument("--quick", action="store_true", help="d = 10 only, no memory run")
     ap.add_argument("--mc", action="store_true", help="also time Monte Carlo for 1e-3 relative error")
+    ap.add_argument("--reference", metavar="CHECKOUT", help="also time the certified call of another checkout's "
+                    "looptheory (e.g. the main branch), in alternation with this one, at loops = 6")
     args = ap.parse_args()
     loops_list = [L for L in (4, 5, 6) if L <= args.max_loops]
     dims = [10] if args.quick else [10, 100]
@@ -138,18 +173,31 @@ def main():
         task, A, u = task_point(d)
         for L in loops_list:
             f = lt.population_loss_grad(task, A, L, u, fallback=False)[0]  # loads the layout
-            rep = 30 if d <= 10 else 3
-            t_cert = cpu_best(lambda: lt.population_loss_grad(task, A, L, u, fallback=False), rep)
+            rep, calls = (3, 200) if d <= 10 else (3, 3)
+            t_cert = cpu_best(lambda: lt.population_loss_grad(task, A, L, u, fallback=False), rep, calls)
             parts, scales = LS._parts_needed(task.n, task.noise, u)
             comp = LS._compiled(L, parts)
             mats, _ = LS._float_letters(A, u, np.asarray(task.sigma_x), np.asarray(task.sigma_w), d)
             sc = [float(x) for x in scales]
-            t_plain = cpu_best(lambda: comp.value_and_grad(mats, task.n, d, True, sc), rep)
-            t_floor = gemm_floor(comp, d, rep, False)
-            t_floor_b = gemm_floor(comp, d, rep, True)
+            t_plain = cpu_best(lambda: comp.value_and_grad(mats, task.n, d, True, sc), rep, calls)
+            t_floor = gemm_floor(comp, d, 30 if d <= 10 else 9, False)
+            t_floor_b = gemm_floor(comp, d, 30 if d <= 10 else 9, True)
             unit, k = ("ms", 1e3)
             print(f"{d:>4} {L:>5} | {t_cert * k:>7.2f} {unit} | {t_plain * k:>6.2f} {unit} | {t_floor * k:>6.2f} {unit} | "
                   f"{t_floor_b * k:>11.2f} {unit} | {comp.n_nodes:>5} | {f.route}, {f.rel_error:.1e}")
+    if args.reference and 6 <= args.max_loops:
+        ref = reference_package(args.reference)
+        print(f"\nThe certified call against {args.reference}, timed in alternation (loops = 6):")
+        for d in dims:
+            task, A, u = task_point(d)
+            rtask = ref.Task(d, task.n, task.sigma_x, task.sigma_w, noise=task.noise)
+            fns = [lambda: ref.population_loss_grad(rtask, A, 6, u, fallback=False),
+                   lambda: lt.population_loss_grad(task, A, 6, u, fallback=False)]
+            fr, fn = fns[0](), fns[1]()
+            same = float(fr[0]) == float(fn[0]) and np.array_equal(fr[1], fn[1]) and np.array_equal(fr[2], fn[2])
+            (t_ref, t_new), (_, ratio) = paired(fns, *((60, 10) if d <= 10 else (10, 1)))
+            print(f"  d = {d:>3}: reference {t_ref * 1e3:.2f} ms, this {t_new * 1e3:.2f} ms (least of each); "
+                  f"median paired ratio {ratio:.2f}; values and gradients {'bit-identical' if same else 'DIFFER'}")
     if 6 <= args.max_loops:
         imp = min((child(IMPORT) for _ in range(3)), key=lambda r: r[1])
         print(f"\nimport looptheory: {imp[1]:.3f} CPU-s after numpy ({imp[0]:.3f} s); whole process {imp[2]:.3f} CPU-s")

@@ -767,7 +767,7 @@ def chen_figure_data(quick: bool = True) -> dict:
     ratios = [1.25, 1.5, 2, 3, 4, 6, 10, 20, 50]
     kap = gaussian_kappa_table([10, 100] if quick else [10, 100, 1000], ratios, samples=100 if quick else 400)
     div_ratios = [1, 2, 3, 4, 5, 5.83, 7, 8, 10, 15]
-    div = divergence_table([10, 100, 1000] if quick else [10, 100, 1000, 4000], div_ratios, samples=100 if quick else 400)
+    div = divergence_table([10, 100] if quick else [10, 100, 1000, 4000], div_ratios, samples=100 if quick else 400)
     sc_loops = list(range(1, 41))
     sc = sample_complexity_table([10], sc_loops, [0.01])
     return {"error_curves": curves, "kappa": kap, "divergence": div, "divergence_threshold": DIVERGENCE_THRESHOLD,

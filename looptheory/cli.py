@@ -1,8 +1,8 @@
 """Command line:
 
   looptheory --version
-  looptheory verify [--quick] [--out DIR] [--force] [--only ID ...] [--list]
-  looptheory verify --resume DIR
+  looptheory verify [--quick] [--out DIR] [--force] [--only ID ...] [--list] [--jobs N]
+  looptheory verify --resume DIR [--jobs N]
 
 Errors are one line on stderr naming the flag, and exit status 2. An interrupted run (Ctrl-C,
 SIGTERM) leaves a valid partial report and prints one line saying how to resume it; exit status
@@ -50,6 +50,9 @@ def _parser():
                         "proofs_check modules, experiments E1 ... E5)")
     v.add_argument("--list", action="store_true", help="print every item's id, kind and title, and exit")
     v.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (same version and settings)")
+    v.add_argument("--jobs", metavar="N", default="1",
+                   help="run the items on N worker processes (default 1: in this process); the report keeps the "
+                        "items' order")
     return p
 
 
@@ -103,6 +106,13 @@ def _main(argv):
 
 def _check_verify_args(args):
     """One-line problems with the verify flags (None if there are none), before any work."""
+    try:
+        jobs = int(args.jobs)
+    except (TypeError, ValueError):
+        jobs = 0
+    if jobs < 1 or str(args.jobs).strip() != str(jobs):
+        return f"--jobs: expected a whole number of worker processes >= 1, got {args.jobs!r}"
+    args.jobs = jobs
     if args.only is not None:
         if any(not isinstance(i, str) or not i.strip() for i in args.only):
             return "--only: an empty id; give ids as `looptheory verify --list` prints them"
@@ -165,7 +175,7 @@ def _done_count(out: str) -> tuple:
 
 def _run_verify(out, args) -> int:
     """The work of `verify` in the prepared, locked folder out; returns the exit status."""
-    from .report import run_verify
+    from .report import WorkerDied, run_verify
 
     t0 = time.perf_counter()
     resume = args.resume is not None
@@ -187,7 +197,12 @@ def _run_verify(out, args) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, on_term) if main_thread else None
     try:
-        payload = run_verify(out, quick, only=args.only, resume=resume, progress=progress)
+        payload = run_verify(out, quick, only=args.only, resume=resume, progress=progress, jobs=args.jobs)
+    except WorkerDied as exc:
+        done, total = _done_count(out)
+        print(f"looptheory: error: {exc}; {done} of {total} items done; resume with: looptheory verify --resume "
+              f"{shlex.quote(os.fspath(out))}".replace("\n", " "), file=sys.stderr, flush=True)
+        return 1
     except (KeyboardInterrupt, _Terminated) as exc:
         code = 143 if isinstance(exc, _Terminated) else 130
         if main_thread:  # a second Ctrl-C while the message is printed must not give a traceback

@@ -84,7 +84,8 @@ def product(X, Y, C=None, sign=1.0, method=None):
     sgn = np.asarray(sign, dtype=float)
     sgn = sgn.reshape(r, 1) if sgn.ndim else sgn
     absC = 0.0 if C is None else np.abs(C)
-    big = max(np.max(np.abs(X), initial=0.0), np.max(np.abs(Y), initial=0.0))
+    aX, aY = np.abs(X), np.abs(Y)
+    big = max(np.max(aX, initial=0.0), np.max(aY, initial=0.0))
     if big > 1e150:
         M = (0.0 if C is None else C) + sgn * (X @ Y)
         return M, gamma(k + 1) * (np.abs(X) @ np.abs(Y) + absC)
@@ -94,20 +95,31 @@ def product(X, Y, C=None, sign=1.0, method=None):
         out = _split_product(X, Y, C, sgn)
         if out is not None:
             return out
-    mag = np.abs(X) @ np.abs(Y) + absC
-    # all k products at once: (d, k, m)
-    p, e = _two_product(X[:, :, None], Y[None, :, :])
+    mag = aX @ aY + absC
+    # all k products at once, term by term: (k, d, m)
+    p, e = _two_product(X.T[:, :, None], Y[:, None, :])
     if sgn.ndim:
-        p *= sgn[:, :, None]
-        e *= sgn[:, :, None]
+        p *= sgn[None, :, :]
+        e *= sgn[None, :, :]
     elif sgn < 0:
         p, e = -p, -e
-    s = np.zeros((r, m)) if C is None else np.array(C, dtype=float)
-    c = np.zeros_like(s)
+    # Dot2's cascade s_j = s_{j-1} + p_j (s_0 = C) first, then the TwoSum errors q_j of all
+    # its steps at once, then c_j = c_{j-1} + (q_j + e_j) (c_0 = 0): the additions of a loop
+    # over j in the same order, with the elementwise work done once over all j
+    S = np.empty((k + 1, r, m))
+    S[0] = 0.0 if C is None else C
+    S[1:] = p
     for j in range(k):
-        s, q = _two_sum(s, p[:, j, :])
-        c = c + (q + e[:, j, :])
-    M = s + c
+        np.add(S[j], S[j + 1], out=S[j + 1])
+    a, s = S[:-1], S[1:]
+    z = s - a
+    q = a - (s - z)
+    q += p - z
+    q += e
+    c = np.zeros((r, m))
+    for j in range(k):
+        c += q[j]
+    M = S[-1] + c
     return M, U * np.abs(M) + gamma(2 * k + 1) ** 2 * mag
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from scipy import optimize as opt
 
 from . import _validate as V
-from .loss import MAX_LOOPS, population_loss_grad
+from ._threads import single_blas_thread
+from .loss import MAX_LOOPS, float_routes, population_loss_grad, population_loss_hvp
 from .spectral import spectral_loss_grad
 from .task import Task
 
@@ -111,15 +112,31 @@ def _hvp(grad, x, v, h=None):
     return (grad(x + h * v) - grad(x - h * v)) / (2 * h)
 
 
-def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), full_g2=None, bound=None):
+def _last_point_cache(fg):
+    """fg remembering its last point: SLSQP asks for the objective, the constraint and its
+    Jacobian at the same x in turn, and each would otherwise re-evaluate the loss."""
+    last = [None, None]
+
+    def cached(x):
+        key = np.asarray(x, dtype=float).tobytes()
+        if last[0] != key:
+            last[0], last[1] = key, fg(x)
+        return last[1]
+
+    return cached
+
+
+@single_blas_thread()
+def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), full_g2=None, bound=None, hvp=None):
     """Minimise log(ratio) over {f - f* >= rho (f0 - f*)} by SLSQP from each init.
 
     fg(x) -> (f, gradient in x). When x parameterises A redundantly (the spectral groups),
     full_g2(x) gives ||grad_A f||_F^2 and the objective's gradient is taken by central
     differences in the few parameters; otherwise it is exact up to a finite-difference
-    Hessian-vector product of the exact gradient."""
+    Hessian-vector product of the exact gradient (`hvp(x, v)` when given)."""
     p = (2 * loops - 1) / loops
     floor = rho * (f0 - f_star)
+    fg = _last_point_cache(fg)
 
     def value(x):
         f, g = fg(x)
@@ -134,7 +151,7 @@ def _search(fg, x_dim, f_star, f0, rho, loops, excess, inits, extra_points=(), f
         if val == -700.0:
             return val, np.zeros_like(x)
         if full_g2 is None:
-            hv = _hvp(lambda z: fg(z)[1], x, g)
+            hv = _hvp(lambda z: fg(z)[1], x, g) if hvp is None else hvp(x, g)
             return val, 2 * hv / g2 - p * g / b
         h = 1e-6 * (1.0 + np.abs(x))
         grad = np.array([(value(x + h[i] * e)[0] - value(x - h[i] * e)[0]) / (2 * h[i]) for i, e in enumerate(np.eye(len(x)))])
@@ -202,6 +219,14 @@ def worst_dominance(task: Task, loops: int, rho: float, f_star: float, excess: b
         f, gA, _ = population_loss_grad(task, x.reshape(d, d), loops)
         return f, gA.ravel()
 
+    def hvp(x, v):
+        # exact to rounding (complex step) on the float route that certified f at x; after an
+        # exact-route evaluation, central differences of the certified gradient
+        route = fg(x)[0].route
+        if route not in float_routes(loops):
+            return _hvp(lambda z: fg(z)[1], x, v)
+        return population_loss_hvp(task, x.reshape(d, d), loops, v.reshape(d, d), route=route)[0].ravel()
+
     f0 = fg(np.zeros(d * d))[0]
     rng = np.random.default_rng(seed)
     sx_inv = np.linalg.inv(np.asarray(task.sigma_x, float))
@@ -210,7 +235,7 @@ def worst_dominance(task: Task, loops: int, rho: float, f_star: float, excess: b
     extra = [(np.asarray(A, float).ravel(), name) for A, name in candidates]
     # Entries of the whitened A are searched within [-3, 3]: the optimum is near gamma I with
     # gamma in (0, 1], and the ratio is scale-free far out (f ~ |A|^{2L}, |grad f|^2 ~ |A|^{4L-2}).
-    val, x, how = _search(fg, d * d, f_star, f0, rho, loops, excess, inits, extra, bound=3.0)
+    val, x, how = _search(fg, d * d, f_star, f0, rho, loops, excess, inits, extra, bound=3.0, hvp=hvp)
     return WorstCase("excess_ratio" if excess else "ratio", val, None if x is None else x.reshape(d, d), rho, f_star, f0, starts, how)
 
 

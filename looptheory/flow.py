@@ -17,7 +17,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from . import _validate as V
-from .loss import population_loss_grad
+from ._threads import single_blas_thread
+from .loss import float_routes, population_loss_grad, population_loss_grad_route
 from .task import Task
 
 
@@ -27,7 +28,8 @@ class FlowResult:
 
     t, loss, grad_norm (of grad_A and grad_u together), dominance = ||grad_A f||_F^2 / f^{(2L-1)/L},
     distance = ||A(t) - A_ref||_F / ||A_ref||_F to the reference point (the optimum passed in, or
-    nan without one); path[k] is A at t[k], u_path[k] is u; A and u are the final values.
+    nan without one); path[k] is A at t[k] (the stacked A_l, shape (L, d, d), for
+    multilayer_gradient_flow), u_path[k] is u; A and u are the final values.
     status: "converged" (gradient norm <= tol), "blow-up", "t_max", or "failed" (message says why).
     """
 
@@ -45,6 +47,7 @@ class FlowResult:
     loops: int
 
 
+@single_blas_thread()
 def gradient_flow(
     task: Task,
     A0,
@@ -69,32 +72,92 @@ def gradient_flow(
     loops = V.positive_int("loops", loops)
     train_u = u0 is not None
     u0 = V.vector("u0", u0, d, allow_exact=False) if train_u else np.zeros(d)
-    t_max = V.positive_float("t_max", t_max)
-    tol = V.positive_float("tol", tol)
-    rtol = V.positive_float("rtol", rtol)
-    atol = V.positive_float("atol", atol)
+    t_max, tol, rtol, atol = _solver_options(t_max, tol, rtol, atol)
     ref = None if A_ref is None else V.square_matrix("A_ref", A_ref, d, allow_exact=False)
-    m = d * d
+    return _integrate(lambda A, u: population_loss_grad(task, A, loops, u),
+                      lambda A, u, r: population_loss_grad_route(task, A, loops, u, route=r), float_routes(loops),
+                      A0, u0, train_u, loops, t_max, tol, ref, rtol, atol)
+
+
+@single_blas_thread()
+def multilayer_gradient_flow(task: Task, As0, us0=None, *, t_max: float = 1e4, tol: float = 1e-9, As_ref=None,
+                             rtol: float = 1e-10, atol: float = 1e-13) -> FlowResult:
+    """The gradient flow dA_l/dt = -grad_{A_l} f (and du_l/dt = -grad_{u_l} f when us0 is given)
+    of the exact untied multi-layer loss (`multilayer_population_loss`), from As0 ((L, d, d),
+    L <= MAX_LAYERS). The result is a FlowResult whose path has shape (times, L, d, d) (u_path
+    (times, L, d)), loops = L, dominance = ||grad_As f||^2 / f^{(2L-1)/L}, distance measured to
+    As_ref. Arguments as in `gradient_flow`."""
+    from .multilayer import (MAX_LAYERS, multilayer_float_routes, multilayer_loss_grad_uncertified,
+                             multilayer_population_loss_grad)
+
+    if not isinstance(task, Task):
+        raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
+    d = task.d
+    As0 = V.as_real_array("As0", As0, 3, allow_exact=False)
+    L = As0.shape[0]
+    if not 1 <= L <= MAX_LAYERS or As0.shape[1:] != (d, d):
+        raise ValueError(f"As0: expected shape (L, {d}, {d}) with 1 <= L <= MAX_LAYERS = {MAX_LAYERS}, got {As0.shape}")
+    train_u = us0 is not None
+    us0 = V.as_real_array("us0", us0, 2, allow_exact=False) if train_u else np.zeros((L, d))
+    if us0.shape != (L, d):
+        raise ValueError(f"us0: expected shape ({L}, {d}), one vector per layer, got {us0.shape}")
+    t_max, tol, rtol, atol = _solver_options(t_max, tol, rtol, atol)
+    ref = None if As_ref is None else V.as_real_array("As_ref", As_ref, 3, allow_exact=False)
+    if ref is not None and ref.shape != As0.shape:
+        raise ValueError(f"As_ref: expected shape {As0.shape}, got {ref.shape}")
+
+    def fg(A, u):
+        f, gA, gu = multilayer_population_loss_grad(task, A, u)
+        return f, gA, (np.zeros((L, d)) if gu is None else gu)
+
+    def route_grad(A, u, r):
+        f, gA, gu = multilayer_loss_grad_uncertified(task, A, u, r)
+        return f, gA, (np.zeros((L, d)) if gu is None else gu)
+
+    return _integrate(fg, route_grad, multilayer_float_routes(L), As0, us0, train_u, L, t_max, tol, ref, rtol, atol)
+
+
+def _solver_options(t_max, tol, rtol, atol):
+    return tuple(V.positive_float(k, v) for k, v in zip(("t_max", "tol", "rtol", "atol"), (t_max, tol, rtol, atol)))
+
+
+def _integrate(loss_grad, route_grad, routes, A0, u0, train_u, loops, t_max, tol, ref, rtol, atol) -> FlowResult:
+    """The flow of the certified loss_grad(A, u) -> (f, grad_A, grad_u) from (A0, u0), A and u of
+    any shape (u trained only with train_u), with the events, diagnostics and statuses of
+    gradient_flow; the solver's intermediate stages take route_grad(A, u, route), the same
+    gradient on one float route without its bound, on the route (one of `routes`) that
+    certified the last step."""
+    m = A0.size
+    shape_A, shape_u = A0.shape, u0.shape
 
     def unpack(z):
-        return z[:m].reshape(d, d), (z[m:] if train_u else None)
+        return z[:m].reshape(shape_A), (z[m:].reshape(shape_u) if train_u else None)
 
     cache = {}
+    route = ["expansion"]
 
     def fg(z):
-        # rhs, both events and the diagnostics ask for the same points: evaluate each once
+        # both events and the diagnostics ask for the same points (the solver's steps): each is
+        # evaluated once, certified, and sets the float route the right-hand side takes
         key = z.tobytes()
         hit = cache.get(key)
         if hit is None:
-            A, u = unpack(z)
-            hit = cache[key] = population_loss_grad(task, A, loops, u)
+            hit = cache[key] = loss_grad(*unpack(z))
+            if hit[0].route in routes:
+                route[0] = hit[0].route
         return hit
 
     def rhs(t, z):
-        _, gA, gu = fg(z)
-        return -np.concatenate([gA.ravel(), gu]) if train_u else -gA.ravel()
+        # the solver's stages between steps: the gradient on the route that certified the last
+        # step, without its bound (a third of the cost); every reported point is certified by fg
+        key = z.tobytes()
+        if key in cache:
+            _, gA, gu = cache[key]
+        else:
+            _, gA, gu = route_grad(*unpack(z), route[0])
+        return -np.concatenate([gA.ravel(), gu.ravel()]) if train_u else -gA.ravel()
 
-    z0 = np.concatenate([A0.ravel(), u0]) if train_u else A0.ravel()
+    z0 = np.concatenate([A0.ravel(), u0.ravel()]) if train_u else A0.ravel()
     f0 = fg(z0)[0]
     limit = 1e8 * (abs(f0) + 1.0)
 
@@ -136,7 +199,7 @@ def gradient_flow(
         dom.append(g2 / f ** ((2 * loops - 1) / loops) if f > 0 else math.inf)
         A, _ = unpack(z)
         dist.append(float(np.linalg.norm(A - ref) / np.linalg.norm(ref)) if ref is not None else math.nan)
-    path = Z[:, :m].reshape(-1, d, d)
-    u_path = Z[:, m:] if train_u else np.zeros((len(ts), d))
+    path = Z[:, :m].reshape((-1,) + shape_A)
+    u_path = Z[:, m:].reshape((-1,) + shape_u) if train_u else np.zeros((len(ts),) + shape_u)
     return FlowResult(np.asarray(ts), np.array(loss), np.array(gn), np.array(dom), np.array(dist), path, u_path,
                       path[-1].copy(), u_path[-1].copy(), status, message, loops)

@@ -18,11 +18,14 @@ layout evaluates it in three stages.
    product Pi_j of the others, the "rest", a node of a second trie (1 975 rests at loops = 6
    for 73 029 monomials). The sums over monomials and the adjoints are sparse matrix products
    (scipy.sparse), with rows of at most _CHUNK monomials so that every sum has a known number
-   of roundings. The weights, the same on every call for one (n, d, scales), are cached.
+   of roundings; one matrix per side holds |w| with the sign of w in the column index, so the
+   value's pass and the bound's passes read the same matrix (CompiledExpansion._weights). The
+   weights, the same on every call for one (n, d, scales), are cached.
 3. Reverse mode. d tr(P Q)/dP = Q^T = R and d/dR = P give the nodes' adjoints, one GEMM per
    group; they flow back through the trie (G_parent += G_node M^T; df/dM_c += P_parent^T G_node,
-   transposed for a suffix letter). Within one (level, letter) run every parent has one child,
-   so the adjoints are added into the parents directly.
+   transposed for a suffix letter). The adjoints are added into the parents directly, round by
+   round (every parent's r-th child in round r) or run by run (every parent has one child in a
+   run of one letter).
 
 Running error analysis (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
 Sec. 3.5-3.6) gives every computed quantity x a bound e_x >= |x_exact - x| from the computed
@@ -35,7 +38,8 @@ values themselves. With u = 2^-53, gamma_k = k u / (1 - k u), A = |X|, hi = |M| 
           above _SMALL_D the first product is bounded as <colmax(e_P), colsum(|R| + e_R)>;
 - monomial: |prod t_exact - prod t| <= r prod (|t| + e_t), r = sum e_t / (|t| + e_t), plus
           gamma_N |w| prod(|t| + e_t) for the N roundings on its path and the weight's own
-          error; the final sum of at most 64 numbers is correctly rounded (math.fsum);
+          error b = beta |w| + b' (b' = 0 unless its term weights differ in sign); the final
+          sum of at most 64 numbers is correctly rounded (math.fsum);
 - adjoints: the same rules through the transposed products, the additions into a node
           counted (g_add), each word's df/dt with the roundings of its own uses.
 The bounds are computed in float; their own relative error is far below 1e-12 and is covered
@@ -45,6 +49,7 @@ by a factor 1.01.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict, defaultdict
 from fractions import Fraction
 
@@ -63,11 +68,27 @@ _FLAT_D = 16
 #: GEMM in cache-sized pieces, and a node's own error matrix in the bounds is bounded by its
 #: row or column maxima (a rank-one upper bound: d times fewer flops than the full product).
 _SMALL_D = 24
-#: Weight tables kept per layout, keyed by (n, d, scales): about 7 MB each at loops = 6, 14 ms
+#: Weight tables kept per layout, keyed by (n, d, scales): about 2.4 MB each at loops = 6, 14 ms
 #: to rebuild.
 _WEIGHT_CACHE = 4
+#: A pairing group whose words fill less than 1 / _SPARSE_RATIO of its (own x partner) block is
+#: sparse: its traces are row-wise dot products of the gathered node pairs and its adjoints a
+#: sparse matrix product, instead of one dense GEMM over every pair (the untied multi-layer
+#: layouts, whose letters differ per layer, pair few of their nodes; the looped ones about half).
+_SPARSE_RATIO = 8
+#: Blocks smaller than this stay dense (one small GEMM is cheaper than a gather).
+_SPARSE_MIN = 256
+#: Gathered node pairs per piece of the sparse path (doubles per gathered array, 8 MB).
+_GATHER = 1 << 20
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
 LAYOUT_FORMAT = 1
+
+
+def _bincount(idx, weights, minlength):
+    """np.bincount for real or complex weights (the real and imaginary parts alike)."""
+    if np.iscomplexobj(weights):
+        return np.bincount(idx, weights.real, minlength) + 1j * np.bincount(idx, weights.imag, minlength)
+    return np.bincount(idx, weights=weights, minlength=minlength)
 
 
 # --- building --------------------------------------------------------------------------------
@@ -315,9 +336,12 @@ def select_arrays(arrays: dict, keep) -> dict:
 
 class _Level:
     """One level of a trie: nodes lo:hi, their parents (all in the range plo:phi) and letters,
-    and the runs of one letter (contiguous; within a run every parent is distinct)."""
+    the runs of one letter (contiguous; within a run every parent is distinct), and the
+    rounds: round r holds the r-th child (in node order) of every parent with more than r
+    children here, as (positions in the level, parents). Adding into the parents round by
+    round adds into each parent in node order, the order the runs add in, with fewer calls."""
 
-    __slots__ = ("lo", "hi", "par", "let", "runs", "plo", "phi")
+    __slots__ = ("lo", "hi", "par", "let", "runs", "plo", "phi", "rounds")
 
     def __init__(self, lo, hi, par, let):
         self.lo, self.hi, self.par, self.let = lo, hi, par, let
@@ -326,6 +350,29 @@ class _Level:
         starts = np.concatenate([[0], cuts]).astype(np.int64)
         ends = np.concatenate([cuts, [len(let)]]).astype(np.int64)
         self.runs = [(int(let[a]), int(a), int(b), par[a:b]) for a, b in zip(starts, ends)]
+        rank = np.zeros(len(par), dtype=np.int64)
+        seen = defaultdict(int)
+        for i, p in enumerate(par.tolist()):
+            rank[i] = seen[p]
+            seen[p] += 1
+        self.rounds = [(_slice_or_index(np.flatnonzero(rank == r)), _slice_or_index(par[rank == r]))
+                       for r in range(int(rank.max(initial=0)) + 1)]
+
+
+def _signed(v):
+    """[v_0, -v_0, v_1, -v_1, ...]: the vector of the value's pass over a signed-column matrix
+    (CompiledExpansion._weights)."""
+    out = np.empty(2 * len(v), dtype=v.dtype)
+    out[0::2] = v
+    np.negative(v, out=out[1::2])
+    return out
+
+
+def _slice_or_index(idx):
+    """A slice where the indices are consecutive (a view instead of a gathered copy)."""
+    if len(idx) and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 def _spans(ranges):
@@ -427,11 +474,14 @@ class CompiledExpansion:
         wp, ws = a["word_pre"], a["word_suf"]
         self._word_pre, self._word_suf = wp, ws
         lp, ls = level_of[wp], level_of[ws]
-        self._by_suffix = self._groups(suf_levels, pre_levels, ls, lp, ws, wp)
-        self._by_prefix = self._groups(pre_levels, suf_levels, lp, ls, wp, ws)
-        self._max_block = max((max(hi - lo, ohi - olo) for (lo, hi), (olo, ohi), *_ in self._by_suffix + self._by_prefix), default=0)
+        # (dense groups, sparse groups) per half: the sparse ones (`_SPARSE_RATIO`) are evaluated
+        # after the dense ones, which alone use the shared buffers of `_setup_fast`
+        self._by_suffix, self._sparse_suffix = self._groups(suf_levels, pre_levels, ls, lp, ws, wp)
+        self._by_prefix, self._sparse_prefix = self._groups(pre_levels, suf_levels, lp, ls, wp, ws)
+        every = self._by_suffix + self._by_prefix + self._sparse_suffix + self._sparse_prefix
+        self._max_block = max((max(hi - lo, ohi - olo) for (lo, hi), (olo, ohi), *_ in every), default=0)
         in_groups = np.zeros(N, dtype=np.int64)
-        for (lo, hi), *_ in self._by_suffix + self._by_prefix:
+        for (lo, hi), *_ in every:
             in_groups[lo:hi] += 1
         # how many adjoint contributions one node sums: one per group it is in, one per child
         children = np.bincount(parent[1:], minlength=N) if N > 1 else np.zeros(1, dtype=np.int64)
@@ -487,13 +537,75 @@ class CompiledExpansion:
         self._weights_cache = OrderedDict()
         self._exact_cache = None
         self._inc = None
+        self._work = threading.local()
+        self._setup_fast()
+
+    def _setup_fast(self):
+        """Index arrays that let one call replace a loop over levels (all A-independent)."""
+        nw, nJ = self.n_words, self.n_rests
+        # each rest's factors root first, padded with the word nw (t = 1, e_t = 0): its product
+        # is one multiply.reduce along the chain, in the order the trie multiplies
+        chain = np.full((nJ, max(len(self._rest_levels), 1)), nw, dtype=np.int64)
+        for k, (_, lo, hi, par, x) in enumerate(self._rest_levels):
+            chain[lo:hi] = chain[par]
+            chain[lo:hi, k] = x
+        self._rest_chain = np.ascontiguousarray(chain.T)  # (depth, rests): reduced along axis 0
+        # the rest trie's reverse pass on three columns: one bincount per level over three
+        # blocks of parents (the sums of each block in the order one column's bincount takes)
+        self._rest_back = []
+        for plo, lo, hi, par, x in reversed(self._rest_levels):
+            m = lo - plo
+            rel = par - plo
+            self._rest_back.append((plo, lo, hi, np.concatenate([rel, rel + m, rel + 2 * m]), x, m))
+        # the value's pairwise sum (_value_sum): padded to 64 * 2^k numbers, k halvings
+        n, k = len(self._row_x), 0
+        while (n + (1 << k) - 1) >> k > 64:
+            k += 1
+        self._sum_plan = (64 << k if n > 64 else n, k, (n + (1 << k) - 1) >> k if n else 0)
+        # the traces: every suffix group's (prefix, suffix) matrix in one buffer, and the words'
+        # positions in it
+        self._trace_offsets, pos, o = [], [], 0
+        for (slo, shi), (plo, phi), _, si, pi, _ in self._by_suffix:
+            self._trace_offsets.append(o)
+            pos.append(o + pi * (shi - slo) + si)
+            o += (phi - plo) * (shi - slo)
+        self._trace_size = o
+        self._trace_pos = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
+        self._trace_word = np.concatenate([g[2] for g in self._by_suffix]) if pos else np.zeros(0, dtype=np.int64)
+        # the pairing adjoints: which dense group writes its own nodes first, and the nodes no
+        # dense group writes (zeroed instead; the sparse groups add to them afterwards)
+        seen, self._pair_first = set(), []
+        for (lo, hi), *_ in self._by_prefix + self._by_suffix:
+            self._pair_first.append((lo, hi) not in seen)
+            seen.add((lo, hi))
+        covered = np.zeros(self.n_nodes, dtype=bool)
+        for lo, hi in seen:
+            covered[lo:hi] = True
+        cuts = np.flatnonzero(np.diff(np.concatenate([[0], (~covered).astype(np.int8), [0]])))
+        self._pair_unwritten = [(int(a), int(b)) for a, b in zip(cuts[0::2], cuts[1::2])]
+        # the pairing adjoints: every group's matrix C (own nodes x partner nodes) in one buffer
+        self._pair_offsets, pos, o = [], [], 0
+        for (lo, hi), (olo, ohi), wi, _, _, flat in self._by_prefix + self._by_suffix:
+            self._pair_offsets.append(o)
+            pos.append(o + flat)
+            o += (hi - lo) * (ohi - olo)
+        self._pair_size = o
+        self._pair_pos = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
+        self._pair_word = np.concatenate([g[2] for g in self._by_prefix + self._by_suffix]) if pos else np.zeros(0, dtype=np.int64)
+        # every node's letter, and for the letter gradients the nodes by letter and their parents
+        self._let1 = self._letter[1:]
+        perm, letters, starts = self._by_letter()
+        self._letter_par = self._parent[1:][perm]
 
     @staticmethod
     def _groups(own_levels, other_levels, own_level, other_level, own_node, other_node):
         """For each level of one half (prefixes or suffixes): its words, grouped by spans of
         adjacent partner levels of the other half: [(own range, partner span, words, rows,
-        columns)], rows indexing the own range and columns the span."""
-        out = []
+        columns, flat positions)], rows indexing the own range and columns the span, as two lists:
+        the dense groups and the sparse ones (fewer than 1 / _SPARSE_RATIO of the block's pairs
+        are words, in a block of at least _SPARSE_MIN pairs), whose last entry is instead the CSR
+        structure (order of the words, columns, row pointers) of their (own x partner) matrix."""
+        dense, sparse = [], []
         for i, (lo, hi) in enumerate(own_levels):
             wi_all = np.flatnonzero(own_level == i)
             if not len(wi_all):
@@ -503,8 +615,13 @@ class CompiledExpansion:
                 keep = np.isin(other_level[wi_all], [partners[m] for m in members])
                 wi = wi_all[keep]
                 rows, cols = own_node[wi] - lo, other_node[wi] - plo
-                out.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols))
-        return out
+                if len(wi) * _SPARSE_RATIO < (hi - lo) * (phi - plo) and (hi - lo) * (phi - plo) >= _SPARSE_MIN:
+                    order = np.lexsort((cols, rows))
+                    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=hi - lo))])
+                    sparse.append(((lo, hi), (plo, phi), wi, rows, cols, (order, cols[order], indptr)))
+                else:
+                    dense.append(((lo, hi), (plo, phi), wi, rows, cols, rows * (phi - plo) + cols))
+        return dense, sparse
 
     # --- weights (the same on every call for the same n, d, scales) ---------------------------
 
@@ -541,10 +658,24 @@ class CompiledExpansion:
         def cols(v):
             return sparse.csr_matrix((v[self._jperm], self._col_x, self._col_ptr), shape=(self.n_rests, self.n_words + 1))
 
-        # [A | B] and [At | Bt]: A (R H) + B H and At e + Bt hi in one pass each
-        out = {"w": w, "C": rows(w), "Ct": cols(w), "A": rows(a), "At": cols(a),
-               "AB": sparse.hstack([rows(a), rows(b)], format="csr"),
-               "AtBt": sparse.hstack([cols(a), cols(b)], format="csr")}
+        # b = beta a + b' with b' >= 0 (zero when a monomial's term weights share one sign, as
+        # in every loss: their float sums of |wt| and of wt are then equal): beta a H joins the
+        # R H of the bound as (R + beta) H, and b' needs a pass only where it is not zero
+        beta = gamma(rounds)
+        bp = np.maximum(b - beta * a, 0.0)
+        mixed = bool(np.any(bp > 0))
+        # One matrix per side for the value and the bound: |w| with the sign of w moved into
+        # the column (2 j for w >= 0, 2 j + 1 for w < 0), against a vector whose entries 2 j and
+        # 2 j + 1 are v_j and -v_j for the value (|w| (-v) = w v exactly, so each row is summed
+        # in the same order with the same roundings as C v) and v_j twice for the bound's sums
+        # of |w| v: three passes over the same (cached) matrix instead of one over each of C
+        # and A, and the same for the rest side.
+        neg = np.signbit(w).astype(np.int64)
+        out = {"w": w, "beta": beta,
+               "RA": sparse.csr_matrix((a, 2 * self._leaf_j + neg, self._row_ptr), shape=(len(self._row_x), 2 * self.n_rests)),
+               "CA": sparse.csr_matrix((a[self._jperm], 2 * self._col_x + neg[self._jperm], self._col_ptr),
+                                       shape=(self.n_rests, 2 * (self.n_words + 1))),
+               "Bp": rows(bp) if mixed else None, "Bpt": cols(bp) if mixed else None}
         self._weights_cache[key] = out
         if len(self._weights_cache) > _WEIGHT_CACHE:
             self._weights_cache.popitem(last=False)
@@ -564,8 +695,10 @@ class CompiledExpansion:
         hi = np.abs(M) + E
         lb = {"hi": hi}
         if d <= _SMALL_D:
+            # Kf = gamma_d hi + e_M, so that (e_X + gamma_d |X|) hi + |X| e_M = e_X hi + |X| Kf is
+            # two products, and Kb = ((gamma_d + g_add) hi + e_M)^T for the adjoints (the backward
+            # adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent)
             lb["Kf"] = gamma(d) * hi + E
-            # the backward adds g_add |G M^T| <= g_add |G| hi^T for the sum into the parent
             lb["Kb"] = ((gamma(d) + gamma(self._max_adds + 1)) * hi + E).transpose(0, 2, 1)
         else:
             # [hi; colmax(e_M)] and [hi^T; rowmax(e_M)]: the rank-one term as one more row, so
@@ -573,6 +706,20 @@ class CompiledExpansion:
             lb["hiA"] = np.concatenate([hi, E.max(axis=1)[:, None, :]], axis=1)
             lb["hiTA"] = np.concatenate([hi.transpose(0, 2, 1), E.max(axis=2)[:, None, :]], axis=1)
         return M, lb
+
+    @staticmethod
+    def _pieces(a, b, pp, d):
+        """Sub-pieces (first, end, parents) of at most about 0.5 MB of the piece a:b with parents
+        pp: the bounds' elementwise work with its temporaries in the 2 MB L2 cache (7% faster
+        at d = 100 than on the 2 MB pieces, measured paired; the value's products stay on the
+        pieces of _chunks, whose letter-gradient sums they fix)."""
+        step = max(1, (1 << 16) // (d * d))
+        for i in range(a, b, step):
+            j = min(b, i + step)
+            if isinstance(pp, slice):
+                yield i, j, slice(pp.start + i - a, pp.start + j - a)
+            else:
+                yield i, j, pp[i - a:j - a]
 
     def _chunks(self, lv, d):
         """(letter, first, end, parents) pieces of a level's letter runs of at most about 2 MB
@@ -591,8 +738,10 @@ class CompiledExpansion:
         """Node products X (and with bound the dict aux of |X| "A", running error bounds "E"
         and, above _SMALL_D, the row and column maxima of e_X "rmax", "cmax"):
         e(X M) <= (e_X + gamma_d |X|) (|M| + e_M) + rowsum(|X|) colmax(e_M)."""
+        if d <= _SMALL_D:
+            return self._forward_small(M, lb, d, bound)
         N = self.n_nodes
-        X = np.empty((N, d, d))
+        X = np.empty((N, d, d), dtype=M.dtype)
         X[0] = np.eye(d)
         aux = None
         if bound:
@@ -601,22 +750,12 @@ class CompiledExpansion:
             eX = np.empty((N, d, d))
             eX[0] = 0.0
             aux = {"A": AX, "E": eX}
-        if d <= _SMALL_D:
-            # small d: one stacked product per level, the letters gathered;
-            # e(X M) <= e_X hi + |X| Kf (exact form, no rank-one term)
-            for lv in self._levels:
-                lo, hi, par, let = lv.lo, lv.hi, lv.par, lv.let
-                np.matmul(X[par], M[let], out=X[lo:hi])
-                if bound:
-                    np.matmul(eX[par], lb["hi"][let], out=eX[lo:hi])
-                    eX[lo:hi] += np.matmul(AX[par], lb["Kf"][let])
-                    np.abs(X[lo:hi], out=AX[lo:hi])
-            return X, aux
         # large d: one GEMM per piece of a letter run, temporaries in cache; the bound's
         # product and its rank-one term in one GEMM: [e_X + gamma_d |X| | rowsum(|X|)] [hi; colE]
         if bound:
             gd = gamma(d)
             hiA = lb["hiA"]
+            ones = np.ones(d)
             rmax = aux["rmax"] = np.zeros((N, d))
             cmax = aux["cmax"] = np.zeros((N, d))
         for lv in self._levels:
@@ -624,18 +763,52 @@ class CompiledExpansion:
             for c, a, b, pp in self._chunks(lv, d):
                 k = b - a
                 np.matmul(X[pp].reshape(k * d, d), M[c], out=X[lo + a:lo + b].reshape(k * d, d))
-                if bound:
-                    Ap = AX[pp]
+                if not bound:
+                    continue
+                for a2, b2, pp2 in self._pieces(a, b, pp, d):
+                    k = b2 - a2
+                    Ap = AX[pp2]
                     T = np.empty((k, d, d + 1))
-                    np.sum(Ap, axis=2, out=T[:, :, d])
+                    T[:, :, d] = (Ap.reshape(k * d, d) @ ones).reshape(k, d)  # row sums (gemv)
                     np.multiply(Ap, gd, out=T[:, :, :d])
-                    T[:, :, :d] += eX[pp]
-                    out = eX[lo + a:lo + b]
+                    T[:, :, :d] += eX[pp2]
+                    out = eX[lo + a2:lo + b2]
                     np.matmul(T.reshape(k * d, d + 1), hiA[c], out=out.reshape(k * d, d))
-                    np.abs(X[lo + a:lo + b], out=AX[lo + a:lo + b])
-                    np.max(out, axis=2, out=rmax[lo + a:lo + b])
-                    np.max(out, axis=1, out=cmax[lo + a:lo + b])
+                    np.abs(X[lo + a2:lo + b2], out=AX[lo + a2:lo + b2])
+                    np.max(out, axis=2, out=rmax[lo + a2:lo + b2])
+                    np.max(out, axis=1, out=cmax[lo + a2:lo + b2])
         return X, aux
+
+    def _forward_small(self, M, lb, d, bound):
+        """The forward pass up to _SMALL_D: one stacked product per level, the letters of all
+        nodes gathered once; with bound e(X M) <= e_X hi + |X| Kf (the exact form, no rank-one
+        term) and the dict aux of |X| "A", e_X "E" and, for the traces and the adjoints,
+        Hi = |X| + e_X and Lo = g |X| + (1 + g) e_X = g Hi + e_X with g the rounding of the
+        traces' GEMMs ("Lo") and of the adjoints' ("Loa")."""
+        N = self.n_nodes
+        X = np.empty((N, d, d), dtype=M.dtype)
+        X[0] = np.eye(d)
+        if not bound:
+            for lv in self._levels:
+                np.matmul(X[lv.par], M[lv.let], out=X[lv.lo:lv.hi])
+            return X, None
+        AX = np.empty((N, d, d))
+        AX[0] = np.eye(d)
+        eX = np.empty((N, d, d))
+        eX[0] = 0.0
+        hiL, KfL = lb["hi"], lb["Kf"]
+        for lv in self._levels:
+            lo, hi, par, let = lv.lo, lv.hi, lv.par, lv.let
+            np.matmul(X[par], M[let], out=X[lo:hi])
+            np.matmul(eX[par], hiL[let], out=eX[lo:hi])
+            eX[lo:hi] += np.matmul(AX[par], KfL[let])
+            np.abs(X[lo:hi], out=AX[lo:hi])
+        Hi = AX + eX
+        Lo = Hi * self._pair_rounding(d)
+        Lo += eX
+        Loa = Hi * max(self._adjoint_rounding(), gamma(d + N + 1))
+        Loa += eX
+        return X, {"A": AX, "E": eX, "Hi": Hi, "Lo": Lo, "Loa": Loa}
 
     def _pair_rounding(self, d):
         """Roundings of one computed trace: a Frobenius product of d^2 terms in one GEMM
@@ -645,50 +818,104 @@ class CompiledExpansion:
     def _traces(self, X, aux, d, bound):
         """t_w = sum(P * R) for each word, one GEMM per group (a suffix level against its
         adjacent partner prefix levels), and with bound
-        e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>, the first product bounded
-        column by column, <colmax(e_P), colsum(|R| + e_R)>, above _SMALL_D (up to it,
-        <|P|, Lo> + <e_P, Hi> with Hi = |R| + e_R, kept in aux for the adjoints, and
-        Lo = gamma_K |R| + (1 + gamma_K) e_R)."""
+        e_t = <e_P, |R| + e_R> + <|P|, e_R + gamma_K (|R| + e_R)>: up to _SMALL_D two GEMMs
+        per group, <e_P, Hi_R> + <|P|, Lo_R> with Hi = |R| + e_R and
+        Lo = gamma_K |R| + (1 + gamma_K) e_R (_forward_small); above it the first product
+        bounded column by column, <colmax(e_P), colsum(|R| + e_R)>."""
         nw, N = self.n_words, self.n_nodes
-        t = np.empty(nw + 1)
+        t = np.empty(nw + 1, dtype=X.dtype)
         t[nw] = 1.0
         X2 = X.reshape(N, d * d)
         flat = d <= _FLAT_D
         if not flat:
             X3 = X.transpose(1, 0, 2)  # (row, node, column): d GEMMs of inner dimension d
         et = None
+        small = d <= _SMALL_D
         if bound:
-            AX, eX = aux["A"], aux["E"]
             et = np.empty(nw + 1)
             et[nw] = 0.0
-            gK = self._pair_rounding(d)
-            rank1 = d > _SMALL_D
+            AX, eX = aux["A"], aux["E"]
             A2 = AX.reshape(N, d * d)
             E2 = eX.reshape(N, d * d)
-            if not rank1:
-                Hi = aux["Hi"] = A2 + E2
-                Lo = A2 * gK
-                Lo += E2 * (1.0 + gK)
-        for (slo, shi), (plo, phi), wi, si, pi, _ in self._by_suffix:
-            if flat:
-                T = X2[plo:phi] @ X2[slo:shi].T
+            if small:
+                Hi = aux["Hi"].reshape(N, d * d)
+                Lo = aux["Lo"].reshape(N, d * d)
             else:
-                T = np.matmul(X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)).sum(axis=0)
-            t[wi] = T[pi, si]
+                gK = self._pair_rounding(d)
+        Tb = np.empty(self._trace_size, dtype=X.dtype)
+        if bound:
+            eb = np.empty(self._trace_size)
+        for ((slo, shi), (plo, phi), wi, *_), o in zip(self._by_suffix, self._trace_offsets):
+            T = Tb[o:o + (phi - plo) * (shi - slo)].reshape(phi - plo, shi - slo)
+            if flat:
+                np.matmul(X2[plo:phi], X2[slo:shi].T, out=T)
+            else:
+                self._row_sum_traces(X3, plo, phi, slo, shi, T)
             if not bound:
                 continue
-            if rank1:
+            e = eb[o:o + (phi - plo) * (shi - slo)].reshape(phi - plo, shi - slo)
+            if small:
+                np.matmul(A2[plo:phi], Lo[slo:shi].T, out=e)
+                e += E2[plo:phi] @ Hi[slo:shi].T
+            else:
                 # over the suffix nodes: |R| + e_R and e_R + gamma_K (|R| + e_R)
                 HiS = AX[slo:shi] + eX[slo:shi]
                 Y2 = HiS.reshape(shi - slo, d * d) * gK
                 Y2 += E2[slo:shi]
-                e = A2[plo:phi] @ Y2.T
+                np.matmul(A2[plo:phi], Y2.T, out=e)
                 e += aux["cmax"][plo:phi] @ (np.ones((1, d)) @ HiS)[:, 0, :].T
-            else:
-                e = A2[plo:phi] @ Lo[slo:shi].T
-                e += E2[plo:phi] @ Hi[slo:shi].T
-            et[wi] = e[pi, si]
+        t[self._trace_word] = Tb.take(self._trace_pos)
+        if bound:
+            et[self._trace_word] = eb.take(self._trace_pos)
+        if self._sparse_suffix:
+            stacks = self._sparse_stacks(X2, aux, d, bound)
+            for (slo, _), (plo, _), wi, si, pi, _ in self._sparse_suffix:
+                self._sparse_traces(stacks, d, bound, t, et, wi, pi + plo, si + slo)
         return t, et
+
+    @staticmethod
+    def _row_sum_traces(X3, plo, phi, slo, shi, T):
+        """T = sum over rows i of P_i R_i^T (X3[i] the i-th rows of all nodes), summed in the
+        order i = 0, 1, ... as one sum over a (d, P, S) stack would, but a block of rows at a
+        time with the running sum in front of the block (about 1 MB live instead of d P S)."""
+        d = X3.shape[0]
+        b = max(1, min(d, (1 << 17) // max(1, (phi - plo) * (shi - slo)) - 1))
+        B = np.empty((b + 1, phi - plo, shi - slo), dtype=X3.dtype)
+        P, R = X3[:, plo:phi], X3[:, slo:shi].transpose(0, 2, 1)
+        np.matmul(P[:b], R[:b], out=B[1:])
+        np.add.reduce(B[1:], axis=0, out=T)
+        for i in range(b, d, b):
+            j = min(d, i + b)
+            B[0] = T
+            np.matmul(P[i:j], R[i:j], out=B[1:1 + j - i])
+            np.add.reduce(B[:1 + j - i], axis=0, out=T)
+
+    @staticmethod
+    def _sparse_stacks(X2, aux, d, bound):
+        """Per node, the rows a sparse group's pairs gather: [X | |X| | e_X] for the prefix side and
+        [X | g |X| + (1 + g) e_X | |X| + e_X] for the suffix side, g = gamma_{d^2} (without bound,
+        X alone), so that one gather per side serves the trace and its bound."""
+        if not bound:
+            return X2, X2
+        N = X2.shape[0]
+        g = gamma(d * d)
+        A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
+        return np.concatenate([X2, A2, E2], axis=1), np.concatenate([X2, g * A2 + (1.0 + g) * E2, A2 + E2], axis=1)
+
+    @staticmethod
+    def _sparse_traces(stacks, d, bound, t, et, wi, pn, sn):
+        """A sparse group's traces t_w = <P, R> as row-wise dot products of the gathered pairs
+        (a sum of d^2 products, gamma_{d^2}), and with bound the exact form of the bound,
+        e_t = <|P|, gamma |R| + (1 + gamma) e_R> + <e_P, |R| + e_R>, at every d (`_sparse_stacks`)."""
+        SP, SQ = stacks
+        k = d * d
+        step = max(1, _GATHER // SP.shape[1])
+        for a in range(0, len(wi), step):
+            w = wi[a:a + step]
+            P, Q = SP[pn[a:a + step]], SQ[sn[a:a + step]]
+            t[w] = np.einsum("ij,ij->i", P[:, :k], Q[:, :k])
+            if bound:
+                et[w] = np.einsum("ij,ij->i", P[:, k:], Q[:, k:])
 
     def _adjoint_rounding(self):
         """gamma for a pairing GEMM of the adjoints (inner dimension at most _max_block) and
@@ -697,14 +924,20 @@ class CompiledExpansion:
 
     # --- stage 2: the polynomial -----------------------------------------------------------------
 
-    @staticmethod
-    def _value_sum(v):
-        """The sum of v: pairwise additions down to at most 64 numbers (`_pair_levels` roundings
-        per summand), then the correctly rounded math.fsum."""
-        while len(v) > 64:
-            if len(v) % 2:
-                v = np.append(v, 0.0)
-            v = v[0::2] + v[1::2]
+    def _value_sum(self, v):
+        """The sum of v (one number per row): pairwise additions down to at most 64 numbers
+        (`_pair_levels` roundings per summand), then the correctly rounded math.fsum. v is
+        padded with zeros to 64 * 2^k numbers once (_sum_plan): each halving then adds the
+        same pairs as halving with a zero appended at odd lengths, whose sums x + 0 are x."""
+        if np.iscomplexobj(v):  # value_and_grad's complex step: the real and imaginary parts alike
+            return complex(self._value_sum(v.real.copy()), self._value_sum(v.imag.copy()))
+        size, halvings, keep = self._sum_plan
+        if halvings:
+            buf = np.zeros(size)
+            buf[:len(v)] = v
+            for _ in range(halvings):
+                buf = buf[0::2] + buf[1::2]
+            v = buf[:keep]
         vals = v.tolist()
         if all(math.isfinite(x) for x in vals):
             return math.fsum(vals)
@@ -728,42 +961,41 @@ class CompiledExpansion:
 
         Per monomial m = w_m t_x Pi_j (x its chosen factor, j its rest): the value is
         sum over rows of t_x (C Pi)_row. With hi = |t| + e_t, q = e_t / hi, H_j and R_j the
-        product of hi and the sum of q over the rest, a = |w| and b the weights' error bound,
-        the error is at most sum_m [a (q_x + R_j + g) + b] hi_x H_j (module docstring), that
-        is sum over rows of (e_x + g hi_x) (A H)_row + hi_x (A (R H) + B H)_row. The bounds on
-        df/dt are the gradient of the same bound polynomial with respect to hi."""
+        product of hi and the sum of q over the rest, a = |w| and b = beta a + b' the weights'
+        error bound, the error is at most sum_m [a (q_x + R_j + g) + b] hi_x H_j (module
+        docstring), that is sum over rows of (e_x + g hi_x) (A H)_row
+        + hi_x (A ((R + beta) H) + B' H)_row. The bounds on df/dt are the gradient of the same
+        bound polynomial with respect to hi."""
         nw, nJ = self.n_words, self.n_rests
         rx = self._row_x
         if not bound:
-            Pi = np.empty(nJ)
-            Pi[0] = 1.0
-            for _, lo, hi_, par, x in self._rest_levels:
-                np.multiply(Pi[par], t[x], out=Pi[lo:hi_])
-            y = W["C"] @ Pi
+            Pi = np.multiply.reduce(t[self._rest_chain], axis=0)
+            y = W["RA"] @ _signed(Pi)
             value = self._value_sum(t[rx] * y)
             if not need_grad:
                 return value, None, None, None
-            dt = np.bincount(rx, weights=y, minlength=nw + 1)
-            APi = W["Ct"] @ t
+            dt = _bincount(rx, y, nw + 1)
+            APi = W["CA"] @ _signed(t)
             for plo, lo, hi_, par, x in reversed(self._rest_levels):
-                APi[plo:lo] += np.bincount(par - plo, weights=APi[lo:hi_] * t[x], minlength=lo - plo)
+                APi[plo:lo] += _bincount(par - plo, APi[lo:hi_] * t[x], lo - plo)
             if nJ > 1:
-                dt += np.bincount(self._rest_x[1:], weights=APi[1:] * Pi[self._rest_parent[1:]], minlength=nw + 1)
+                dt += _bincount(self._rest_x[1:], APi[1:] * Pi[self._rest_parent[1:]], nw + 1)
             return value, None, dt, None
+        beta = W["beta"]
         hi = np.abs(t) + et
         q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
-        TH = np.stack([t, hi], axis=1)
-        S = np.empty((nJ, 2))  # Pi and H
-        S[0] = 1.0
-        R = np.empty(nJ)
-        R[0] = 0.0
-        for _, lo, hi_, par, x in self._rest_levels:
-            np.multiply(S[par], TH[x], out=S[lo:hi_])
-            np.add(R[par], q[x], out=R[lo:hi_])
-        Pi, H = S[:, 0], S[:, 1]
-        y = W["C"] @ Pi
-        u1 = W["A"] @ H
-        u2 = W["AB"] @ np.concatenate([R * H, H])
+        # the rests' products of t and of hi along their chains (Pi as the trie multiplies),
+        # and the sums of q
+        ch = self._rest_chain
+        Pi = np.multiply.reduce(t[ch], axis=0)
+        H = np.multiply.reduce(hi[ch], axis=0)
+        R = np.add.reduce(q[ch], axis=0)
+        RA = W["RA"]
+        y = RA @ _signed(Pi)
+        u1 = RA @ np.repeat(H, 2)
+        u2 = RA @ np.repeat((R + beta) * H, 2)
+        if W["Bp"] is not None:
+            u2 += W["Bp"] @ H
         value = self._value_sum(t[rx] * y)
         g_val = self._value_rounding()
         hx = hi[rx]
@@ -772,26 +1004,27 @@ class CompiledExpansion:
             return value, err, None, None
         # df/dt, and its bound: the gradient in hi of sum_m [a (q_x + R_j) + b] hi_x H_j plus
         # g_f times that of sum_m a hi_x H_j, g_f = gamma for word f's own count of roundings
+        gg = self._grad_gamma
         dt = np.bincount(rx, weights=y, minlength=nw + 1)
-        edt = np.bincount(rx, weights=q[rx] * u1 + u2, minlength=nw + 1)
-        dpa = np.bincount(rx, weights=u1, minlength=nw + 1)
-        A3 = np.empty((nJ, 3))  # rest adjoints: value, bound, absolute polynomial
-        A3[:, 0] = W["Ct"] @ t
-        A3[:, 2] = W["At"] @ hi
-        A3[:, 1] = W["AtBt"] @ np.concatenate([et, hi])
-        A3[:, 1] += R * A3[:, 2]
+        edt = np.bincount(rx, weights=(q + gg)[rx] * u1 + u2, minlength=nw + 1)
+        # rest adjoints of the value, the absolute polynomial and the bound: Ct t, At hi and
+        # At e + Bt hi + R At hi, carried up the rests' trie together
+        A3 = np.empty((3, nJ))  # value, absolute polynomial, bound
+        CA = W["CA"]
+        A3[0] = CA @ _signed(t)
+        A3[1] = CA @ np.repeat(hi, 2)
+        A3[2] = CA @ np.repeat(et, 2)
+        A3[2] += (R + beta) * A3[1]
+        if W["Bpt"] is not None:
+            A3[2] += W["Bpt"] @ hi
         if nJ > 1:
-            T3 = np.stack([t, hi, hi], axis=1)
-            for plo, lo, hi_, par, x in reversed(self._rest_levels):
-                up = A3[lo:hi_] * T3[x]
-                for col in range(3):
-                    A3[plo:lo, col] += np.bincount(par - plo, weights=up[:, col], minlength=lo - plo)
+            T3 = np.stack([t, hi, hi])
+            for plo, lo, hi_, idx3, x, m in self._rest_back:
+                up = A3[:, lo:hi_] * T3[:, x]
+                A3[:, plo:lo] += np.bincount(idx3, weights=up.ravel(), minlength=3 * m).reshape(3, m)
             rp, rxs = self._rest_parent[1:], self._rest_x[1:]
-            dn = A3[1:] * S[rp][:, [0, 1, 1]]
-            dt += np.bincount(rxs, weights=dn[:, 0], minlength=nw + 1)
-            edt += np.bincount(rxs, weights=dn[:, 1], minlength=nw + 1)
-            dpa += np.bincount(rxs, weights=dn[:, 2], minlength=nw + 1)
-        edt += self._grad_gamma * dpa
+            dt += np.bincount(rxs, weights=A3[0, 1:] * Pi[rp], minlength=nw + 1)
+            edt += np.bincount(rxs, weights=(A3[2, 1:] + gg[rxs] * A3[1, 1:]) * H[rp], minlength=nw + 1)
         # edt is a bound computed in float: its own rounding (relative 1e-12 or less, all terms
         # non-negative) is covered by the factor 1.01 on the letters' bounds (_backward)
         return value, err, dt, edt
@@ -809,50 +1042,104 @@ class CompiledExpansion:
         return self._inc
 
     def _pair_adjoints(self, X, aux, dt, edt, d, bound):
-        """G_node (and e_G) from the traces: dt/dP = R and dt/dR = P, one GEMM per group;
+        """G_node (and its bound) from the traces: dt/dP = R and dt/dR = P, one GEMM per group;
         e(C R) + g_add |C R| <= |C| (gb |R| + e_R) + e_C (|R| + e_R) (with Lo and Hi up to
-        _SMALL_D), the e_R term bounded row by row, |C| rowmax(e_R) 1^T, above it."""
+        _SMALL_D: Lo = g |X| + (1 + g) e_X, _forward_small), the e_R term bounded row by row,
+        |C| rowmax(e_R) 1^T, above it."""
         N = self.n_nodes
         X2 = X.reshape(N, d * d)
-        G = np.zeros((N, d, d))
+        # the groups' own ranges are written first by a product (out=, no temporary and no
+        # zeroing: 0 + C R is C R, which BLAS never returns as -0), the other nodes zeroed
+        G = np.empty((N, d, d), dtype=X.dtype)
         G2 = G.reshape(N, d * d)
+        for lo, hi in self._pair_unwritten:
+            G[lo:hi] = 0.0
         eG = None
+        small = d <= _SMALL_D
         if bound:
-            eG = np.zeros((N, d, d))
+            eG = np.empty((N, d, d))
             eG2 = eG.reshape(N, d * d)
-            rank1 = d > _SMALL_D
-            if rank1:
+            for lo, hi in self._pair_unwritten:
+                eG[lo:hi] = 0.0
+            if small:
+                Loa = aux["Loa"].reshape(N, d * d)
+                Hi = aux["Hi"].reshape(N, d * d)
+            else:
                 gb = self._adjoint_rounding()
                 A2 = aux["A"].reshape(N, d * d)
                 rmax = aux["rmax"]
+        # every group's C (and e_C, |C|) in one buffer, zero but for the groups' words, whose
+        # entries are written in one scatter
+        Cb, eCb, aCb, views = self._pair_buffers(dt.dtype)
+        Cb[self._pair_pos] = dt[self._pair_word]
+        if bound:
+            eCb[self._pair_pos] = edt[self._pair_word]
+            np.abs(Cb, out=aCb)
+        for ((lo, hi), (olo, ohi), *_), (C, eC, aC), first in zip(self._by_prefix + self._by_suffix, views, self._pair_first):
+            if first:
+                np.matmul(C, X2[olo:ohi], out=G2[lo:hi])
             else:
-                # Lo = g |X| + (1 + g) e_X covers gb |R| + e_R here and g_grad |X| + e_X in
-                # the letter gradients' bound (_backward)
-                A2, E2 = aux["A"].reshape(N, d * d), aux["E"].reshape(N, d * d)
-                g = max(self._adjoint_rounding(), gamma(d + N + 1))
-                Hi = aux["Hi"]
-                Lo = aux["Lo"] = A2 * g
-                Lo += E2 * (1.0 + g)
-        for groups in (self._by_prefix, self._by_suffix):
-            for (lo, hi), (olo, ohi), wi, rows, cols, flat in groups:
-                C = np.zeros((hi - lo, ohi - olo))
-                C.ravel()[flat] = dt[wi]
                 G2[lo:hi] += C @ X2[olo:ohi]
-                if not bound:
-                    continue
-                aC = np.abs(C)
-                eC = np.zeros_like(C)
-                eC.ravel()[flat] = edt[wi]
-                if rank1:
-                    F = aC * gb
-                    F += eC
-                    aC += eC
-                    eG2[lo:hi] += F @ A2[olo:ohi]
-                    eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
-                else:
-                    eG2[lo:hi] += aC @ Lo[olo:ohi]
+            if bound:
+                if small:
+                    if first:
+                        np.matmul(aC, Loa[olo:ohi], out=eG2[lo:hi])
+                    else:
+                        eG2[lo:hi] += aC @ Loa[olo:ohi]
                     eG2[lo:hi] += eC @ Hi[olo:ohi]
+                    continue
+                F = aC * gb
+                F += eC
+                aC += eC
+                if first:
+                    np.matmul(F, A2[olo:ohi], out=eG2[lo:hi])
+                else:
+                    eG2[lo:hi] += F @ A2[olo:ohi]
+                eG[lo:hi] += (aC @ rmax[olo:ohi])[:, :, None]
+        # the sparse groups add to what the dense ones wrote (or to zeros: `_pair_unwritten`)
+        for own, other, wi, _, _, sp in self._sparse_prefix + self._sparse_suffix:
+            self._sparse_adjoints(X2, aux, dt, edt, d, bound, G, eG, own, other, wi, sp)
         return G, eG
+
+    def _pair_buffers(self, dtype=float):
+        """Three flat buffers (C, e_C, |C|) holding every pairing group's matrix, zero but for
+        the groups' words, and per group the views of its matrices; kept between calls (no
+        allocation and zeroing per call, one scatter for all groups). Per thread
+        (threading.local), so concurrent evaluations never share them; nothing in them is
+        read before the call that uses it has written it."""
+        key = "pairs" if dtype == float else "pairs_complex"  # the complex step's own set
+        bufs = getattr(self._work, key, None)
+        if bufs is None:
+            flat = [np.zeros(self._pair_size, dtype=dtype) for _ in range(3)]
+            views = [tuple(b[o:o + (hi - lo) * (ohi - olo)].reshape(hi - lo, ohi - olo) for b in flat)
+                     for ((lo, hi), (olo, ohi), *_), o in zip(self._by_prefix + self._by_suffix, self._pair_offsets)]
+            bufs = (*flat, views)
+            setattr(self._work, key, bufs)
+        return bufs
+
+    def _sparse_adjoints(self, X2, aux, dt, edt, d, bound, G, eG, own, other, wi, sp):
+        """A sparse group's share of _pair_adjoints: C R with C the group's (own x partner)
+        matrix of df/dt in CSR form, and the same bound (the rounding of a sum over a row's
+        non-zeros is covered by that of the dense product, _adjoint_rounding)."""
+        from scipy import sparse
+
+        (lo, hi), (olo, ohi) = own, other
+        N = X2.shape[0]
+        order, indices, indptr = sp
+        shape = (hi - lo, ohi - olo)
+        C = sparse.csr_matrix((dt[wi[order]], indices, indptr), shape=shape)
+        G.reshape(N, d * d)[lo:hi] += C @ X2[olo:ohi]
+        if not bound:
+            return
+        eG2 = eG.reshape(N, d * d)
+        aC = abs(C)
+        eC = sparse.csr_matrix((edt[wi[order]], indices, indptr), shape=shape)
+        if d > _SMALL_D:
+            eG2[lo:hi] += (aC * self._adjoint_rounding() + eC) @ aux["A"].reshape(N, d * d)[olo:ohi]
+            eG[lo:hi] += ((aC + eC) @ aux["rmax"][olo:ohi])[:, :, None]
+        else:
+            eG2[lo:hi] += aC @ aux["Loa"].reshape(N, d * d)[olo:ohi]
+            eG2[lo:hi] += eC @ aux["Hi"].reshape(N, d * d)[olo:ohi]
 
     def _backward(self, X, aux, M, lb, dt, edt, d, bound):
         """{letter: df/dM_letter} (and with bound {letter: entrywise error bound}): reverse
@@ -862,46 +1149,47 @@ class CompiledExpansion:
         N, L = self.n_nodes, self.n_letters
         G, eG = self._pair_adjoints(X, aux, dt, edt, d, bound)
         MT = M.transpose(0, 2, 1)
-        if bound:
+        if bound and d > _SMALL_D:
             AX = aux["A"]
             g_add = gamma(self._max_adds + 1)
         want = np.zeros(2 * L, dtype=bool)
         for c in self.grad_letters:
             want[c] = want[c + L] = True
-        gsum = np.zeros((2 * L, d, d))
+        gsum = np.zeros((2 * L, d, d), dtype=G.dtype)
         egsum = np.zeros((2 * L, d, d)) if bound else None
         if d <= _SMALL_D:
-            # small d: stacked products per level, scattered into the parents run by run;
-            # X_parent^T G node by node (inner dimension d), then summed per letter over at
-            # most N nodes
+            # small d: stacked products per level, scattered into the parents round by round
+            # (in node order, as run by run); X_parent^T G node by node (inner dimension d),
+            # then summed per letter over at most N nodes
             gs2 = gsum.reshape(2 * L, d * d)
             if bound:
                 egs2 = egsum.reshape(2 * L, d * d)
-                hiMT, Kb = lb["hi"].transpose(0, 2, 1), lb["Kb"]
+                hiT, Kb = lb["hi"].transpose(0, 2, 1), lb["Kb"]
             for lv in reversed(self._levels):
+                if lv.phi == 1:
+                    continue  # children of the root: its adjoint is not used
                 lo, hi, let = lv.lo, lv.hi, lv.let
                 Gs = G[lo:hi]
                 back = np.matmul(Gs, MT[let])
                 if bound:
                     # e(G M^T) + g_add |G M^T| <= e_G hi^T + |G| ((gamma_d + g_add) hi + e_M)^T
                     # = e_G hi^T + |G| Kb (g_add for the addition into the parent)
-                    eback = np.matmul(eG[lo:hi], hiMT[let])
+                    eback = np.matmul(eG[lo:hi], hiT[let])
                     eback += np.matmul(np.abs(Gs), Kb[let])
-                for _, a, b, rp in lv.runs:  # within a run every parent is distinct
-                    G[rp] += back[a:b]
+                for idx, rp in lv.rounds:  # within a round every parent is distinct
+                    G[rp] += back[idx]
                     if bound:
-                        eG[rp] += eback[a:b]
+                        eG[rp] += eback[idx]
             # all nodes at once: X_parent^T G node by node, summed per letter
             perm, letters, starts = self._by_letter()
-            par = self._parent[1:][perm]
+            par = self._letter_par
             Gs = G[1:][perm]
             gs2[letters] += np.add.reduceat(np.matmul(X[par].transpose(0, 2, 1), Gs), starts).reshape(len(letters), d * d)
             if bound:
                 # |X~^T G~ - fl(X^T G)| <= (|X| + e_X)^T e_G + (g |X| + e_X)^T |G| with
-                # g = gamma_{d + N + 1} (Hi and Lo, see _traces)
-                Hi, Lo = aux["Hi"].reshape(N, d, d), aux["Lo"].reshape(N, d, d)
-                eZ = np.matmul(Hi[par].transpose(0, 2, 1), eG[1:][perm])
-                eZ += np.matmul(Lo[par].transpose(0, 2, 1), np.abs(Gs))
+                # g = gamma_{d + N + 1} (Hi and Loa, _forward_small)
+                eZ = np.matmul(aux["Hi"][par].transpose(0, 2, 1), eG[1:][perm])
+                eZ += np.matmul(aux["Loa"][par].transpose(0, 2, 1), np.abs(Gs))
                 egs2[letters] += np.add.reduceat(eZ, starts).reshape(len(letters), d * d)
         else:
             # large d: one GEMM per piece of a letter run (every parent distinct within a
@@ -924,20 +1212,22 @@ class CompiledExpansion:
                         gsum[c] += X[pp].reshape(k * d, d).T @ G2s
                     if not bound:
                         continue
-                    # e(G M^T) + g_add |G M^T| <= [e_G + gd |G| | rowsum(|G|)] [hi^T; rowE]
-                    aG = np.abs(Gs)
-                    T = np.empty((k, d, d + 1))
-                    np.sum(aG, axis=2, out=T[:, :, d])
-                    np.multiply(aG, gd, out=T[:, :, :d])
-                    T[:, :, :d] += eG[lo + a:lo + b]
-                    eG[pp] += (T.reshape(k * d, d + 1) @ hiTA[c]).reshape(k, d, d)
-                    if here:
-                        # |X~^T G~ - fl(X^T G)| <= |X|^T (e_G + g |G|) + colmax(e_X) colsum(e_G + |G|)
-                        F = T[:, :, :d]
-                        colsum = ones @ F + (1.0 - gd) * (ones @ aG)
-                        F += (g_grad - gd) * aG
-                        egsum[c] += AX[pp].reshape(k * d, d).T @ F.reshape(k * d, d)
-                        egsum[c] += cmax[pp].T @ colsum
+                    for a2, b2, pp2 in self._pieces(a, b, pp, d):
+                        k = b2 - a2
+                        # e(G M^T) + g_add |G M^T| <= [e_G + gd |G| | rowsum(|G|)] [hi^T; rowE]
+                        aG = np.abs(G[lo + a2:lo + b2])
+                        T = np.empty((k, d, d + 1))
+                        T[:, :, d] = (aG.reshape(k * d, d) @ ones).reshape(k, d)  # row sums (gemv)
+                        np.multiply(aG, gd, out=T[:, :, :d])
+                        T[:, :, :d] += eG[lo + a2:lo + b2]
+                        eG[pp2] += (T.reshape(k * d, d + 1) @ hiTA[c]).reshape(k, d, d)
+                        if here:
+                            # |X~^T G~ - fl(X^T G)| <= |X|^T (e_G + g |G|) + colmax(e_X) colsum(e_G + |G|)
+                            F = T[:, :, :d]
+                            colsum = ones @ F + (1.0 - gd) * (ones @ aG)
+                            F += (g_grad - gd) * aG
+                            egsum[c] += AX[pp2].reshape(k * d, d).T @ F.reshape(k * d, d)
+                            egsum[c] += cmax[pp2].T @ colsum
         grads, egrads = {}, {}
         for c in self.grad_letters:
             grads[c] = gsum[c] + gsum[c + L].T
@@ -968,8 +1258,14 @@ class CompiledExpansion:
         return value, grads, err, egrads
 
     def value_and_grad(self, mats, n, d, need_grad=True, scales=None):
-        """Float evaluation without the bound: (value, {letter code: df/dM_letter})."""
-        mats = np.asarray(mats, dtype=float)
+        """Float evaluation without the bound: (value, {letter code: df/dM_letter}).
+
+        Complex mats are evaluated in complex arithmetic by the same operations (no absolute
+        value or conjugate on this path, so the result is the polynomial's analytic extension):
+        with mats = M + i h V, Im(df/dM) / h is the derivative of the gradient along V to
+        O(h^2) with no cancellation (the complex step, Squire and Trapp, SIAM Rev. 40, 1998)."""
+        mats = np.asarray(mats)
+        mats = mats.astype(complex if np.iscomplexobj(mats) else float, copy=False)
         W = self._weights(n, d, scales)
         M = self._letter_stacks(mats, None, d, False)[0]
         X, _ = self._forward(M, None, d, False)
@@ -993,14 +1289,18 @@ class CompiledExpansion:
             self._exact_cache = facs
         return self._exact_cache
 
-    def _exact_products(self, mats, d):
+    def _exact_products(self, mats, d, nodes):
+        """The exact node products X[k] for the nodes `nodes` and their ancestors (node indices
+        grow with depth, so every parent is formed before its children)."""
         one = np.array([[Fraction(int(i == j)) for j in range(d)] for i in range(d)], dtype=object)
-        L = self.n_letters
         ext = [np.asarray(m, dtype=object) for m in mats] + [np.asarray(m, dtype=object).T for m in mats]
+        need = np.zeros(self.n_nodes, dtype=bool)
+        need[np.asarray(sorted(nodes), dtype=np.int64)] = True
+        for lv in reversed(self._levels):
+            need[lv.par[need[lv.lo:lv.hi]]] = True
         X = [one] + [None] * (self.n_nodes - 1)
-        for k in range(1, self.n_nodes):
+        for k in np.flatnonzero(need[1:]) + 1:
             X[k] = X[int(self._parent[k])].dot(ext[int(self._letter[k])])
-        del L
         return X, ext
 
     def value_exact(self, mats, n, d, scales=None):
@@ -1011,10 +1311,7 @@ class CompiledExpansion:
     def value_and_grad_exact(self, mats, n, d, scales=None, need_grad=True):
         """Exact value and {letter: df/dM_letter} (object arrays of Fractions): the same
         reverse mode as the float path, in rational arithmetic."""
-        X, ext = self._exact_products(mats, d)
         nw = self.n_words
-        t = [sum((X[int(p)] * X[int(s)]).ravel(), Fraction(0)) for p, s in zip(self._word_pre, self._word_suf)]
-        t.append(Fraction(1))
         s = [Fraction(1)] * self.n_parts if scales is None else [Fraction(x) for x in scales]
         inv_n = Fraction(0) if n == float("inf") else Fraction(1, int(n))
         facs = self._exact_terms()
@@ -1030,6 +1327,12 @@ class CompiledExpansion:
         for c, part, p, dp, m in zip(self.coef.tolist(), self.part.tolist(), self.power.tolist(), self.dpow.tolist(), self._term_mono.tolist()):
             wsum[m] += c * num[(part, p, dp)]
         wm = [Fraction(v, den) if v else 0 for v in wsum]
+        # only the words of monomials with a non-zero weight (at n = inf, the n^0 terms alone)
+        used = sorted({f for w, fac in zip(wm, facs) if w for f in fac} - {nw})
+        X, ext = self._exact_products(mats, d, [int(self._word_pre[i]) for i in used] + [int(self._word_suf[i]) for i in used])
+        t = [None] * nw + [Fraction(1)]
+        for i in used:
+            t[i] = sum((X[int(self._word_pre[i])] * X[int(self._word_suf[i])]).ravel(), Fraction(0))
         total = Fraction(0)
         dt = [Fraction(0)] * (nw + 1)
         for w, fac in zip(wm, facs):

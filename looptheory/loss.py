@@ -32,6 +32,8 @@ where G_X = df/dM_X.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import json
 import math
@@ -119,7 +121,7 @@ def build_centred_main(loops: int) -> Expansion:
 def build_part_expansion(loops: int, part: str) -> Expansion:
     """Build one part of the loss's expansion with the engine (no shipped data).
 
-    main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `_main0`);
+    main:  E tr(H^L W H^LT) without its n^0 part (which is tr(E^L W E^LT), see `main0_expansion`);
     u:     E tr((I - H^L) U (I - H^L)^T);
     noise: (1/n) E tr(G B S B^T G^T)  (multiply by the noise variance).
     """
@@ -167,7 +169,7 @@ def part_expansion(loops: int, part: str) -> Expansion:
     return build_centred_main(loops) if part == "centred" else build_part_expansion(loops, part)
 
 
-def _main0(loops: int) -> Expansion:
+def main0_expansion(loops: int) -> Expansion:
     """The n^0 part of the main term, tr(E^L W E^{LT}), as a one-word expansion."""
     return Expansion(ALPHABET, {(0, ((_E,) * loops + (_W,) + (_ET,) * loops,)): 1})
 
@@ -186,19 +188,24 @@ def build_layout(loops: int, form: str) -> dict:
     """The evaluation layout of all of a form's parts as arrays, built from the expansions
     (scripts/build_expansions.py ships it; tests/test_shipped_expansions.py checks it)."""
     parts = LAYOUT_PARTS[form]
-    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    exps = [main0_expansion(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
     return build_arrays(exps, parts)
 
 
 @lru_cache(maxsize=None)
 def _layout_arrays(loops: int, form: str) -> dict:
-    path = layout_path(loops, form)
-    if not os.path.exists(path):
-        return build_layout(loops, form)
-    arrays = load_arrays(path)
     alphabet = ALPHABET_CENTRED if form == "centred" else ALPHABET
+    return load_layout(layout_path(loops, form), alphabet, LAYOUT_PARTS[form], lambda: build_layout(loops, form))
+
+
+def load_layout(path: str, alphabet, parts, build) -> dict:
+    """The layout arrays shipped at `path`, checked against the alphabet and parts they must
+    have (ValueError otherwise), or build() when nothing is shipped there."""
+    if not os.path.exists(path):
+        return build()
+    arrays = load_arrays(path)
     if (tuple(str(x) for x in arrays["names"]) != alphabet.names or tuple(int(x) for x in arrays["transpose"]) != alphabet.transpose
-            or tuple(str(x) for x in arrays["parts"]) != LAYOUT_PARTS[form]):
+            or tuple(str(x) for x in arrays["parts"]) != tuple(parts)):
         raise ValueError(f"{path}: the shipped layout's alphabet or parts differ from the loss's")
     return arrays
 
@@ -214,7 +221,7 @@ def _compiled(loops: int, parts: tuple) -> CompiledExpansion:
         if tuple(parts) != full:
             arrays = select_arrays(arrays, [full.index(p) for p in parts])
         return CompiledExpansion.from_arrays(arrays, _GRAD_LETTERS)
-    exps = [_main0(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
+    exps = [main0_expansion(loops) if p == "main0" else part_expansion(loops, p) for p in parts]
     return CompiledExpansion(exps, _GRAD_LETTERS, parts)
 
 
@@ -233,7 +240,7 @@ _FLOAT_COPIES = (4, 6)
 _FRACTION_BYTES = 200
 # Above this n the float evaluation uses the n = inf limit: the terms in 1/n^p it drops are
 # below 2^-1000 (1e-301) times the expansion's terms, and float(n) would overflow at 2^1024.
-_HUGE_N = 2**1000
+HUGE_N = 2**1000
 
 
 def _check(task, A, loops, u, exact, grad=False):
@@ -250,7 +257,7 @@ def _check(task, A, loops, u, exact, grad=False):
     check_loss_memory(task.d, loops, u is not None, exact, grad)
     A = V.square_matrix("A", A, task.d, allow_exact=exact)
     u = None if u is None else V.vector("u", u, task.d, allow_exact=exact)
-    if not exact and not V.is_infinite(task.n) and task.n > _HUGE_N:
+    if not exact and not V.is_infinite(task.n) and task.n > HUGE_N:
         task = task.with_n(math.inf)
     return task, loops, A, u
 
@@ -261,28 +268,36 @@ def check_loss_memory(d: int, loops: int, with_u: bool = False, exact: bool = Fa
     each in float mode, in 4 arrays for a loss (the products, their absolute values, their error
     bounds, temporaries) and 6 with the gradient's adjoints, about 200 bytes each in exact mode.
     loops <= MAX_LOOPS."""
-    nodes = _TRIE_NODES[loops][bool(with_u)]
+    check_layout_memory(d, _TRIE_NODES[loops][bool(with_u)], exact, grad, "population_loss", f"loops = {loops}")
+
+
+def check_layout_memory(d: int, nodes: int, exact: bool, grad: bool, name: str, where: str) -> None:
+    """Refuse (ValueError naming task) an evaluation of a layout with `nodes` trie nodes at
+    dimension d above the memory cap (see check_loss_memory); `name` is the function and
+    `where` the rest of its description in the message (e.g. "loops = 6")."""
     if exact:
-        V.check_memory("task", f"population_loss(exact=True) at d = {d}, loops = {loops}",
+        V.check_memory("task", f"{name}(exact=True) at d = {d}, {where}",
                        nodes * d * d * _FRACTION_BYTES,
                        f"{nodes} trie nodes x d^2 Fractions x about {_FRACTION_BYTES} bytes")
         return
     copies = _FLOAT_COPIES[bool(grad)]
-    name = "population_loss_grad" if grad else "population_loss"
-    V.check_memory("task", f"{name} at d = {d}, loops = {loops}", copies * nodes * d * d * 8,
+    name = f"{name}_grad" if grad else name
+    V.check_memory("task", f"{name} at d = {d}, {where}", copies * nodes * d * d * 8,
                    f"{copies} x {nodes} trie nodes x d^2 x 8 bytes")
 
 
-def _inf_on_overflow(value):
-    """The loss of finite inputs is finite and >= 0: NaN or inf means float64 overflowed."""
+def inf_on_overflow(value, name: str = "population_loss"):
+    """The loss of finite inputs is finite and >= 0: NaN or inf means float64 overflowed (a
+    RuntimeWarning from `name`, and inf)."""
     if math.isfinite(value):
         return value
-    warnings.warn("population_loss: the loss overflows float64 (finite inputs, but too large: the loss "
+    warnings.warn(f"{name}: the loss overflows float64 (finite inputs, but too large: the loss "
                   "grows like |A|^(2 loops)); returning inf", RuntimeWarning, stacklevel=3)
     return math.inf
 
 
-def _exact_matrix(name, M):
+def exact_matrix(name, M):
+    """M as an object array of Fractions (rational entries or integer-valued floats), else TypeError naming it."""
     if M.dtype == object:
         return M
     out = np.empty(M.shape, dtype=object)
@@ -359,6 +374,98 @@ class Certified(float):
         v = abs(float(self))
         return self.error / v if v else (0.0 if self.error == 0 else math.inf)
 
+    # Arithmetic keeps the bound, so that a margin such as f(A1) - f(A2) written by a user
+    # (looptheory.claim) is still certified: for r = fl(a op b), |r - (a op b)| <= ulp(r), and the
+    # operands' errors propagate to first order plus the product of the errors (rigorous, not
+    # estimated). A plain int or float operand counts as exact; anything else (a NumPy array, a
+    # NumPy scalar on the left) falls back to float arithmetic and drops the bound.
+    def _bound(self, other):
+        if isinstance(other, Certified):
+            return float(other), other.error, other.route
+        if isinstance(other, (int, float, np.integer, np.floating)) and not isinstance(other, (bool, np.bool_)):
+            return float(other), 0.0, None
+        return None
+
+    def _result(self, value, error, other_route):
+        routes = {r for r in (self.route, other_route) if r is not None}
+        route = "+".join(sorted(routes)) if routes else self.route
+        if not math.isfinite(value) or not math.isfinite(error):
+            return Certified(value, math.inf, route)
+        return Certified(value, error + math.ulp(value), route)
+
+    def __add__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(float(self) + b[0], self.error + b[1], b[2])
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(float(self) - b[0], self.error + b[1], b[2])
+
+    def __rsub__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._result(b[0] - float(self), self.error + b[1], b[2])
+
+    def __mul__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        a, ea = float(self), self.error
+        return self._result(a * b[0], abs(a) * b[1] + abs(b[0]) * ea + ea * b[1], b[2])
+
+    __rmul__ = __mul__
+
+    def _divide(self, a, ea, b, eb, route):
+        if abs(b) <= eb:
+            return self._result(a / b if b else math.inf, math.inf, route)
+        return self._result(a / b, (abs(a) * eb + abs(b) * ea) / (abs(b) * (abs(b) - eb)), route)
+
+    def __truediv__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._divide(float(self), self.error, b[0], b[1], b[2])
+
+    def __rtruediv__(self, other):
+        b = self._bound(other)
+        if b is None:
+            return NotImplemented
+        return self._divide(b[0], b[1], float(self), self.error, b[2])
+
+    def __neg__(self):
+        return Certified(-float(self), self.error, self.route)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return Certified(abs(float(self)), self.error, self.route)
+
+
+#: Set by `exact_route()`: float inputs are evaluated in exact rationals (the last route).
+_EXACT_ROUTE = contextvars.ContextVar("looptheory_exact_route", default=False)
+
+
+@contextlib.contextmanager
+def exact_route():
+    """Within this context, `population_loss` and `population_loss_grad` evaluate float inputs by
+    their exact-rational route directly: the loss of the given float matrices in exact rationals,
+    rounded once (route "exact", error half an ulp; docs/engine.md, "5. Numerical accuracy").
+    `looptheory.verify_claim` uses it to confirm a counterexample exactly. A call whose exact
+    evaluation is unaffordable raises ValueError as the fallback does."""
+    token = _EXACT_ROUTE.set(True)
+    try:
+        yield
+    finally:
+        _EXACT_ROUTE.reset(token)
+
 
 def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     """The exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model.
@@ -393,7 +500,7 @@ def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
         return _exact_loss(task, A, loops, u)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported once, below
         value = _certified(task, A, loops, u, need_grad=False)[0]
-    return _inf_on_overflow(value)
+    return inf_on_overflow(value)
 
 
 def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = True):
@@ -417,6 +524,84 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
     """
     task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
     return _certified(task, A, loops, u, need_grad=True, fallback=V.boolean("fallback", fallback))
+
+
+def float_routes(loops: int) -> tuple:
+    """The float routes `population_loss` tries at this loop count, in order: "expansion" (the
+    expansion in S) and, for loops <= CENTRED_MAX_LOOPS, "centred" (docs/engine.md,
+    "5. Numerical accuracy")."""
+    loops = V.positive_int("loops", loops)
+    return ("expansion", "centred") if loops <= CENTRED_MAX_LOOPS else ("expansion",)
+
+
+def _route_parts(task, loops, route, u):
+    if route not in float_routes(loops):
+        raise ValueError(f"route: expected one of {float_routes(loops)} at loops = {loops}, got {route!r}")
+    parts, scales = _parts_needed(task.n, task.noise, u)
+    scales = [float(x) for x in scales]
+    if route == "centred":
+        parts, scales = ("centred",) + parts[2:], scales[1:]
+    return _compiled(loops, parts), scales
+
+
+def population_loss_grad_route(task: Task, A, loops: int, u=None, route: str = "expansion"):
+    """(f, grad_A f, grad_u f) in float by one route, without the error bound: the numbers
+    `population_loss_grad` computes on that route, bit for bit (the same letters and the same
+    operations; tests/test_loss_hvp.py checks it), at about a third of the cost. f is a plain float.
+
+    For the inner steps of an optimiser: where `float_routes(loops)` has one route (loops above
+    CENTRED_MAX_LOOPS) these are exactly population_loss_grad(..., fallback=False)'s numbers,
+    whose bound cannot change the route taken. Nothing here vouches for their accuracy: a
+    reported point is evaluated by `population_loss_grad`. route: one of float_routes(loops).
+    """
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
+    d = task.d
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats, _ = _float_letters(A, u, sx, np.asarray(task.sigma_w, dtype=float), d)
+    comp, scales = _route_parts(task, loops, route, u)
+    value, G = comp.value_and_grad(mats, task.n, d, True, scales)
+    gA, gu = _chain(G, sx, u, d)
+    return value, gA, gu
+
+
+#: The imaginary step of `population_loss_hvp`, relative to the direction's norm: its error is
+#: of relative order (step / size of the letters)^2, far below float64's resolution.
+COMPLEX_STEP = 1e-20
+
+
+def population_loss_hvp(task: Task, A, loops: int, dA, u=None, du=None, route: str = "expansion"):
+    """The Hessian of f(A, u) applied to (dA, du): (H_AA dA + H_Au du, H_uA dA + H_uu du), by
+    a complex step through the gradient of one float route (`population_loss_grad_route`):
+
+      H v = Im grad f(z + i h v) / h + O(h^2),
+
+    exact to rounding: no difference is taken, so h can be 1e-20 relative to |v| (Squire and
+    Trapp, "Using complex variables to estimate derivatives of real functions", SIAM Rev. 40,
+    1998; the evaluation is a polynomial in the letters, computed without absolute values or
+    conjugates, so it is analytic). Costs 2-2.5 float gradients, and about the memory of
+    population_loss_grad (complex numbers, but none of the bounds' arrays). Without a bound,
+    like population_loss_grad_route: for Newton steps, whose result is checked by the gradient.
+    u None means u = 0 (f is quadratic in u, so H_uu du is not 0); du None means du = 0.
+    Returns (HA, Hu), Hu of length d.
+    """
+    task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
+    d = task.d
+    if du is not None:
+        check_loss_memory(d, loops, True, grad=True)  # a direction in u brings in the u part
+    dA = V.square_matrix("dA", dA, d, allow_exact=False)
+    u = np.zeros(d) if u is None else u
+    du = np.zeros(d) if du is None else V.vector("du", du, d, allow_exact=False)
+    scale = math.hypot(np.linalg.norm(dA), np.linalg.norm(du))
+    if scale == 0:
+        return np.zeros((d, d)), np.zeros(d)
+    h = COMPLEX_STEP / scale
+    Ac, uc = A + 1j * h * dA, u + 1j * h * du
+    sx = np.asarray(task.sigma_x, dtype=float)
+    mats = np.stack(_letters(Ac, uc, sx, np.asarray(task.sigma_w, dtype=float), d, None))
+    comp, scales = _route_parts(task, loops, route, uc)
+    _, G = comp.value_and_grad(mats, task.n, d, True, scales)
+    gA, gu = _chain(G, sx, uc, d)
+    return gA.imag / h, np.asarray(gu).imag / h
 
 
 def _float_letters(A, u, sx, sw, d):
@@ -457,38 +642,61 @@ def _certified(task, A, loops, u, need_grad, fallback=True):
     sw = np.asarray(task.sigma_w, dtype=float)
     A = np.asarray(A, dtype=float)
     uf = None if u is None else np.asarray(u, dtype=float)
+    if _EXACT_ROUTE.get():
+        return _exact_fallback(task, A, loops, uf, need_grad, ["float routes skipped: exact_route()"])
     mats, errs = _float_letters(A, uf, sx, sw, d)
     parts, scales = _parts_needed(task.n, task.noise, uf)
     scales = [float(x) for x in scales]
-    e_norm = float(np.linalg.norm(mats[_E]))
+    return certified_evaluation(
+        _routes(loops, parts, scales), lambda ps: _compiled(loops, ps), mats, errs, task.n, d, need_grad, fallback,
+        chain=lambda G: _chain(G, sx, uf, d), chain_error=lambda G, Gerr: _chain_error(G, Gerr, sx, uf, d),
+        e_norm=float(np.linalg.norm(mats[_E])),
+        exact=lambda tried: _exact_fallback(task, A, loops, uf, need_grad, tried))
+
+
+def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback, chain, chain_error, e_norm, exact):
+    """The loss (and gradient) by the first float route whose running error bound vouches for
+    RTOL, else by `exact` (docs/engine.md, "5. Numerical accuracy"); the model-independent part
+    of `population_loss_grad`, shared with `looptheory.multilayer`.
+
+    routes: (name, parts, scales) in order of cost; compile(parts): their CompiledExpansion;
+    mats, errs: the letter matrices and their entrywise error bounds; chain(G): the model's
+    two gradients from the letter adjoints G = {letter: df/dM}; chain_error(G, Gerr): bounds on
+    the Frobenius norms of their errors; e_norm: the scale ||E|| of the gradient's test, which
+    must hold to RTOL relative to max(||grad||, f / ||E||); exact(tried): the exact-rational
+    route's (f, grad_1, grad_2), given the routes tried. With fallback=False the float route
+    with the smallest bound is returned instead of `exact`. Returns (Certified f, grad_1,
+    grad_2), the gradients None without need_grad.
+    """
     tried = []
     best = None
-    for route, ps, sc in _routes(loops, parts, scales):
-        comp = _compiled(loops, ps)
-        value, G, err, Gerr = comp.evaluate(mats, task.n, d, need_grad, sc, errs)
+    for route, ps, sc in routes:
+        value, G, err, Gerr = compile(ps).evaluate(mats, n, d, need_grad, sc, errs)
         if not math.isfinite(value):
             # float64 overflow (finite inputs): no route can do better in float; the caller
             # reports it (population_loss returns inf with a warning)
             f = Certified(value, math.inf, "overflow")
-            return (f, None, None) if not need_grad else (f, *_chain(G, sx, uf, d))
-        ok = math.isfinite(value) and err <= RTOL * (value - err)
+            return (f, None, None) if not need_grad else (f, *chain(G))
+        ok = err <= RTOL * (value - err)
+        better = not fallback and (best is None or err < best[0].error)
+        if need_grad and (ok or better):
+            # the gradients and their bounds once, for the test and for the best route kept
+            g1, g2 = chain(G)
+            e1, e2 = chain_error(G, Gerr)
         if ok and need_grad:
-            gA, gu = _chain(G, sx, uf, d)
-            eA, eu = _chain_error(G, Gerr, sx, uf, d)
-            scale = max(math.hypot(np.linalg.norm(gA), np.linalg.norm(gu)), (value - err) / max(e_norm, 1e-300))
-            ok = math.hypot(eA, eu) <= RTOL * scale
+            scale = max(math.hypot(np.linalg.norm(g1), np.linalg.norm(g2)), (value - err) / max(e_norm, 1e-300))
+            ok = math.hypot(e1, e2) <= RTOL * scale
         if ok:
             if not need_grad:
                 return Certified(value, err, route), None, None
-            return Certified(value, err, route, (eA, eu)), gA, gu
+            return Certified(value, err, route, (e1, e2)), g1, g2
         tried.append(f"{route}: relative bound {err / abs(value) if value else math.inf:.1e}")
-        if not fallback and (best is None or err < best[0].error):
-            gA, gu = _chain(G, sx, uf, d) if need_grad else (None, None)
-            ge = _chain_error(G, Gerr, sx, uf, d) if need_grad else None
-            best = (Certified(value, err, route, ge), gA, gu)
+        if better:
+            best = ((Certified(value, err, route, (e1, e2)), g1, g2) if need_grad
+                    else (Certified(value, err, route), None, None))
     if not fallback:
         return best
-    return _exact_fallback(task, A, loops, uf, need_grad, tried)
+    return exact(tried)
 
 
 def _chain(G, sx, u, d):
@@ -512,43 +720,54 @@ def _chain_error(G, Gerr, sx, u, d):
 def _exact_fallback(task, A, loops, u, need_grad, tried):
     """The loss (and gradient) of the float inputs in exact rationals, rounded once."""
     d = task.d
-    parts, _ = _parts_needed(task.n, task.noise, u)
-    comp = _compiled(loops, parts)
-    cost = len(comp) * d**3
-    if cost > EXACT_FALLBACK_LIMIT:
-        raise ValueError(
-            f"loops: at loops = {loops}, d = {d}, n = {task.n} no float route reaches relative accuracy "
-            f"{RTOL:g} ({'; '.join(tried)}) and exact evaluation would cost about {cost:.1e} rational "
-            f"operations (limit {EXACT_FALLBACK_LIMIT:.0e}); use exact=True with rational inputs, or fewer loops"
-        )
     fr = lambda M: np.vectorize(Fraction, otypes=[object])(np.asarray(M, dtype=float))  # noqa: E731
     mats = _letters(fr(A), None if u is None else fr(u), fr(task.sigma_x), fr(task.sigma_w), d, Fraction(1))
     parts, scales = _parts_needed(task.n, Fraction(float(task.noise)), u)
-    value, G = _compiled(loops, parts).value_and_grad_exact(mats, task.n, d, scales=scales, need_grad=need_grad)
+    sxe, ue = fr(task.sigma_x), None if u is None else fr(u)
+    return exact_evaluation(_compiled(loops, parts), mats, task.n, d, scales, need_grad,
+                            lambda G: _chain(G, sxe, ue, d), tried, "loops", f"loops = {loops}", "or fewer loops")
+
+
+def exact_evaluation(comp, mats, n, d, scales, need_grad, chain, tried, name, where, advice):
+    """The exact-rational route: `comp` evaluated on the exact letters `mats`, the value
+    rounded once, the gradients chain(G) rounded once each (a Certified with error and
+    grad_error of one rounding). Refused (ValueError naming `name`, stating `where` and the
+    float routes `tried`) above EXACT_FALLBACK_LIMIT rational operations (terms x d^3)."""
+    cost = len(comp) * d**3
+    if cost > EXACT_FALLBACK_LIMIT:
+        raise ValueError(
+            f"{name}: at {where}, d = {d}, n = {n} no float route reaches relative accuracy "
+            f"{RTOL:g} ({'; '.join(tried)}) and exact evaluation would cost about {cost:.1e} rational "
+            f"operations (limit {EXACT_FALLBACK_LIMIT:.0e}); use exact=True with rational inputs, {advice}"
+        )
+    value, G = comp.value_and_grad_exact(mats, n, d, scales=scales, need_grad=need_grad)
     # one rounding of the exact value
     f = Certified(float(value), U_ROUND * abs(float(value)), "exact")
     if not need_grad:
         return f, None, None
     G = {c: np.vectorize(lambda x: x, otypes=[object])(g) for c, g in G.items()}
-    sxe, ue = fr(task.sigma_x), None if u is None else fr(u)
-    gA = sxe.dot((G[_B] - G[_E]).T) + (G[_BT] - G[_ET]).dot(sxe)
-    gu = np.zeros(d) if ue is None else (G[_U].dot(sxe).dot(ue) + sxe.dot(G[_U].T).dot(ue)).astype(float)
-    gA = gA.astype(float)
-    f.grad_error = (U_ROUND * float(np.linalg.norm(gA)), U_ROUND * float(np.linalg.norm(gu)))
-    return f, gA, gu
+    g1, g2 = (np.asarray(g, dtype=object).astype(float) for g in chain(G))
+    f.grad_error = (U_ROUND * float(np.linalg.norm(g1)), U_ROUND * float(np.linalg.norm(g2)))
+    return f, g1, g2
 
 
 def _exact_loss(task, A, loops, u):
-    d = task.d
-    sx = _exact_matrix("sigma_x", np.asarray(task.sigma_x))
-    sw = _exact_matrix("sigma_w", np.asarray(task.sigma_w))
-    A = _exact_matrix("A", A)
-    u = None if u is None else _exact_matrix("u", u)
+    sx, sw, noise = exact_task(task)
+    A = exact_matrix("A", A)
+    u = None if u is None else exact_matrix("u", u)
+    mats = _letters(A, u, sx, sw, task.d, Fraction(1))
+    parts, scales = _parts_needed(task.n, noise, u)
+    return _compiled(loops, parts).value_exact(mats, task.n, task.d, scales=scales)
+
+
+def exact_task(task):
+    """(sigma_x, sigma_w, noise) of a task in exact rationals for exact=True (TypeError naming
+    the parameter for a non-integer float)."""
+    sx = exact_matrix("sigma_x", np.asarray(task.sigma_x))
+    sw = exact_matrix("sigma_w", np.asarray(task.sigma_w))
     noise = task.noise
     if isinstance(noise, float):
         if not noise.is_integer():
             raise TypeError("noise: exact=True needs a rational noise variance (use fractions.Fraction)")
         noise = Fraction(int(noise))
-    mats = _letters(A, u, sx, sw, d, Fraction(1))
-    parts, scales = _parts_needed(task.n, noise, u)
-    return _compiled(loops, parts).value_exact(mats, task.n, d, scales=scales)
+    return sx, sw, noise

@@ -23,15 +23,19 @@ so f is a polynomial of degree 2L in gamma with exact rational coefficients buil
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from math import comb
 
 import numpy as np
 from scipy import optimize as _opt
+from scipy.sparse import linalg as _sla
 
 from . import _validate as V
-from .loss import MAX_LOOPS, check_loss_memory, population_loss_grad
+from ._threads import single_blas_thread
+from .loss import (MAX_LOOPS, check_loss_memory, float_routes, population_loss_grad, population_loss_grad_route,
+                   population_loss_hvp)
 from .moments import check_moment_cost, trace_moments
 from .task import Task
 
@@ -314,107 +318,211 @@ def _is_gatmiry_prior(task: Task) -> bool:
     return np.allclose(sw @ sx, np.eye(task.d), rtol=0, atol=1e-12 * task.d)
 
 
-def _newton_polish(fg, z, steps=4):
-    """Newton steps with a Hessian from central differences of the exact gradient; a step is
-    kept only if it lowers the gradient norm (so it cannot make things worse)."""
-    f, g = fg(z)
+def newton_polish(fg, hvp, z, f, g, route, steps=4):
+    """Newton steps from z (where fg gave f, g and route) with the exact Hessian, applied as
+    Hessian-vector products (`hvp(z, v, route)`, a complex step: loss.population_loss_hvp,
+    multilayer.multilayer_loss_hvp) and solved by MINRES; a step is kept only if it lowers the
+    gradient norm (so it cannot make things worse). fg(z) -> (f, gradient, route). Returns
+    (z, f, g, route) of the last point kept.
+
+    MINRES from 0 needs no factorisation, takes a symmetric indefinite Hessian (Newton goes to
+    the nearest critical point, a saddle too: the gradient norm is the test) and stays in the
+    Krylov space of g, so on a singular Hessian it takes the minimum-norm step: the minimiser
+    is not isolated when the task has symmetries (at sigma_x = sigma_w = I the loss is
+    invariant under A -> O A O^T, u -> O u, and the non-symmetric minimisers form a manifold),
+    and a minimum-norm step does not wander along it."""
+    m = z.size
     for _ in range(steps):
-        m = z.size
-        h = 1e-5 * (1.0 + np.linalg.norm(z)) / np.sqrt(m)
-        H = np.empty((m, m))
-        for i in range(m):
-            e = np.zeros(m)
-            e[i] = h
-            H[:, i] = (fg(z + e)[1] - fg(z - e)[1]) / (2 * h)
-        H = (H + H.T) / 2
-        try:
-            step = np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
+        zz, rr = z, route
+        op = _sla.LinearOperator((m, m), matvec=lambda v: hvp(zz, v, rr), dtype=float)
+        step, _ = _sla.minres(op, g, rtol=_MINRES_RTOL, maxiter=m)
+        if not np.all(np.isfinite(step)):
             break
         z_new = z - step
-        f_new, g_new = fg(z_new)
-        if not np.isfinite(f_new) or np.linalg.norm(g_new) >= np.linalg.norm(g):
+        f_new, g_new, r_new = fg(z_new)
+        gn, gn_new = np.linalg.norm(g), np.linalg.norm(g_new)
+        if not np.isfinite(f_new) or gn_new >= gn:
             break
-        z, f, g = z_new, f_new, g_new
-    return z, f, g
+        z, f, g, route = z_new, f_new, g_new, r_new
+        if gn_new > gn / 2:
+            break  # not even halved: at the gradient's rounding floor, or outside Newton's region
+    return z, f, g, route
+
+
+#: Relative residual of the Newton equations solved by MINRES (at most m Hessian-vector
+#: products): an inexact Newton step multiplies the gradient norm by about this, plus the
+#: quadratic term, so two steps from an L-BFGS point (|g| ~ 1e-7) reach the rounding floor.
+_MINRES_RTOL = 1e-6
 
 
 #: A minimiser is reported converged when its scaled gradient norm is at most this.
 CONVERGED_TOL = 1e-6
 
 
-def _scaled_gradient(f, g, z, d, with_u, sx_inv):
-    """||(s_A grad_A f sigma_x^{-1}, s_u grad_u f)|| / f at z (see _scaled_refine)."""
+@dataclass(frozen=True)
+class Scaling:
+    """The variable of `scaled_refine` scaled to a point's own size: at z with loss f,
+    z' = z + T y, T = linear(z, f) a linear map (a function y -> T y) that is self-adjoint, so
+    that T also pulls a gradient back (grad_y = T grad_z). The first size_A entries of z are the
+    matrices' and the rest the vectors'; the scaled gradient norm is the hypot of the two
+    blocks' norms (`scaled_gradient_norm`)."""
+
+    linear: object
+    size_A: int
+
+
+def scaled_gradient_norm(f, g, z, scaling: Scaling):
+    """||T grad f|| / f at z, T = scaling.linear(z, f) (see scaled_refine): how far from
+    stationary z is relative to the loss' own scale."""
     if not (f > 0):
         return 0.0 if f == 0 else math.inf
-    A = z[: d * d].reshape(d, d)
-    s_A = float(np.linalg.norm(np.eye(d) - A.T @ np.linalg.inv(sx_inv))) or 1.0
-    gA = s_A * (g[: d * d].reshape(d, d) @ sx_inv)
-    gu = math.sqrt(float(f)) * g[d * d:] if with_u else np.zeros(0)
-    return float(math.hypot(np.linalg.norm(gA), np.linalg.norm(gu))) / float(f)
+    y = scaling.linear(z, f)(g)
+    k = scaling.size_A
+    return float(math.hypot(np.linalg.norm(y[:k]), np.linalg.norm(y[k:]))) / float(f)
 
 
-def _scaled_refine(fg, z, d, with_u, sx_inv, rounds=6):
+def scaled_refine(fg, hvp, z, f, g, route, scaling: Scaling, rounds=6):
     """Minimise again in a variable scaled to the point's own size, so that a loss of 1e-22 at
     n = 1e11 (where E = I - A^T sigma_x is of order 1/n) is as well conditioned as a loss of 1:
 
-      A = A_k + s_A Z sigma_x^{-1},  u = u_k + s_u v,   F(Z, v) = f(A, u) / f(A_k, u_k),
+      z = z_k + T y,   F(y) = f(z) / f(z_k),
 
-    s_A = ||I - A_k^T sigma_x||_F (the distance to the n = inf minimiser, the only scale the
-    loss has), s_u = sqrt(f(A_k, u_k)) (u enters f quadratically). Rounds of L-BFGS and Newton
-    from (Z, v) = 0 re-centre and re-scale until the loss stops falling. Returns (z, f, g,
-    scaled gradient norm); starts nothing new, so it is as blind as the starts before it."""
-    f, g = fg(z)
-    sgn = _scaled_gradient(f, g, z, d, with_u, sx_inv)
+    T = scaling.linear(z_k, f(z_k)) (`looped_scaling`: A = A_k + s_A Y sigma_x^{-1},
+    s_A = ||I - A_k^T sigma_x||_F, the distance to the n = inf minimiser, the only scale the
+    loss has; u = u_k + s_u v, s_u = sqrt(f(A_k, u_k)), as u enters f quadratically). Rounds of
+    L-BFGS and Newton (`newton_polish`, with the Hessian-vector products T H T v / f(z_k)) from
+    y = 0 re-centre and re-scale until the loss stops falling. z is where fg gave f, g and
+    route. Returns (z, f, g, scaled gradient norm); starts nothing new, so it is as blind as
+    the starts before it."""
+    sgn = scaled_gradient_norm(f, g, z, scaling)
     if sgn <= CONVERGED_TOL * 1e-3:
         return z, f, g, sgn  # already stationary in the scaled variable: nothing to refine
     for _ in range(rounds):
         if not (f > 0):
             break
-        A = z[: d * d].reshape(d, d)
-        s_A = float(np.linalg.norm(np.eye(d) - A.T @ np.linalg.inv(sx_inv))) or 1.0
-        s_u = math.sqrt(float(f))
         f0 = float(f)
-
-        def lift(y):
-            zz = z.copy()
-            zz[: d * d] += s_A * (y[: d * d].reshape(d, d) @ sx_inv).ravel()
-            if with_u:
-                zz[d * d:] += s_u * y[d * d:]
-            return zz
+        z0 = z
+        lift = scaling.linear(z0, f0)  # self-adjoint: it maps y to z - z0 and pulls gradients back
 
         def FG(y):
-            fy, gy = fg(lift(y))
-            gA = s_A * (gy[: d * d].reshape(d, d) @ sx_inv).ravel()
-            out = np.concatenate([gA, s_u * gy[d * d:]]) if with_u else gA
-            return float(fy) / f0, out / f0
+            fy, gy, ry = fg(z0 + lift(y))
+            return float(fy) / f0, lift(gy) / f0, ry
+
+        def HV(y, v, r):
+            return lift(hvp(z0 + lift(y), lift(v), r)) / f0
 
         y0 = np.zeros(z.size)
-        res = _opt.minimize(FG, y0, jac=True, method="L-BFGS-B", options={"maxiter": 500, "gtol": 1e-10, "ftol": 1e-15})
-        y, _, gy = _newton_polish(FG, res.x)
-        z_new = lift(y)
-        f_new, g_new = fg(z_new)
+        res = _opt.minimize(lambda y: FG(y)[:2], y0, jac=True, method="L-BFGS-B",
+                            options={"maxiter": 500, "gtol": 1e-10, "ftol": 1e-15})
+        y, _, gy, _ = newton_polish(FG, HV, res.x, *FG(res.x))
+        z_new = z0 + lift(y)
+        f_new, g_new, r_new = fg(z_new)
         sgn = float(np.linalg.norm(gy))
         improved = f_new < f
         if improved:
-            z, f, g = z_new, f_new, g_new
+            z, f, g, route = z_new, f_new, g_new, r_new
         if not improved or f_new > f0 * (1 - 1e-12):
             break
     return z, f, g, sgn
 
 
+def looped_scaling(d, with_u, sx_inv) -> Scaling:
+    """The scaled variable of the looped search (scaled_refine): A = A_k + s_A Y sigma_x^{-1},
+    s_A = ||I - A_k^T sigma_x||_F (1 if 0), u = u_k + sqrt(f) v; z the flattened (A, u)."""
+
+    def linear(z, f):
+        s_A = float(np.linalg.norm(np.eye(d) - z[: d * d].reshape(d, d).T @ np.linalg.inv(sx_inv))) or 1.0
+        s_u = math.sqrt(float(f))
+
+        def T(y):
+            # self-adjoint: Y -> Y sigma_x^{-1} is, sigma_x^{-1} being symmetric
+            zz = np.zeros_like(y)
+            zz[: d * d] = s_A * (y[: d * d].reshape(d, d) @ sx_inv).ravel()
+            if with_u:
+                zz[d * d:] = s_u * y[d * d:]
+            return zz
+
+        return T
+
+    return Scaling(linear, d * d)
+
+
+def remembered(fn, size=4):
+    """fn(z) remembered for the last `size` points z (by their bytes): SciPy and the
+    refinements ask again for the point they ended at."""
+    memo = OrderedDict()
+
+    def wrapped(z):
+        key = z.tobytes()
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+        out = memo[key] = fn(z)
+        if len(memo) > size:
+            memo.popitem(last=False)
+        return out
+
+    return wrapped
+
+
+def _inner_evaluators(task, loops, with_u):
+    """fg(z) -> (f, gradient, route) and hvp(z, v, route) -> H v for the inner steps, z the
+    flattened (A, u) (A alone without u).
+
+    fg gives population_loss_grad(..., fallback=False)'s numbers (the certified best float
+    route, no exact fallback: the final point is certified separately); where the loss has a
+    single float route (loops > CENTRED_MAX_LOOPS) they are computed without the bound, bit for
+    bit the same at a third of the cost (loss.population_loss_grad_route). The last few points
+    are remembered (`remembered`). hvp is the exact Hessian-vector product on the route fg
+    took there (a complex step, loss.population_loss_hvp)."""
+    d = task.d
+    one_route = len(float_routes(loops)) == 1
+
+    def split(z):
+        return z[: d * d].reshape(d, d), (z[d * d:] if with_u else None)
+
+    def fg(z):
+        A, u = split(z)
+        if one_route:
+            f, gA, gu = population_loss_grad_route(task, A, loops, u, "expansion")
+            route = "expansion"
+        else:
+            f, gA, gu = population_loss_grad(task, A, loops, u, fallback=False)
+            route = f.route if f.route in float_routes(loops) else "expansion"
+        return f, np.concatenate([gA.ravel(), gu]) if with_u else gA.ravel(), route
+
+    def hvp(z, v, route):
+        A, u = split(z)
+        dA, du = split(v)
+        HA, Hu = population_loss_hvp(task, A, loops, dA, u, du, route)
+        return np.concatenate([HA.ravel(), Hu]) if with_u else HA.ravel()
+
+    return remembered(fg), hvp
+
+
+@single_blas_thread()
 def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 0, with_u: bool = True) -> OptimumResult:
     """The global minimiser of the exact population loss over all real d x d A (not only
     symmetric) and all u, found without being told the answer: L-BFGS with the exact gradient
-    from A = 0 and `starts - 1` random non-symmetric starts, then Newton polishing with a
-    finite-difference Hessian of the exact gradient, then rounds in a variable scaled to the
-    point's own size (see `_scaled_refine`), which is what makes the search converge at huge n
-    (at n = 1e11 the loss near the optimum is 1e-22). The structured candidate
-    gamma_L sigma_x^{-1} (Gatmiry et al., Thm. on the global minimiser) is compared with the
-    result, never substituted for it nor used as a start. with_u=False fixes u = 0.
+    from A = 0 and `starts - 1` random non-symmetric starts, then Newton polishing with the
+    exact Hessian (complex-step Hessian-vector products, `loss.population_loss_hvp`, solved by
+    MINRES: see `newton_polish`), then rounds in a variable scaled to the point's own size
+    (see `scaled_refine`), which is what makes the search converge at huge n (at n = 1e11 the
+    loss near the optimum is 1e-22). The structured candidate gamma_L sigma_x^{-1} (Gatmiry et
+    al., Thm. on the global minimiser) is compared with the result, never substituted for it
+    nor used as a start. with_u=False fixes u = 0.
+
+    The inner steps take population_loss_grad(..., fallback=False)'s numbers, without the bound
+    where that changes nothing (`_inner_evaluators`); the reported loss and gradient are
+    certified. The BLAS runs one thread meanwhile (looptheory/_threads.py; the caller's
+    setting is restored). Cost at d = 10, n = 20, loops = 6 with u, 6 starts: 2.4-4 CPU-s
+    (benchmarks/bench_optimum.py; docs/engine.md, "8. Limits").
 
     The result says what was reached: `converged` (scaled gradient norm <= CONVERGED_TOL),
-    the scaled and raw gradient norms, and `status`.
+    the scaled and raw gradient norms, and `status`. When the task has symmetries the
+    minimiser need not be isolated (at sigma_x = sigma_w = I, A -> O A O^T leaves the loss
+    unchanged), and A is then one point of the set of minimisers: which one depends on the
+    path from the start.
     seed: an integer >= 0. Memory: as population_loss_grad (refused up front above the memory cap).
     """
     loops = _check(task, loops)
@@ -431,13 +539,9 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
     sx = np.asarray(task.sigma_x, dtype=float)
     sx_inv = np.linalg.inv(sx)
     m = d * d + (d if with_u else 0)
+    scaling = looped_scaling(d, with_u, sx_inv)
 
-    def fg(z):
-        A = z[: d * d].reshape(d, d)
-        u = z[d * d:] if with_u else None
-        # inner steps: the best float route, no exact fallback (the final point is certified)
-        f, gA, gu = population_loss_grad(task, A, loops, u, fallback=False)
-        return f, (np.concatenate([gA.ravel(), gu]) if with_u else gA.ravel())
+    fg, hvp = _inner_evaluators(task, loops, with_u)
 
     inits = [np.zeros(m)]
     for _ in range(starts - 1):
@@ -446,9 +550,10 @@ def optimal_preconditioner(task: Task, loops: int, starts: int = 6, seed: int = 
         inits.append(np.concatenate([A0.ravel(), u0]))
     finals = []
     for z0 in inits:
-        res = _opt.minimize(fg, z0, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-12, "ftol": 1e-15})
-        z, f, g = _newton_polish(fg, res.x)
-        z, f, g, sgn = _scaled_refine(fg, z, d, with_u, sx_inv)
+        res = _opt.minimize(lambda z: fg(z)[:2], z0, jac=True, method="L-BFGS-B",
+                            options={"maxiter": 5000, "gtol": 1e-12, "ftol": 1e-15})
+        z, f, g, route = newton_polish(fg, hvp, res.x, *fg(res.x))
+        z, f, g, sgn = scaled_refine(fg, hvp, z, f, g, route, scaling)
         finals.append((f, z, g, sgn))
     _, z, g, sgn = min(finals, key=lambda t: t[0])
     A = z[: d * d].reshape(d, d)

@@ -966,6 +966,16 @@ def plot_training(records, ax=None, title=None):
     return ax
 
 
+def _panel_rows(record, panel, panels, rid, kind):
+    """(evidence, its non-empty "rows") of a two-panel record plot, the panel checked."""
+    if panel not in panels:
+        raise ValueError(f"panel: expected {' or '.join(repr(p) for p in panels)}, got {panel!r}")
+    ev = _evidence(record, "record", ["rows"], f"the record of {kind} {rid}")
+    if not ev["rows"]:
+        raise ValueError(f"record: {rid}'s evidence has no rows")
+    return ev, ev["rows"]
+
+
 def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
     """Experiment E3 (evidence "rows" and "exact"), against loops (= layers).
 
@@ -974,12 +984,7 @@ def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
     are offset by +-0.1 so the bars do not overlap). panel="difference": multi-layer minus
     looped loss, paired on the same prompts, +-2 standard errors, with the line 0 (no
     difference). Returns the Axes."""
-    if panel not in ("loss", "difference"):
-        raise ValueError(f"panel: expected 'loss' or 'difference', got {panel!r}")
-    ev = _evidence(record, "record", ["rows"], "the record of experiment E3")
-    rows = ev["rows"]
-    if not rows:
-        raise ValueError("record: E3's evidence has no rows")
+    ev, rows = _panel_rows(record, panel, ("loss", "difference"), "E3", "experiment")
     ax = _axes(ax)
     Ls = np.array([int(r["loops"]) for r in rows], float)
     c = _colors(2)
@@ -1022,13 +1027,83 @@ def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
     return ax
 
 
+def plot_looped_vs_untied(record, ax=None, panel="loss", title=None):
+    """Claim G6 (evidence "rows": one per cell (d, layers, n) with f*_looped, f*_untied,
+    f*_schedule), against L. panel="loss": the exact optimal losses, looped (hollow circles) and
+    untied (filled squares), and the best per-layer schedule (line), one colour per (d, n).
+    panel="ratio": f*_looped / f*_untied with G6's threshold 1.10. Returns the Axes."""
+    _, rows = _panel_rows(record, panel, ("loss", "ratio"), "G6", "claim")
+    ax = _axes(ax)
+    groups = sorted({(int(r["d"]), _num(r["n"])) for r in rows})
+    cols = _colors(len(groups))
+    handles = []
+    for (d, n), col in zip(groups, cols):
+        rs = sorted((r for r in rows if int(r["d"]) == d and _num(r["n"]) == n), key=lambda r: int(r["layers"]))
+        Ls = [int(r["layers"]) for r in rs]
+        if panel == "loss":
+            (h,) = ax.plot(Ls, [_num(r["f*_schedule"]) for r in rs], "-", color=col, lw=1.2, label=f"d = {d}, n = {n:g}")
+            ax.plot(Ls, [_num(r["f*_looped"]) for r in rs], "o", ms=7, mfc="none", mec=col, mew=1.4)
+            ax.plot(Ls, [_num(r["f*_untied"]) for r in rs], "s", ms=4, color=col)
+        else:
+            (h,) = ax.plot(Ls, [_num(r["looped/untied"]) for r in rs], "o-", color=col, ms=5, label=f"d = {d}, n = {n:g}")
+        handles.append(h)
+    if panel == "loss":
+        ax.set_yscale("log")
+        ax.set_ylabel("optimal loss")
+        style = [_proxy("looped, blind optimum", ls="none", marker="o", mfc="none", ms=7),
+                 _proxy("untied, blind optimum", ls="none", marker="s", ms=4),
+                 _proxy("best per-layer schedule (exact)", ls="-")]
+    else:
+        params = _params(record)
+        style = [_threshold(ax, float(params.get("threshold f*_looped / f*_untied", 1.10)), "G6: 1.10")]
+        ax.set_ylabel("f*_looped / f*_untied")
+    ax.set_xlabel("loops (looped) = layers (untied)")
+    _integer_axis(ax.xaxis)
+    ax.grid(True, which="major", alpha=0.3)
+    _legends(ax, handles, style, colour_title="cell", outside=True)
+    _title(ax, title)
+    return ax
+
+
+def plot_scalar_limit(results, ax=None, title=None):
+    """The finite-d exact optimum of the scalar family against its proportional limit: |f*_d / d -
+    F*| against d (log-log), one line per result of `limit.scalar_family_convergence` (a dict with
+    "limit" and "rows", or a list of them), labelled with alpha, L, rho and the fitted rate.
+    Returns the Axes."""
+    if isinstance(results, Mapping):
+        results = [results]
+    if not isinstance(results, Sequence) or not results or not all(isinstance(r, Mapping) and "rows" in r for r in results):
+        raise TypeError("results: expected the dict of scalar_family_convergence, or a non-empty list of them")
+    ax = _axes(ax)
+    cols = _colors(len(results))
+    handles, ds = [], []
+    for res, col in zip(results, cols):
+        lim = res.get("limit")
+        rows = res["rows"]
+        d = [int(r["d"]) for r in rows]
+        ds += d
+        lab = (f"α = {getattr(lim, 'alpha', '?')}, L = {getattr(lim, 'loops', '?')}, ρ = {getattr(lim, 'rho', '?')}: "
+               f"rate d^{_num(res.get('rate')):.2f}")
+        (h,) = ax.plot(d, [_num(r["error"]) for r in rows], "o-", color=col, ms=5, label=lab)
+        handles.append(h)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _integer_log_axis(ax.xaxis, ds)
+    ax.set_xlabel("d (n = α d, noise = ρ d)")
+    ax.set_ylabel("|f*_d / d − F*|")
+    ax.grid(True, which="major", alpha=0.3)
+    _legends(ax, handles, outside=False)
+    _title(ax, title)
+    return ax
+
+
 # --- captions of the report's figures -----------------------------------------------------------
 
 FIGURE_CAPTIONS = {
     "loss_vs_loops": (
         "Loss at the optimal scale against loops. The loss of A = γ_L Σx⁻¹ (d = 5) for three n: the "
         "exact scalar-family curve from the trace moments (line), the exact engine (circles) and Monte Carlo "
-        "of the forward pass (diamonds, ±2 standard errors in black). A cross-check of the toolkit: the engine "
+        "(the conditional estimator of monte_carlo_loss; diamonds, ±2 standard errors in black). A cross-check of the toolkit: the engine "
         "must sit on the curve and the Monte Carlo bars must reach it (the comparison the check "
         "exact_vs_monte_carlo makes at other settings)."),
     "optimal_scale_vs_loops": (
@@ -1091,6 +1166,12 @@ FIGURE_CAPTIONS = {
         "(grey) and trained looped and multi-layer models (Monte Carlo, ±2 standard errors in black). "
         "Right: multi-layer minus looped loss, paired on the same prompts, ±2 standard errors; bars that "
         "do not reach the line 0 are a significant difference."),
+    "looped_vs_untied_optimum": (
+        "Looped against untied layers, exactly (claim G6). Left: the exact optimal loss against L of the "
+        "looped model (hollow circles) and of the untied multi-layer model (filled squares), both found by "
+        "blind multi-start searches, and of the best per-layer schedule A_l = a_l Σx⁻¹ (line, exact), one "
+        "colour per (d, n). Right: f*_looped / f*_untied with G6's threshold 1.10 (black); G6 holds in a "
+        "cell at or below it."),
     "test_time_loops": (
         "Looping trained models longer (experiment E4). Models trained with 2 and 5 loops run with up to "
         "64: median (solid) and mean (dashed) squared error over the same simulated prompts, exact mean "

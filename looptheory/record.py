@@ -161,7 +161,8 @@ class Spec:
     `check(quick, params, **options) -> Outcome`, the statement, its source and its declared
     region (a dict of parameters, or a function of `quick` returning one; None when the check
     declares its parameters itself, in `Outcome.params`). `figures`: the report figures drawn
-    from its evidence."""
+    from its evidence. `after`: the id of an item whose computation this one reuses when it runs
+    right after it in the same process (`looptheory verify --jobs` keeps the two together)."""
 
     id: str
     kind: str
@@ -171,6 +172,7 @@ class Spec:
     source: str = "looptheory"
     region: Any = None
     figures: tuple = ()
+    after: str = ""
 
     def __post_init__(self):
         verdicts_for(self.kind)

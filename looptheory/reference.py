@@ -14,8 +14,10 @@ Both are exponential in the problem size; they are meant for m <= 7 and d <= 2, 
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
+from collections import defaultdict
 from fractions import Fraction
 from functools import lru_cache
 
@@ -23,7 +25,8 @@ import numpy as np
 
 from . import _validate as V
 
-__all__ = ["wick_expectation", "isserlis_loss", "partition_trace_moments", "partition_wishart_moments",
+__all__ = ["wick_expectation", "isserlis_loss", "isserlis_multilayer_loss", "wick_multilayer_loss",
+           "multilayer_loss_infinite_n", "partition_trace_moments", "partition_wishart_moments",
            "sqrtm_spd", "one_loop_closed_form"]
 
 _MAX_S = 7
@@ -388,49 +391,78 @@ def _column_moments(sigma_int, d):
     return mom
 
 
+def _task_fields(task):
+    for attr in ("d", "n", "sigma_x", "sigma_w", "noise"):
+        if not hasattr(task, attr):
+            raise TypeError(f"task: expected a looptheory.Task (missing attribute {attr!r})")
+    return V.positive_int("task.d", task.d)
+
+
 def isserlis_loss(task, A, loops, u=None) -> Fraction:
     """Exact population loss f(A, u) = E (yhat - y_q)^2 of the sparse looped model, from its
-    definition, as a Fraction (tiny d and n only).
+    definition, as a Fraction (tiny d and n only): `isserlis_multilayer_loss` with every layer
+    equal to (A, u).
 
     The model runs preconditioned GD with B = A^T on the labels y + X^T u (docs/conventions.md),
 
         w_0 = 0,   w_{t+1} = w_t + (1/n) B X (y + X^T u - X^T w_t),   yhat = <x_q, w_L>,
 
-    with y = X^T w* + eps. The iteration is run on coefficient matrices: w_t = M_t (w* + u) + E_t eps,
-        M_{t+1} = M_t + (1/n) B X X^T (I - M_t),    E_{t+1} = E_t + (1/n) B X (I_n - X^T E_t),
-    M_0 = 0, E_0 = 0, whose entries are polynomials in the entries of X. Then
-    w_L - w* = (M_L - I) w* + M_L u + E_L eps, and averaging over the independent x_q, w*, eps
+    with y = X^T w* + eps. Every input must be exact: ints, Fractions, SymPy Rationals, or
+    integer-valued floats (TypeError naming the parameter otherwise). n must be finite. Feasible
+    for d <= 2, n <= 3, loops <= 4 in seconds; the cost grows quickly with d * n * loops.
+    """
+    d = _task_fields(task)
+    loops = V.positive_int("loops", loops)
+    Am = _exact_matrix("A", A, (d, d))
+    uv = None if u is None else _exact_matrix("u", u, (d,))
+    return isserlis_multilayer_loss(task, [Am] * loops, None if uv is None else [uv] * loops)
+
+
+def isserlis_multilayer_loss(task, As, us=None) -> Fraction:
+    """Exact population loss of the untied multi-layer sparse model (layer l: A_l, u_l), from
+    its definition, as a Fraction (tiny d and n only).
+
+    The model runs w_0 = 0, w_{t+1} = w_t + (1/n) B_t X (y + X^T u_t - X^T w_t), B_t = A_t^T,
+    yhat = <x_q, w_L> (docs/derivations.md, "1.3 Multi-layer version"), with y = X^T w* + eps.
+    The iteration is run on coefficients, w_t = M_t w* + c_t + E_t eps,
+        M_{t+1} = M_t + (1/n) B_t X X^T (I - M_t),   c_{t+1} = c_t + (1/n) B_t X X^T (u_t - c_t),
+        E_{t+1} = E_t + (1/n) B_t X (I_n - X^T E_t),
+    M_0 = 0, c_0 = 0, E_0 = 0, whose entries are polynomials in the entries of X. Then
+    w_L - w* = (M_L - I) w* + c_L + E_L eps, and averaging over the independent x_q, w*, eps
     (quadratic forms of zero-mean Gaussians) gives
 
-        f = E_X[ tr((M_L - I)^T Sx (M_L - I) Sw) + (M_L u)^T Sx (M_L u) + noise tr(E_L^T Sx E_L) ].
+        f = E_X[ tr((M_L - I)^T Sx (M_L - I) Sw) + c_L^T Sx c_L + noise tr(E_L^T Sx E_L) ].
 
     The outer expectation is over the columns x_i ~ N(0, Sx) i.i.d.: each monomial factorises
     over columns and each column moment comes from Stein's identity with the covariance Sx
     itself (no square root of Sx is ever formed).
 
-    Every input must be exact: ints, Fractions, SymPy Rationals, or integer-valued floats
-    (TypeError naming the parameter otherwise). n must be finite. Feasible for d <= 2, n <= 3,
-    loops <= 4 in seconds; the cost grows quickly with d * n * loops.
+    As: a list of L exact d x d matrices (layer 1 first); us: None or L exact vectors. Every
+    input must be exact (TypeError naming the parameter otherwise); n must be finite. Feasible
+    for d <= 2, n <= 3 and a few layers in seconds.
     """
-    for attr in ("d", "n", "sigma_x", "sigma_w", "noise"):
-        if not hasattr(task, attr):
-            raise TypeError(f"task: expected a looptheory.Task (missing attribute {attr!r})")
-    d = V.positive_int("task.d", task.d)
+    d = _task_fields(task)
     if isinstance(task.n, float) and math.isinf(task.n):
         raise ValueError("task.n: must be finite (the exact Isserlis reference has no n = inf limit)")
     n = V.positive_int("task.n", task.n)
-    loops = V.positive_int("loops", loops)
+    if isinstance(As, (str, bytes)) or not hasattr(As, "__len__") or len(As) < 1:
+        raise TypeError("As: expected a non-empty list of d x d matrices, one per layer")
+    loops = len(As)
+    if us is not None and (not hasattr(us, "__len__") or len(us) != loops):
+        raise ValueError(f"us: expected one vector per layer ({loops}), got {us!r}")
     Sx = _exact_matrix("task.sigma_x", task.sigma_x, (d, d))
     Sw = _exact_matrix("task.sigma_w", task.sigma_w, (d, d))
     noise = _exact_entry("task.noise", task.noise)
-    Am = _exact_matrix("A", A, (d, d))
-    uv = [Fraction(0)] * d if u is None else _exact_matrix("u", u, (d,))
+    Ams = [_exact_matrix(f"As[{t}]", A, (d, d)) for t, A in enumerate(As)]
+    uvs = [[Fraction(0)] * d] * loops if us is None else [_exact_matrix(f"us[{t}]", u, (d,)) for t, u in enumerate(us)]
 
-    # Integer forms: B = Bi / DB, Sx = Sxi / Dx, Sw = Swi / Dw, u = ui / Du.
-    Bi, DB = _int_matrix([[Am[j][i] for j in range(d)] for i in range(d)])
+    # Integer forms with one denominator per kind: B_t = Bi[t] / DB, Sx = Sxi / Dx, Sw = Swi / Dw,
+    # u_t = ui[t] / Du.
+    Bflat, DB = _int_matrix([[Am[j][i] for j in range(d)] for Am in Ams for i in range(d)])
+    Bis = [Bflat[t * d:(t + 1) * d] for t in range(loops)]
     Sxi, Dx = _int_matrix(Sx)
     Swi, Dw = _int_matrix(Sw)
-    (ui,), Du = _int_matrix([uv])
+    uis, Du = _int_matrix(uvs)
 
     # Packed exponents: variable X[a, i] owns bits [(i*d + a)*W, (i*d + a + 1)*W); column i's
     # block is contiguous so its exponent tuple is read off with one shift and mask.
@@ -439,29 +471,37 @@ def isserlis_loss(task, A, loops, u=None) -> Fraction:
     fmask = (1 << W) - 1
     cmask = (1 << (W * d)) - 1
     X = [[{1 << ((i * d + a) * W): 1} for i in range(n)] for a in range(d)]
-
-    # B X (d x n) and B X X^T (d x d) as integer polynomials; the true matrices are these / DB.
-    BX = [[_lincomb(Bi[a], [X[b][i] for b in range(d)]) for i in range(n)] for a in range(d)]
     XXt = [[_lincomb([1] * n, [_pmul(X[a][i], X[b][i]) for i in range(n)]) for b in range(d)] for a in range(d)]
-    BXXt = [[_lincomb(Bi[a], [XXt[c][b] for c in range(d)]) for b in range(d)] for a in range(d)]
 
-    # M_t = Mi / K^t and E_t = Ei / K^t with K = DB * n, so that one step reads
-    # Mi_{t+1} = K Mi_t + BXXt (K^t I - Mi_t),   Ei_{t+1} = K Ei_t + BX (K^t I_n - X^T Ei_t).
+    # M_t = Mi / K^t, c_t = ci / (K^t Du) and E_t = Ei / K^t with K = DB * n, so that one step reads
+    # Mi_{t+1} = K Mi_t + BXXt_t (K^t I - Mi_t),   ci_{t+1} = K ci_t + BXXt_t (K^t ui_t - ci_t),
+    # Ei_{t+1} = K Ei_t + BX_t (K^t I_n - X^T Ei_t).
     K = DB * n
     Mi = [[{} for _ in range(d)] for _ in range(d)]
+    ci = [{} for _ in range(d)]
     Ei = [[{} for _ in range(n)] for _ in range(d)]
     for t in range(loops):
+        Bi = Bis[t]
+        # B X (d x n) and B X X^T (d x d) as integer polynomials; the true matrices are these / DB.
+        BX = [[_lincomb(Bi[a], [X[b][i] for b in range(d)]) for i in range(n)] for a in range(d)]
+        BXXt = [[_lincomb(Bi[a], [XXt[c][b] for c in range(d)]) for b in range(d)] for a in range(d)]
         Kt = K**t
         IminusM = [[_padd({0: Kt} if a == b else {}, Mi[a][b], -1) for b in range(d)] for a in range(d)]
+        uminusc = [_padd({0: Kt * uis[t][a]} if uis[t][a] else {}, ci[a], -1) for a in range(d)]
         XtE = [[_lincomb([1] * d, [_pmul(X[c][i], Ei[c][j]) for c in range(d)]) for j in range(n)] for i in range(n)]
         IminusXtE = [[_padd({0: Kt} if i == j else {}, XtE[i][j], -1) for j in range(n)] for i in range(n)]
         newM = [[{} for _ in range(d)] for _ in range(d)]
+        newc = [{} for _ in range(d)]
         for a in range(d):
             for b in range(d):
                 acc = _pscale(Mi[a][b], K)
                 for c in range(d):
                     _pmul_into(acc, BXXt[a][c], IminusM[c][b])
                 newM[a][b] = {k: v for k, v in acc.items() if v}
+            acc = _pscale(ci[a], K)
+            for c in range(d):
+                _pmul_into(acc, BXXt[a][c], uminusc[c])
+            newc[a] = {k: v for k, v in acc.items() if v}
         newE = [[{} for _ in range(n)] for _ in range(d)]
         for a in range(d):
             for j in range(n):
@@ -469,7 +509,7 @@ def isserlis_loss(task, A, loops, u=None) -> Fraction:
                 for i in range(n):
                     _pmul_into(acc, BX[a][i], IminusXtE[i][j])
                 newE[a][j] = {k: v for k, v in acc.items() if v}
-        Mi, Ei = newM, newE
+        Mi, ci, Ei = newM, newc, newE
     KL = K**loops
 
     mom = _column_moments(tuple(tuple(r) for r in Sxi), d)
@@ -509,14 +549,13 @@ def isserlis_loss(task, A, loops, u=None) -> Fraction:
             _pmul_into(acc, Dm[a][b], SxDSw[a][b])
     f_w = expect(acc) / (KL * KL * Dx * Dw)
 
-    # u part: v = M u, then v^T Sx v.
+    # u part: c^T Sx c.
     f_u = Fraction(0)
-    if any(ui):
-        v = [_lincomb(ui, Mi[a]) for a in range(d)]
-        Sxv = [_lincomb(Sxi[a], v) for a in range(d)]
+    if any(any(row) for row in uis):
+        Sxc = [_lincomb(Sxi[a], ci) for a in range(d)]
         acc = {}
         for a in range(d):
-            _pmul_into(acc, v[a], Sxv[a])
+            _pmul_into(acc, ci[a], Sxc[a])
         f_u = expect(acc) / (KL * KL * Dx * Du * Du)
 
     # noise part: noise * tr(E^T Sx E).
@@ -530,6 +569,124 @@ def isserlis_loss(task, A, loops, u=None) -> Fraction:
         f_e = noise * expect(acc) / (KL * KL * Dx)
 
     return f_w + f_u + f_e
+
+
+# ---------------------------------------------------------------------------------------------
+# The untied multi-layer loss by two more routes: Wick pairings of the whitened closed form, and
+# the n = inf recursion
+# ---------------------------------------------------------------------------------------------
+
+
+def _matrix_any(name, value, shape):
+    """An object array of Fractions when every entry is exact (integer-valued floats included),
+    else a float array."""
+    arr = np.asarray(value)
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
+    try:
+        return np.array(_exact_matrix(name, arr, shape), dtype=object)
+    except TypeError:
+        return V.as_real_array(name, arr.astype(float), len(shape), allow_exact=False)
+
+
+def multilayer_loss_infinite_n(task, As, us=None):
+    """The untied multi-layer loss at n = inf, where S = X X^T / n is sigma_x itself: the
+    recursion w_{l+1} = w_l + A_l^T sigma_x (w* + u_l - w_l) run on its coefficients,
+    w_l = M_l w* + c_l, and f = tr((M_L - I)^T Sx (M_L - I) Sw) + c_L^T Sx c_L (no noise part: it
+    carries 1/n). Exact (a Fraction) when every input is rational, else a float. No engine, no
+    whitening."""
+    d = _task_fields(task)
+    Sx = _matrix_any("task.sigma_x", task.sigma_x, (d, d))
+    Sw = _matrix_any("task.sigma_w", task.sigma_w, (d, d))
+    As = [_matrix_any(f"As[{t}]", A, (d, d)) for t, A in enumerate(As)]
+    us = [None] * len(As) if us is None else [_matrix_any(f"us[{t}]", u, (d,)) for t, u in enumerate(us)]
+    exact = all(M.dtype == object for M in [Sx, Sw] + As + [u for u in us if u is not None])
+    one = Fraction(1) if exact else 1.0
+    eye = np.array([[one * (i == j) for j in range(d)] for i in range(d)], dtype=object if exact else float)
+    M, c = eye * 0, np.array([one * 0] * d, dtype=eye.dtype)
+    for A, u in zip(As, us):
+        BS = A.T.dot(Sx)
+        M = M + BS.dot(eye - M)
+        c = c + BS.dot((0 * c if u is None else u) - c)
+    D = M - eye
+    value = np.trace(D.T.dot(Sx).dot(D).dot(Sw)) + c.dot(Sx).dot(c)
+    return Fraction(value) if exact else float(value)
+
+
+def wick_multilayer_loss(task, As, us=None, sqrt_sigma_x=None):
+    """The untied multi-layer loss from the whitened closed form of docs/derivations.md, "8. The
+    untied multi-layer loss", with every expectation taken by brute-force Wick pairings
+    (`wick_expectation`): a route that shares nothing with the engine or with Isserlis.
+
+      f = E tr(P W P^T) + sum_{l,m} E tr(P_{>l} B_l S U_lm S B_m^T P_{>m}^T)
+          + (noise / n) E tr(N S N^T),
+
+    P = H_L ... H_1, P_{>l} = H_L ... H_{l+1}, H_l = I - B_l S, N = sum_l P_{>l} B_l, with the
+    whitened letters B_l = R A_l^T R, W = R sigma_w R, U_lm = R u_l u_m^T R, R = sigma_x^{1/2}.
+    sqrt_sigma_x: R (exact R with R R = sigma_x gives an exact result); None: the float
+    square root. n finite (int, Fraction or a SymPy symbol). At most 7 copies of S per word:
+    L <= 3 layers.
+    """
+    d = _task_fields(task)
+    n = task.n
+    if isinstance(n, float) and math.isinf(n):
+        raise ValueError("task.n: must be finite (use multilayer_loss_infinite_n at n = inf)")
+    L = len(As)
+    if not 1 <= L <= 3:
+        raise ValueError(f"As: the Wick route takes 1 to 3 layers (at most 7 copies of S per word), got {L}")
+    R = sqrtm_spd(task.sigma_x) if sqrt_sigma_x is None else _matrix_any("sqrt_sigma_x", sqrt_sigma_x, (d, d))
+    Sx = _matrix_any("task.sigma_x", task.sigma_x, (d, d))
+    if sqrt_sigma_x is not None and not np.allclose(np.asarray(R.dot(R) - Sx, dtype=float), 0, atol=1e-12):
+        raise ValueError("sqrt_sigma_x: R R must equal task.sigma_x")
+    Sw = _matrix_any("task.sigma_w", task.sigma_w, (d, d))
+    As = [_matrix_any(f"As[{t}]", A, (d, d)) for t, A in enumerate(As)]
+    us = None if us is None else [_matrix_any(f"us[{t}]", u, (d,)) for t, u in enumerate(us)]
+    letters = {"W": R.dot(Sw).dot(R)}
+    transpose = {"S": "S", "W": "W"}
+    for l in range(1, L + 1):
+        B = R.dot(As[l - 1].T).dot(R)
+        letters[f"B{l}"], letters[f"Bt{l}"] = B, B.T
+        transpose[f"B{l}"], transpose[f"Bt{l}"] = f"Bt{l}", f"B{l}"
+        for m in range(1, L + 1):
+            transpose[f"U{l}{m}"] = f"U{m}{l}"
+            if us is not None:
+                letters[f"U{l}{m}"] = np.outer(R.dot(us[l - 1]), R.dot(us[m - 1]))
+
+    def mul(p, q):  # products of sums of words
+        out = defaultdict(int)
+        for (w1, c1), (w2, c2) in itertools.product(p.items(), q.items()):
+            out[w1 + w2] += c1 * c2
+        return out
+
+    def tr(p):
+        return {tuple(transpose[x] for x in reversed(w)): c for w, c in p.items()}
+
+    def above(l):  # P_{>l} = H_L ... H_{l+1}
+        out = {(): 1}
+        for k in range(L, l, -1):
+            out = mul(out, {(): 1, (f"B{k}", "S"): -1})
+        return out
+
+    def expect(p):
+        return sum(c * wick_expectation([list(w)], letters, n=n) for w, c in p.items() if c)
+
+    P = above(0)
+    total = expect(mul(mul(P, {("W",): 1}), tr(P)))
+    if us is not None:
+        for l in range(1, L + 1):
+            for m in range(1, L + 1):
+                Vl = mul(above(l), {(f"B{l}", "S"): 1})
+                Vm = mul(above(m), {(f"B{m}", "S"): 1})
+                total = total + expect(mul(mul(Vl, {(f"U{l}{m}",): 1}), tr(Vm)))
+    noise = task.noise
+    if noise:
+        N = {}
+        for l in range(1, L + 1):
+            for w, c in mul(above(l), {(f"B{l}",): 1}).items():
+                N[w] = N.get(w, 0) + c
+        ex = noise if isinstance(noise, (Fraction, int)) else float(noise)
+        total = total + ex / n * expect(mul(mul(N, {("S",): 1}), tr(N)))
+    return total
 
 
 # ---------------------------------------------------------------------------------------------

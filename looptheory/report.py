@@ -21,6 +21,7 @@ import numpy as np
 
 from . import __version__
 from . import verify as _verify
+from ._threads import single_blas_thread
 from .checks import loss_curve_data
 from .record import Record
 from .runlock import LOCK_NAME, probe_writable
@@ -207,6 +208,9 @@ def _figure_specs(curve, chen, claims, experiments):
     def one(fn, *args, **kw):
         return lambda fig: fn(*args, ax=fig.add_subplot(), **kw)
 
+    def panels(fn, rec, *names):  # one record, side by side, one panel each
+        return lambda fig: [fn(rec, ax=a, panel=p) for a, p in zip(fig.subplots(1, len(names)), names)]
+
     if curve is not None:
         specs += [("loss_vs_loops", (7.8, 4.4), one(P.plot_loss_vs_loops, curve)),
                   ("optimal_scale_vs_loops", (7.8, 4.4), one(P.plot_optimal_scale, curve))]
@@ -225,6 +229,8 @@ def _figure_specs(curve, chen, claims, experiments):
             P.plot_test_time_loops(rec, ax=a2)
 
         specs.append(("optimal_loss_and_test_loops", (13.5, 4.6), g5))
+    if "G6" in by_id:
+        specs.append(("looped_vs_untied_optimum", (14.5, 4.8), panels(P.plot_looped_vs_untied, by_id["G6"], "loss", "ratio")))
     if chen is not None:
         specs += [("chen_error_vs_loops", (9.4, 4.8), one(P.plot_chen_error, chen)),
                   ("chen_kappa_vs_ratio", (9.0, 4.8), one(P.plot_chen_kappa, chen)),
@@ -234,12 +240,7 @@ def _figure_specs(curve, chen, claims, experiments):
     if training:
         specs.append(("training_curves", (7.4, 4.4), one(P.plot_training, training)))
     if "E3" in by_exp:
-        def e3(fig, rec=by_exp["E3"]):
-            a1, a2 = fig.subplots(1, 2)
-            P.plot_looped_vs_multilayer(rec, ax=a1, panel="loss")
-            P.plot_looped_vs_multilayer(rec, ax=a2, panel="difference")
-
-        specs.append(("looped_vs_multilayer", (12.5, 4.6), e3))
+        specs.append(("looped_vs_multilayer", (12.5, 4.6), panels(P.plot_looped_vs_multilayer, by_exp["E3"], "loss", "difference")))
     if "E4" in by_exp:
         specs.append(("test_time_loops", (8.6, 4.8), one(P.plot_test_time_loops, by_exp["E4"])))
     return specs
@@ -297,7 +298,8 @@ def render(records: list, meta: dict, figures: list, pending: list, figure_notes
         lines += [f"## {KIND_HEADINGS[kind][0]} ({mode} run)", ""]
         if kind == "experiment":
             lines += ["Models trained in NumPy on fresh minibatches of sampled prompts (looptheory.training), compared",
-                      "with the exact engine and with Monte Carlo of the reference forward pass. Monte Carlo means carry",
+                      "with the exact engine and with Monte Carlo of the reference forward pass (for a sparse model's loss",
+                      "in E5, the conditional estimator of monte_carlo_loss, docs/monte-carlo.md). Monte Carlo means carry",
                       "their standard errors; a mean whose sample cannot resolve a heavy tail is marked unresolved.", ""]
         lines += ["| item | verdict | evidence | seconds |", "|---|---|---|---|"]
         for r in recs:
@@ -355,9 +357,11 @@ def draw_figures(out_dir: str, records: list, quick: bool) -> tuple:
         try:
             fig = Figure(figsize=size, layout="constrained")
             draw(fig)
-            for ext in ("png", "svg"):
+            # the quick run saves PNG only, without the tight bounding box's second drawing pass
+            # (the constrained layout already fits the figure): a third of the drawing cost
+            for ext in ("png",) if quick else ("png", "svg"):
                 path = os.path.join(out_dir, f"{stem}.{ext}")
-                fig.savefig(path, dpi=130, bbox_inches="tight")
+                fig.savefig(path, dpi=100 if quick else 130, **({} if quick else {"bbox_inches": "tight"}))
                 files.append(path)
         except Exception as exc:
             notes.append(f"figure {stem} could not be drawn: {exc!r}")
@@ -375,27 +379,74 @@ def _meta(run: dict, out_dir: str, seconds: float, status: str, done: int, total
 
 
 def write_outputs(out_dir: str, run: dict, records: dict, seconds: float, figures=(), figure_notes=(),
-                  extra=None, figures_done: bool = False) -> dict:
+                  extra=None, figures_done: bool = False, encoded=None) -> dict:
     """Rewrite out_dir/report.md and out_dir/results.json (atomically) for the finished records
-    ({id: Record}) of the run; returns the results dict."""
+    ({id: Record}) of the run; returns the results dict. encoded: a dict the caller keeps across
+    the calls of one run, holding each record's JSON form once made (a run rewrites the files
+    after every item, and encoding every record again each time grew with the square of the
+    items: 40% of a quick run's own time)."""
+    encoded = {} if encoded is None else encoded
     order = [i for i in run["items"] if i in records]
     recs = [records[i] for i in order]
     pending = [i for i in run["items"] if i not in records]
     status = _status(len(recs), len(run["items"]), figures_done)
     meta = _meta(run, out_dir, seconds, status, len(recs), len(run["items"]))
     fig_names = [os.path.basename(f) for f in figures]
-    payload = {"meta": meta, "complete": status == "complete", "pending": pending,
-               "records": [r.to_dict() for r in recs]}
+    def enc(r):
+        hit = encoded.get(id(r))
+        if hit is None or hit[0] is not r:
+            hit = encoded[id(r)] = (r, _verify.jsonable(r.to_dict()))
+        return hit[1]
+
+    payload = {"meta": _verify.jsonable(meta), "complete": status == "complete", "pending": pending,
+               "records": [enc(r) for r in recs]}
     for kind, key in (("claim", "claims"), ("check", "checks"), ("proof", "proofs"), ("experiment", "experiments")):
-        payload[key] = [r.to_dict() for r in recs if r.kind == kind]
+        payload[key] = [enc(r) for r in recs if r.kind == kind]
     payload["figures"] = fig_names
-    payload.update(extra or {})
-    _verify.atomic_write(os.path.join(out_dir, "results.json"), json.dumps(_verify.jsonable(payload), indent=1))
+    payload.update(_verify.jsonable(extra or {}))
+    _verify.atomic_write(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1))
     _verify.atomic_write(os.path.join(out_dir, "report.md"), render(recs, meta, list(figures), pending, figure_notes))
     return payload
 
 
-def run_verify(out_dir: str, quick: bool, only=None, resume: bool = False, progress=None, bars=None) -> dict:
+class WorkerDied(RuntimeError):
+    """A --jobs worker process died (killed, out of memory) while running items; the items
+    finished before are saved, and the run can be resumed."""
+
+
+def _run_parallel(specs, quick, jobs, finish) -> None:
+    """Run the items on `jobs` worker processes (spawned: they share no file descriptor, such as
+    the run folder's lock, with this process), calling finish(record) here as each finishes.
+    On Ctrl-C or SIGTERM (raised here by the caller's handler) the workers are stopped at once."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")
+    ex = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_verify.worker_init)
+    futures = {}
+    try:
+        for ids in _verify.groups(specs):
+            futures[ex.submit(_verify.run_items, ids, quick)] = ids
+        for fut in as_completed(futures):
+            try:
+                recs = fut.result()
+            except BrokenProcessPool as exc:
+                raise WorkerDied(f"a worker process died while running {', '.join(futures[fut])} ({exc})") from None
+            for rec in recs:
+                finish(rec)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        for child in mp.active_children():  # the pool's workers: stop their current items now
+            child.terminate()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+
+
+def run_verify(out_dir: str, quick: bool, only=None, resume: bool = False, progress=None, bars=None,
+               jobs: int = 1) -> dict:
     """Run the items of a verify run in out_dir (a prepared, locked folder) and write the report.
 
     New run (resume False): records the settings in out_dir/run.json, then runs the items (all,
@@ -404,7 +455,9 @@ def run_verify(out_dir: str, quick: bool, only=None, resume: bool = False, progr
     record. After each item its record is saved and the report rewritten; at the end the
     figures are drawn and the report is marked complete. progress(i, total, record) after each
     item; bars: tqdm bars during training (None: only on a terminal). KeyboardInterrupt (and
-    whatever the caller raises from a signal handler) passes through, leaving the partial report."""
+    whatever the caller raises from a signal handler) passes through, leaving the partial report.
+    jobs: run the items on this many worker processes (the report keeps the items' order; each
+    finished item is saved as it arrives); WorkerDied if a worker process dies."""
     t0 = time.perf_counter()
     _verify.clean_partials(out_dir)
     if resume:
@@ -427,20 +480,30 @@ def run_verify(out_dir: str, quick: bool, only=None, resume: bool = False, progr
     def elapsed():
         return previous + (time.perf_counter() - t0)
 
-    write_outputs(out_dir, run, done, elapsed())
+    encoded = {}
+    write_outputs(out_dir, run, done, elapsed(), encoded=encoded)
     total = len(run["items"])
-    for spec in specs:
-        if spec.id in done:
-            continue
-        options = {"progress": bars} if spec.kind == "experiment" else {}
-        rec = spec.run(quick, **options)
-        done[spec.id] = _verify.save_item(out_dir, rec)
-        write_outputs(out_dir, run, done, elapsed())
+
+    def finish(rec):
+        done[rec.id] = _verify.save_item(out_dir, rec)
+        write_outputs(out_dir, run, done, elapsed(), encoded=encoded)
         if progress:
-            progress(len(done), total, done[spec.id])
+            progress(len(done), total, done[rec.id])
+
+    pending = [s for s in specs if s.id not in done]
+    if jobs > 1 and len(pending) > 1:
+        _run_parallel(pending, quick, jobs, finish)
+    else:
+        for spec in pending:
+            options = {"progress": bars} if spec.kind == "experiment" else {}
+            # one BLAS thread per item: its linear algebra is small (issue 13: verify --quick took
+            # 106 CPU-s instead of 187 so); the caller's settings come back after each item
+            with single_blas_thread():
+                rec = spec.run(quick, **options)
+            finish(rec)
     records = [done[i] for i in run["items"] if i in done]
     figures, notes, extra = draw_figures(out_dir, records, quick)
-    return write_outputs(out_dir, run, done, elapsed(), figures, notes, extra, figures_done=True)
+    return write_outputs(out_dir, run, done, elapsed(), figures, notes, extra, figures_done=True, encoded=encoded)
 
 
 def write_report(out_dir: str, quick: bool, progress=None, experiment_progress=None, bars=None, only=None) -> dict:

@@ -30,7 +30,7 @@ import numpy as np
 from . import _validate as V
 from .compensated import U as U_ROUND
 from .compensated import gamma
-from .loss import _B, _BT, _E, _ET, _U, CENTRED_MAX_LOOPS, MAX_LOOPS, RTOL, Certified, _main0, part_expansion
+from .loss import _B, _BT, _E, _ET, _U, CENTRED_MAX_LOOPS, MAX_LOOPS, RTOL, Certified, main0_expansion, part_expansion
 
 
 def _type(word):
@@ -49,7 +49,7 @@ def _polynomial(loops: int, with_noise: bool, centred: bool = False):
     if centred:
         exps = [(0, part_expansion(loops, "centred"))]
     else:
-        exps = [(0, _main0(loops)), (0, part_expansion(loops, "main"))]
+        exps = [(0, main0_expansion(loops)), (0, part_expansion(loops, "main"))]
     if with_noise:
         exps.append((1, part_expansion(loops, "noise")))
     for part, e in exps:

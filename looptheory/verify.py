@@ -66,6 +66,42 @@ def select(only=None, items=None) -> list[Spec]:
     return [s for s in items if s.id in wanted]
 
 
+def groups(specs) -> list:
+    """The items to run, as lists of ids that one worker process runs in order (--jobs): an item
+    whose `after` names another pending item joins that item's group, so that a computation they
+    share (G1's cells, which G1-structure reads) is made once, as in a serial run."""
+    ids = [s.id for s in specs]
+    out, where = [], {}
+    for s in specs:
+        lead = getattr(s, "after", "")
+        if lead in where:
+            out[where[lead]].append(s.id)
+            where[s.id] = where[lead]
+        else:
+            where[s.id] = len(out)
+            out.append([s.id])
+    assert sorted(i for g in out for i in g) == sorted(ids)
+    return out
+
+
+def worker_init() -> None:
+    """In a --jobs worker process: Ctrl-C is the parent's to handle (it stops the workers), and
+    SIGTERM ends the worker at once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run_items(ids, quick: bool) -> list:
+    """Run the items `ids` in order in this process (a --jobs worker) and return their Records."""
+    from ._threads import single_blas_thread
+
+    specs = {s.id: s for s in all_items()}
+    with single_blas_thread():  # as in a serial run: each item's linear algebra is small
+        return [specs[i].run(quick, **({"progress": False} if specs[i].kind == "experiment" else {})) for i in ids]
+
+
 def settings(quick: bool, only_ids) -> dict:
     """What a run is asked to do, as recorded in run.json and compared by --resume."""
     from . import __version__
@@ -74,13 +110,14 @@ def settings(quick: bool, only_ids) -> dict:
             "only": None if only_ids is None else list(only_ids)}
 
 
-def atomic_write(path: str, text: str) -> None:
-    """Write text to path so that readers see the old file or the new one, never a part: a
-    temporary file in the same folder, flushed to disk, then os.replace."""
+def atomic_write(path: str, text) -> None:
+    """Write text (a str, or bytes) to path so that readers see the old file or the new one,
+    never a part: a temporary file in the same folder, flushed to disk, then os.replace."""
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    binary = isinstance(text, bytes)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -20,6 +20,9 @@ import math
 
 import numpy as np
 import sympy as sp
+from sympy.polys.domains import QQ
+from sympy.polys.fields import field
+from sympy.polys.matrices import DomainMatrix
 
 from .runner import CheckOutcome
 
@@ -44,30 +47,48 @@ def log_bound(x):
     return -x
 
 
+def _symbols(d: int, n: int):
+    X = [[sp.Symbol(f"x{i}_{j}") for j in range(n)] for i in range(d)]
+    y = [sp.Symbol(f"y{j}") for j in range(n)]
+    return X, y
+
+
 def recursion_residuals(d: int, n: int, rec=recursion):
-    """(det G (G w_LS - X y), det G (w_{t+1} - w_LS - M e_t)) expanded, G = X X^T, symbolic X, y, e_t,
-    eta, with w_t = w_LS + e_t and M = rec(S, eta). w_LS = adj(G) X y / det G; multiplying by
-    det G keeps both residuals polynomial so that expand() decides them exactly."""
-    X = sp.Matrix(d, n, lambda i, j: sp.Symbol(f"x{i}_{j}"))
-    y = sp.Matrix(n, 1, lambda i, j: sp.Symbol(f"y{i}"))
-    e = sp.Matrix(d, 1, lambda i, j: sp.Symbol(f"e{i}"))
+    """(det G (G w_LS - X y), det G (w_{t+1} - w_LS - M e_t)) for G = X X^T and symbolic X, y,
+    e_t, eta, with w_t = w_LS + e_t and M = rec(S, eta): DomainMatrix objects over the
+    polynomial ring QQ[X, y, e, eta], exact (zero iff their expansions are). w_LS = adj(G) X y /
+    det G; multiplying by det G keeps both residuals polynomial. The formula under test gets
+    S = G/n as a SymPy Matrix and returns one."""
+    X, y = _symbols(d, n)
+    e = [sp.Symbol(f"e{i}") for i in range(d)]
     eta = sp.Symbol("eta")
-    G = X * X.T
-    det = sp.expand(G.det(method="berkowitz"))
-    v = sp.expand(G.adjugate() * X * y)  # det * w_LS
-    normal = sp.expand(G * v - det * X * y)
-    w = v + det * e  # det * w_t
-    w_next = w - eta / n * X * (X.T * w - det * y)
-    step = sp.expand(w_next - v - det * rec(G / n, eta) * e)
+    K = QQ[tuple(sum(X, []) + y + e + [eta])]
+
+    def mat(rows):
+        return DomainMatrix([[K.from_sympy(sp.sympify(v)) for v in r] for r in rows], (len(rows), len(rows[0])), K)
+
+    Xm, ym, em = mat(X), mat([[v] for v in y]), mat([[v] for v in e])
+    G = Xm * Xm.transpose()
+    det = G.det()
+    v = G.adjugate() * Xm * ym  # det * w_LS
+    normal = G * v - Xm * ym * det
+    w = v + em * det  # det * w_t
+    w_next = w - Xm * (Xm.transpose() * w - ym * det) * K.from_sympy(eta / n)
+    M = mat(rec(G.to_Matrix() / n, eta).tolist())
+    step = w_next - v - M * em * det
     return normal, step
 
 
 def noiseless_is_truth(d: int = 2, n: int = 3) -> bool:
-    """Without noise (y = X^T w*) the least-squares solution is w*."""
-    X = sp.Matrix(d, n, lambda i, j: sp.Symbol(f"x{i}_{j}"))
-    ws = sp.Matrix(d, 1, lambda i, j: sp.Symbol(f"w{i}"))
-    G = X * X.T
-    return sp.expand(G.adjugate() * X * X.T * ws - G.det(method="berkowitz") * ws).is_zero_matrix
+    """Without noise (y = X^T w*) the least-squares solution is w*: adj(G) X X^T w* = det(G) w*,
+    exactly in QQ[X, w*]."""
+    X, _ = _symbols(d, n)
+    ws = [sp.Symbol(f"w{i}") for i in range(d)]
+    K = QQ[tuple(sum(X, []) + ws)]
+    Xm = DomainMatrix([[K.from_sympy(v) for v in r] for r in X], (d, n), K)
+    wm = DomainMatrix([[K.from_sympy(v)] for v in ws], (d, 1), K)
+    G = Xm * Xm.transpose()
+    return (G.adjugate() * G * wm - wm * G.det()).is_zero_matrix
 
 
 def spectrum_in_range():
@@ -90,16 +111,21 @@ def spectrum_in_range():
 def eigenbasis_norm_identity(L: int = 3) -> bool:
     """For a 2 x 2 symmetric S = R diag(l1, l2) R^T (R a rational rotation, symbolic angle
     parameter), ||(I - eta S)^L e||^2 = sum_i c_i^2 (1 - eta l_i)^{2L}, c = R^T e: the norm is
-    a weighted sum of the eigenvalue powers, so the worst case is the largest |1 - eta l_i|^L."""
-    r, l1, l2, eta, e0, e1 = sp.symbols("r l1 l2 eta e0 e1", real=True)
+    a weighted sum of the eigenvalue powers, so the worst case is the largest |1 - eta l_i|^L.
+    Decided exactly in the field QQ(r, l1, l2, eta, e0, e1) of rational functions."""
+    _, r, l1, l2, eta, e0, e1 = field("r l1 l2 eta e0 e1", QQ)
     c, s = (1 - r**2) / (1 + r**2), 2 * r / (1 + r**2)
-    R = sp.Matrix([[c, -s], [s, c]])
-    S = R * sp.diag(l1, l2) * R.T
-    e = sp.Matrix([e0, e1])
-    v = (sp.eye(2) - eta * S) ** L * e
-    coords = R.T * e
-    want = sum(coords[i] ** 2 * (1 - eta * li) ** (2 * L) for i, li in enumerate((l1, l2)))
-    return sp.cancel(sp.together((v.T * v)[0, 0] - want)) == 0
+    R = [[c, -s], [s, c]]
+    lam = (l1, l2)
+    # I - eta S = R diag(1 - eta l_i) R^T, formed entrywise
+    M = [[(1 if i == j else 0) - eta * sum(R[i][k] * lam[k] * R[j][k] for k in range(2)) for j in range(2)]
+         for i in range(2)]
+    v = [e0, e1]
+    for _ in range(L):
+        v = [M[i][0] * v[0] + M[i][1] * v[1] for i in range(2)]
+    coords = [R[0][k] * e0 + R[1][k] * e1 for k in range(2)]  # R^T e
+    want = sum(coords[k] ** 2 * (1 - eta * lam[k]) ** (2 * L) for k in range(2))
+    return v[0] ** 2 + v[1] ** 2 - want == 0
 
 
 def scalar_chain(log_rhs=log_bound, rep=reported_rate):
@@ -179,10 +205,21 @@ def numeric_chain(tight=tight_rate, rep=reported_rate, seed: int = 0, rtol: floa
     return fails, rows
 
 
-def check(recursion=recursion, tight_rate=tight_rate, reported_rate=reported_rate, log_bound=log_bound) -> CheckOutcome:
-    """e_{t+1} = (I - eta S) e_t; ||e_L|| <= (1 - 1/kappa)^L ||e_0|| <= exp(-L/kappa) ||e_0|| <= exp(-L/(2 kappa)) ||e_0||, tight on v_min."""
+#: The quick run (`looptheory verify --quick`): the symbolic recursion for (d, n) up to (3, 3);
+#: the full run adds (d, n) = (3, 4). The eigenbasis identity, the scalar chain and the 32
+#: random prompts are the same in both.
+QUICK = dict(sizes=((2, 2), (2, 3), (3, 3)))
+
+
+def check(sizes=((2, 2), (2, 3), (3, 3), (3, 4)), eigen_Ls=(2, 3), recursion=recursion, tight_rate=tight_rate,
+          reported_rate=reported_rate, log_bound=log_bound) -> CheckOutcome:
+    """e_{t+1} = (I - eta S) e_t; ||e_L|| <= (1 - 1/kappa)^L ||e_0|| <= exp(-L/kappa) ||e_0|| <= exp(-L/(2 kappa)) ||e_0||, tight on v_min.
+
+    sizes: the (d, n) of the symbolic normal equations and error recursion; eigen_Ls: the L of
+    the 2 x 2 eigenbasis norm identity. recursion, tight_rate, reported_rate, log_bound: the
+    formulas under test."""
     fails, data = [], {}
-    for d, n in [(2, 2), (2, 3), (3, 3), (3, 4)]:
+    for d, n in sizes:
         normal, step = recursion_residuals(d, n, recursion)
         if not normal.is_zero_matrix:
             fails.append(f"normal equations at (d, n) = {(d, n)}")
@@ -193,7 +230,7 @@ def check(recursion=recursion, tight_rate=tight_rate, reported_rate=reported_rat
     nonneg, below_top, ends = spectrum_in_range()
     if not (nonneg and below_top and ends):
         fails.append(f"spectrum of I - eta S in [0, 1 - 1/kappa]: {(nonneg, below_top, ends)}")
-    for L in (2, 3):
+    for L in eigen_Ls:
         if not eigenbasis_norm_identity(L):
             fails.append(f"eigenbasis norm identity at L = {L}")
     log_ok, rep_ok, factor = scalar_chain(log_bound, reported_rate)
@@ -213,8 +250,8 @@ def check(recursion=recursion, tight_rate=tight_rate, reported_rate=reported_rat
     ratio = [r["exponent_per_loop"] / r["reported_exponent_per_loop"] for r in rows]
     data["exponent_over_reported"] = (min(ratio), max(ratio))
     detail = (
-        "X y = X X^T w_LS and e_{t+1} = (I - eta S) e_t for symbolic X (d, n) <= (3, 4); eig(I - eta S) in "
-        "[0, 1 - 1/kappa]; log(1-x) <= -x; reported bound looser by "
+        f"X y = X X^T w_LS and e_{{t+1}} = (I - eta S) e_t for symbolic X, (d, n) in {list(sizes)}; eig(I - eta S) in "
+        f"[0, 1 - 1/kappa]; 2 x 2 eigenbasis norm identity at L in {list(eigen_Ls)}; log(1-x) <= -x; reported bound looser by "
         f"{data['looseness_factor']}; {len(rows)} random prompts: bound holds, tight on v_min; true exponent per loop "
         f"-log(1 - 1/kappa) is {min(ratio):.2f}-{max(ratio):.2f} x the reported 1/(2 kappa)"
     )

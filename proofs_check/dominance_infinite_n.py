@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 import sympy as sp
+from sympy.polys.domains import QQ
+from sympy.polys.rings import ring
 
 from .runner import CheckOutcome
 
@@ -41,70 +43,123 @@ def threshold(L):
 
 @functools.lru_cache(maxsize=None)
 def loss_and_grad(d: int, L: int):
-    """(A, f, grad) for a generic symbolic d x d matrix A: f = ||(I - A^T)^L||_F^2 expanded,
-    grad the matrix of partial derivatives df/dA_ij. Differentiating the loss itself (not a
-    matrix-calculus formula) keeps the check independent of any hand-derived gradient."""
+    """(A, f, grad) for a generic symbolic d x d matrix A: f = ||(I - A^T)^L||_F^2 and grad the
+    list of partial derivatives df/dA_ij (row-major), exact polynomials in QQ[a_ij] (SymPy's
+    sparse polynomial ring: the Expr route took 4 s at d = L = 3). Differentiating the loss
+    itself (not a matrix-calculus formula) keeps the check independent of any hand-derived
+    gradient. A is the matrix of the symbols a_ij."""
     A = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"a{i}_{j}", real=True))
-    HL = ((sp.eye(d) - A.T) ** L).expand()
-    f = sp.expand(sum(e**2 for e in HL))
-    grad = A.applyfunc(lambda a: sp.diff(f, a))
-    return A, f, grad
+    R, *gens = ring(list(A), QQ)
+    a = [gens[i * d:(i + 1) * d] for i in range(d)]
+    H = [[int(i == j) - a[j][i] for j in range(d)] for i in range(d)]  # I - A^T
+    HL = H
+    for _ in range(L - 1):
+        HL = [[sum((HL[i][k] * H[k][j] for k in range(d)), R.zero) for j in range(d)] for i in range(d)]
+    f = sum((e**2 for row in HL for e in row), R.zero)
+    return A, f, [f.diff(g) for g in gens]
+
+
+def substitute(p, images, target):
+    """The ring element p with its i-th generator replaced by images[i] (elements of the ring
+    `target`), powers formed once."""
+    powers = [[target.one] for _ in images]
+    out = target.zero
+    for monom, c in p.items():
+        term = target(c)
+        for i, e in enumerate(monom):
+            if e:
+                while len(powers[i]) <= e:
+                    powers[i].append(powers[i][-1] * images[i])
+                term *= powers[i][e]
+        out += term
+    return out
+
+
+def at_ring(d: int, L: int, values: sp.Matrix):
+    """(T, f, ||grad f||_F^2) at the matrix `values` (entries: polynomials over QQ in any
+    symbols), f and ||grad f||^2 as elements of T = QQ[the symbols of `values`]."""
+    A, f, grad = loss_and_grad(d, L)
+    values = sp.Matrix(values)
+    syms = sorted(values.free_symbols, key=str) or [sp.Dummy("none")]
+    T = ring(syms, QQ)[0]
+    images = [T.from_expr(v) if v.free_symbols else T(QQ.from_sympy(v)) for v in values]
+    g2 = sum((substitute(g, images, T) ** 2 for g in grad), T.zero)
+    return T, substitute(f, images, T), g2
 
 
 def at(d: int, L: int, values: sp.Matrix):
-    """(f, ||grad f||_F^2) at the matrix `values` (entries may be symbols)."""
-    A, f, grad = loss_and_grad(d, L)
-    sub = dict(zip(list(A), [sp.sympify(v) for v in values]))
-    return sp.expand(f.xreplace(sub)), sp.expand(sum(g.xreplace(sub) ** 2 for g in grad))
+    """(f, ||grad f||_F^2) at the matrix `values` (entries: polynomials over QQ in any symbols),
+    as SymPy expressions."""
+    _, f, g2 = at_ring(d, L, values)
+    return f.as_expr(), g2.as_expr()
 
 
 def diagonal_formulas_hold(d: int, L: int) -> bool:
     """f and ||grad f||^2 at diag(a_i) equal the two sums (symbolic a_i); this also checks that
-    the off-diagonal partial derivatives vanish there, since they enter ||grad f||^2."""
+    the off-diagonal partial derivatives vanish there, since they enter ||grad f||^2. Compared
+    as exact polynomials in the a_i."""
     a = sp.symbols(f"b0:{d}", real=True)
-    f, g2 = at(d, L, sp.diag(*a))
-    return (
-        sp.expand(f - sum((1 - x) ** (2 * L) for x in a)) == 0
-        and sp.expand(g2 - 4 * L**2 * sum((1 - x) ** (2 * (2 * L - 1)) for x in a)) == 0
-    )
+    T, f, g2 = at_ring(d, L, sp.diag(*a))
+    return (f == T.from_expr(sum((1 - x) ** (2 * L) for x in a))
+            and g2 == T.from_expr(4 * L**2 * sum((1 - x) ** (2 * (2 * L - 1)) for x in a)))
 
 
 def symmetric_reduces_to_spectrum(L: int = 2) -> bool:
     """For symmetric A (2 x 2, symbolic): f = tr H^{2L} and ||grad f||^2 = 4 L^2 tr H^{2(2L-1)},
     H = I - A, i.e. functions of the eigenvalues only, so the diagonal analysis covers all
-    symmetric A."""
+    symmetric A. Compared as exact polynomials in the entries."""
     a, b, c = sp.symbols("p q r", real=True)
-    S = sp.Matrix([[a, b], [b, c]])
-    f, g2 = at(2, L, S)
-    H = sp.eye(2) - S
-    return sp.expand(f - (H ** (2 * L)).trace()) == 0 and sp.expand(g2 - 4 * L**2 * (H ** (2 * (2 * L - 1))).trace()) == 0
+    T, f, g2 = at_ring(2, L, sp.Matrix([[a, b], [b, c]]))
+    ta, tb, tc = (T.from_expr(v) for v in (a, b, c))
+    H = [[1 - ta, -tb], [-tb, 1 - tc]]
+
+    def trace_power(k):
+        P = H
+        for _ in range(k - 1):
+            P = [[P[i][0] * H[0][j] + P[i][1] * H[1][j] for j in range(2)] for i in range(2)]
+        return P[0][0] + P[1][1]
+
+    return f == trace_power(2 * L) and g2 == 4 * L**2 * trace_power(2 * (2 * L - 1))
 
 
-def tangent_identity_holds(d: int) -> bool:
+def tangent_form(x, p):
+    """h(x) = x^p - 1 - p (x - 1), the gap between x^p and its tangent at x = 1."""
+    return x**p - 1 - p * (x - 1)
+
+
+def tangent_identity_holds(d: int, h=tangent_form) -> bool:
     """sum s_i^p - d m^p = m^p sum_i h(s_i / m), m = mean(s), h(x) = x^p - 1 - p (x - 1),
-    for symbolic p > 0: the tangent-line form of Jensen, so h >= 0 gives the power mean."""
+    for symbolic p > 0: the tangent-line form of Jensen, so h >= 0 gives the power mean.
+    The mean is a symbol M > 0 and the last s_{d-1} = d M - (the others), so the identity is
+    one in independent symbols that expand() decides (no simplify). h(x, p): replaces the
+    tangent form (negative controls)."""
     p = sp.Symbol("p", positive=True)
-    s = sp.symbols(f"s0:{d}", positive=True)
-    m = sum(s) / d
-    h = lambda x: x**p - 1 - p * (x - 1)  # noqa: E731
-    expr = sum(si**p for si in s) - d * m**p - m**p * sum(h(si / m) for si in s)
-    return sp.simplify(sp.expand(sp.powsimp(sp.expand_power_base(expr)))) == 0
+    M = sp.Symbol("M", positive=True)
+    s = list(sp.symbols(f"s0:{d - 1}", positive=True))
+    s.append(d * M - sum(s))
+    expr = sum(si**p for si in s) - d * M**p - M**p * sum(h(si / M, p) for si in s)
+    return sp.expand(sp.expand_power_base(expr)) == 0
 
 
 def convexity_certificate():
     """h(x) = x^p - 1 - p (x - 1), p = (2L-1)/L, L = 1 + m with m > 0 symbolic:
     (h(1), h'(1), h''(x) > 0 for x > 0, h(0)). h(1) = h'(1) = 0 and h'' > 0 make x = 1 the
-    unique zero of h on [0, inf), hence equality iff all s_i are equal."""
+    unique zero of h on [0, inf), hence equality iff all s_i are equal. Each quantity is
+    brought to one factored fraction (together, factor), where SymPy reads off 0 and signs."""
     m = sp.Symbol("m", positive=True)
     x = sp.Symbol("x", positive=True)
     L = 1 + m
     p = (2 * L - 1) / L
-    h = x**p - 1 - p * (x - 1)
+    h = tangent_form(x, p)
+
+    def canon(e):
+        return sp.factor(sp.together(e))
+
     return (
-        sp.simplify(h.subs(x, 1)),
-        sp.simplify(sp.diff(h, x).subs(x, 1)),
-        sp.simplify(sp.diff(h, x, 2)).is_positive,
-        sp.simplify(h.subs(x, 0)),
+        canon(h.subs(x, 1)),
+        canon(sp.diff(h, x).subs(x, 1)),
+        canon(sp.diff(h, x, 2)).is_positive,
+        canon(h.subs(x, 0)),
     )
 
 
@@ -193,7 +248,7 @@ def general_threshold(constant=constant, threshold=threshold):
     return on_boundary, slope
 
 
-#: The (d, L) cells of the sharpness and strictness step.
+#: The (d, L) cells of the full run's loss and gradient formulas and its sharpness and strictness step.
 SHARPNESS_CELLS = ((2, 2), (2, 3), (3, 2), (3, 3))
 
 
@@ -220,20 +275,33 @@ def sharpness_failures(constant=constant, cells=SHARPNESS_CELLS) -> list:
     return fails
 
 
-def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOutcome:
-    """n = inf: ||grad f||^2 >= 4 L^2 d^{-(L-1)/L} f^{(2L-1)/L} (sharp, symmetric A); 1/16 fails for d > (64 L^2)^{L/(L-1)}; I - J_3 goes lower."""
+#: The quick run (`looptheory verify --quick`): the loss and gradient formulas and the sharpness
+#: at (d, L) in {(2, 2), (2, 3), (3, 2)} (the full run adds (3, 3)), the d = 2 certificates and
+#: the integer thresholds at L = 2, 3 (full: L <= 5 and L <= 6); the general-L steps (tangent
+#: identity, convexity, the derived constant, the threshold identity), the symmetric reduction
+#: and the I - c J_3 example as in the full run.
+QUICK = dict(cases=((2, 2), (2, 3), (3, 2)), cert_Ls=(2, 3), Ls=(2, 3))
+
+
+def check(cases=SHARPNESS_CELLS, tangent_d=(2, 3), cert_Ls=(2, 3, 4, 5), Ls=(2, 3, 4, 5, 6),
+          constant=constant, threshold=threshold) -> CheckOutcome:
+    """n = inf: ||grad f||^2 >= 4 L^2 d^{-(L-1)/L} f^{(2L-1)/L} (sharp, symmetric A); 1/16 fails for d > (64 L^2)^{L/(L-1)}; I - J_3 goes lower.
+
+    cases: the (d, L) of the loss and gradient formulas and of the sharpness at a I; tangent_d:
+    the d of the tangent identity; cert_Ls: the L of the d = 2 certificates; Ls: the L whose
+    integer threshold is computed. constant, threshold: the formulas under test."""
     fails, data = [], {}
     Lsym, dsym = sp.symbols("L d", positive=True)
 
     # 1. The loss and gradient formulas, by differentiating the loss of a generic matrix.
-    for d, L in [(2, 2), (2, 3), (3, 2), (3, 3)]:
+    for d, L in cases:
         if not diagonal_formulas_hold(d, L):
             fails.append(f"diagonal formulas at (d, L) = {(d, L)}")
     if not symmetric_reduces_to_spectrum(2):
         fails.append("symmetric A is not a function of its spectrum")
 
     # 2. Power mean for every d and L >= 2: the tangent identity and the convexity of h.
-    for d in (2, 3):
+    for d in tangent_d:
         if not tangent_identity_holds(d):
             fails.append(f"tangent identity at d = {d}")
     h1, dh1, h2pos, h0 = convexity_certificate()
@@ -242,12 +310,12 @@ def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOu
     derived, gap = derived_constant_gap(constant)
     if gap != 0:
         fails.append(f"derived constant {derived} != claimed {constant(Lsym, dsym)}")
-    for L in (2, 3, 4, 5):
+    for L in cert_Ls:
         if not d2_certificate(L):
             fails.append(f"d = 2 polynomial certificate at L = {L}")
 
     # 3. Sharpness at A = aI, strictness away from it (exact algebraic numbers).
-    fails += sharpness_failures(constant)
+    fails += sharpness_failures(constant, cases)
 
     # 4. Where the d-free 1/16 fails. Solving at each L, then the general-L identity.
     thresholds = {}
@@ -276,9 +344,10 @@ def check(constant=constant, threshold=threshold, Ls=(2, 3, 4, 5, 6)) -> CheckOu
     data["numeric_max_rel_err"] = max(e[3] for e in errs)
 
     detail = (
-        "f = sum (1-a_i)^{2L}, |grad|^2 = 4L^2 sum (1-a_i)^{2(2L-1)} (d, L <= 3, symbolic); power mean via tangent "
-        "identity + convexity (all d, L >= 2) and d = 2 certificates; equality iff |1-a_i| equal; "
-        f"1/16 fails for d >= {thresholds}; I - cJ_3 (L = 2) ratio {rJ} < 16/sqrt(3)"
+        f"f = sum (1-a_i)^{{2L}}, |grad|^2 = 4L^2 sum (1-a_i)^{{2(2L-1)}} and sharpness at a I for (d, L) in {list(cases)} "
+        f"(symbolic); power mean via tangent identity (d in {list(tangent_d)}) + convexity (all d, L >= 2) and "
+        f"d = 2 certificates (L in {list(cert_Ls)}); equality iff |1-a_i| equal; "
+        f"1/16 fails for d >= {thresholds} (general L: the threshold identity); I - cJ_3 (L = 2) ratio {rJ} < 16/sqrt(3)"
     )
     if fails:
         detail += "; failures: " + "; ".join(fails)

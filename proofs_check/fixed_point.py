@@ -28,6 +28,7 @@ gamma_L. Derived here, for L <= 4:
 
 from __future__ import annotations
 
+from fractions import Fraction
 from functools import lru_cache
 from math import factorial
 
@@ -56,25 +57,86 @@ C_LIMIT = {
 }
 
 
+#: phi_L and phi_L' are handled as exact sparse polynomials in QQ[gamma, m, d], m = 1/n (SymPy's
+#: polynomial rings; the same decisions through Expr subs/expand/diff cost ~20x more).
+M_SYM = sp.Symbol("m", positive=True)
+POLY, P_GAMMA, P_M, P_D = ring((gamma, M_SYM, d), QQ)
+#: gamma = 1 - s t, n = 1/t for the n -> inf expansion.
+ST, S_S, S_T, S_D = ring((s, t, d), QQ)
+#: The d = 2 scalar loss along gamma I, in (gamma, m).
+GM = ring((gamma, M_SYM), QQ)[0]
+
+
 def moments(kmax: int):
     """[E tr S~^k], k <= kmax, as SymPy polynomials in (1/n, d)."""
     return trace_moments(kmax, n, d)
 
 
+def as_poly(expr):
+    """A polynomial in (gamma, 1/n, d) as an element of POLY (m = 1/n); elements of POLY pass
+    through. ValueError when it is not one (e.g. a positive power of n)."""
+    if getattr(expr, "ring", None) is POLY:
+        return expr
+    return POLY.from_expr(sp.expand(sp.sympify(expr).xreplace({n: 1 / M_SYM})))
+
+
 def scalar_loss(loops: int, m=None):
-    """phi_L(gamma) = sum_i C(2L, i) (-gamma)^i m_i; m overrides the moments (negative controls)."""
+    """phi_L(gamma) = sum_i C(2L, i) (-gamma)^i m_i in POLY; m overrides the moments (negative
+    controls; SymPy expressions in (1/n, d) or elements of POLY)."""
     m = moments(2 * loops) if m is None else m
-    return sp.expand(sum(sp.binomial(2 * loops, i) * (-gamma) ** i * m[i] for i in range(2 * loops + 1)))
+    return sum((int(sp.binomial(2 * loops, i)) * (-P_GAMMA) ** i * as_poly(m[i]) for i in range(2 * loops + 1)),
+               POLY.zero)
 
 
 def stationarity(loops: int, m=None):
-    """phi_L'(gamma), a polynomial in gamma with coefficients in Q[1/n, d]."""
-    return sp.expand(sp.diff(scalar_loss(loops, m), gamma))
+    """phi_L'(gamma), a polynomial in gamma with coefficients in Q[1/n, d] (an element of POLY)."""
+    return scalar_loss(loops, m).diff(P_GAMMA)
 
 
-def real_roots_at(dphi, nn: int, dd: int):
-    """The real roots of phi_L' at integer (n, d), exact (sympy real_roots on rationals)."""
-    return sp.real_roots(sp.Poly(sp.expand(dphi.subs({n: nn, d: dd})), gamma))
+def at_point(dphi, nn: int, dd: int) -> sp.Poly:
+    """phi_L' at integer (n, d): a polynomial in gamma over QQ."""
+    terms = {}
+    for (eg, em, ed), c in dphi.items():
+        terms[(eg,)] = terms.get((eg,), QQ(0)) + c * QQ(1, nn) ** em * QQ(dd) ** ed
+    return sp.Poly.from_dict({k: v for k, v in terms.items() if v}, gamma, domain=QQ)
+
+
+def real_roots(P: sp.Poly):
+    """The real roots of P (over QQ): [(a, b, multiplicity)], each root alone in [a, b] with
+    rational a, b (SymPy's exact real-root isolation)."""
+    return [(a, b, k) for (a, b), k in P.intervals()]
+
+
+def root_in_unit_interval(P: sp.Poly) -> bool:
+    """P has a root in the open interval (0, 1): Sturm count on [0, 1] with neither end a root."""
+    return P.count_roots(0, 1) >= 1 and P.eval(0) != 0 and P.eval(1) != 0
+
+
+def refined(P: sp.Poly, root, eps):
+    """The isolating interval `root` = (a, b, k) of a root of P narrowed to width <= eps."""
+    a, b = P.refine_root(root[0], root[1], eps=eps)
+    return a, b, root[2]
+
+
+def root_value(P: sp.Poly, root, eps=QQ(1, 10**20)) -> Fraction:
+    """The root to within eps: the midpoint of its refined isolating interval, as a Fraction."""
+    a, b, _ = refined(P, root, eps)
+    mid = (a + b) / 2
+    return Fraction(int(mid.numerator), int(mid.denominator))
+
+
+def root_below(P: sp.Poly, rp, Q: sp.Poly, rq) -> bool:
+    """The root of P isolated by rp is strictly below the root of Q isolated by rq: both
+    intervals are narrowed until they separate; False when they still overlap at width 1e-60
+    (equal, or too close to tell: reported as not decreasing, never passed)."""
+    for eps in (None, QQ(1, 10**15), QQ(1, 10**30), QQ(1, 10**60)):
+        if eps is not None:
+            rp, rq = refined(P, rp, eps), refined(Q, rq, eps)
+        if rp[1] < rq[0]:
+            return True
+        if rq[1] < rp[0]:
+            return False
+    return False
 
 
 def asymptotic_constant(dphi, loops: int):
@@ -82,15 +144,25 @@ def asymptotic_constant(dphi, loops: int):
     order t^0 .. t^{L-1} identically 0 and a t^L term a1(d) s + a0(d) linear in s with a1 < 0
     for d > 0 (all coefficients of -a1 in d positive); c = -a0/a1 is then its simple root, and
     since phi_L' is increasing in gamma the implicit function theorem in (s, t) gives
-    gamma_L = 1 - c/n + O(1/n^2)."""
-    e = sp.expand(dphi.subs({gamma: 1 - s * t, n: 1 / t}))
-    poly = sp.Poly(e, t)
-    low = [sp.expand(poly.coeff_monomial(t**k)) for k in range(loops)]
-    lead = sp.Poly(poly.coeff_monomial(t**loops), s)
-    if any(c != 0 for c in low) or lead.degree() != 1:
+    gamma_L = 1 - c/n + O(1/n^2). Computed in QQ[s, t, d] (exact)."""
+    one_minus = 1 - S_S * S_T
+    powers = [ST.one]
+    e = ST.zero
+    for (eg, em, ed), c in dphi.items():
+        while len(powers) <= eg:
+            powers.append(powers[-1] * one_minus)
+        e += c * powers[eg] * S_T**em * S_D**ed
+    by_t = {}
+    for (es, et, ed), c in e.items():
+        by_t.setdefault(et, {})[(es, ed)] = c
+    if any(by_t.get(k) for k in range(loops)):
         return False, None
-    a1, a0 = lead.all_coeffs()
-    slope_ok = all(c > 0 for c in sp.Poly(-a1, d).coeffs())
+    lead = by_t.get(loops, {})
+    if not lead or max(es for es, _ in lead) != 1:
+        return False, None
+    a1 = sum((QQ.to_sympy(c) * d**ed for (es, ed), c in lead.items() if es == 1), sp.Integer(0))
+    a0 = sum((QQ.to_sympy(c) * d**ed for (es, ed), c in lead.items() if es == 0), sp.Integer(0))
+    slope_ok = all(c < 0 for (es, _), c in lead.items() if es == 1)
     return slope_ok, sp.factor(-a0 / a1)
 
 
@@ -199,25 +271,38 @@ def exact_loss_d2(loops: int, W=None, with_u: bool = False):
     return RING({k: v for k, v in out.items() if v})
 
 
+def at_gamma_I(p):
+    """An element of RING (a00, a01, a10, a11, u0, u1, m) at A = gamma I, u = 0, as an element
+    of GM (gamma, m)."""
+    out = {}
+    for (e00, e01, e10, e11, eu0, eu1, em), c in p.items():
+        if e01 or e10 or eu0 or eu1:
+            continue  # a01 = a10 = 0, u = 0
+        key = (e00 + e11, em)
+        out[key] = out.get(key, QQ(0)) + c
+    return GM({k: v for k, v in out.items() if v})
+
+
+def at_d(p, dd: int):
+    """An element of POLY (gamma, m, d) at d = dd, as an element of GM (gamma, m)."""
+    out = {}
+    for (eg, em, ed), c in p.items():
+        out[(eg, em)] = out.get((eg, em), QQ(0)) + c * QQ(dd) ** ed
+    return GM({k: v for k, v in out.items() if v})
+
+
 def symbolic_gradient_identity(loops: int = 2, m=None):
     """(scalar ok, gradient ok): for d = 2, f(gamma I) = phi_L(gamma) and
     grad_A f(gamma I) = (phi_L'(gamma)/2) I as identities in (gamma, n), f the exact loss of
-    `exact_loss_d2` with symbolic entries of A; so grad f(gamma_L I) = 0 for every n."""
+    `exact_loss_d2` with symbolic entries of A; so grad f(gamma_L I) = 0 for every n. Both sides
+    are exact polynomials in (gamma, 1/n), compared term by term."""
     f = exact_loss_d2(loops)
     a00, a01, a10, a11 = _GENS[:4]
-    msym = sp.Symbol("m")
-
-    def at_gamma_I(p):
-        # a01 = a10 = 0 in the ring, then a00 = a11 = gamma and m = 1/n as SymPy expressions
-        p = p.evaluate([(a01, 0), (a10, 0)])
-        return sp.expand(p.as_expr().subs({sp.Symbol("a00"): gamma, sp.Symbol("a11"): gamma, msym: 1 / n}))
-
-    phi = scalar_loss(loops, m).subs(d, 2)
-    scalar_ok = sp.expand(at_gamma_I(f) - phi) == 0
-    target = sp.expand(sp.diff(phi, gamma) / 2)
+    phi = scalar_loss(loops, m)
+    scalar_ok = at_gamma_I(f) == at_d(phi, 2)
+    target = at_d(phi.diff(P_GAMMA), 2) * QQ(1, 2)
     grad = {g: at_gamma_I(f.diff(g)) for g in (a00, a01, a10, a11)}
-    grad_ok = (sp.expand(grad[a00] - target) == 0 and sp.expand(grad[a11] - target) == 0
-               and grad[a01] == 0 and grad[a10] == 0)
+    grad_ok = grad[a00] == target and grad[a11] == target and grad[a01] == 0 and grad[a10] == 0
     return scalar_ok, grad_ok
 
 
@@ -242,12 +327,23 @@ def gradient_ratio(loops: int, gamma_L: float, dd: int = 3, nn: int = 7, seed: i
     return float(np.linalg.norm(g) / np.linalg.norm(g0))
 
 
-def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_shift=0.0, symbolic_loops=(1, 2, 3, 4)) -> CheckOutcome:
+#: The quick run (`looptheory verify --quick`): every L <= 4 and its limit c_L(d) as in the full
+#: run, the exact roots on n in {1, 10} x d for d in {2, 5} (which keeps the optimal_scale
+#: cross-check at n = 50, d = 5), the n = 10^6 comparison at d = 10, and the d = 2 symbolic
+#: gradient identity for L <= 3 (the full run: n in {1, 2, 10, 100} x d for d in {1, 2, 5, 10},
+#: n = 10^6 at d in {1, 10}, the identity for L <= 4).
+QUICK = dict(grid_d=(2, 5), grid_n=(1, 10), big_d=(10,), symbolic_loops=(1, 2, 3))
+
+
+def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, big_d=(1, 10), symbolic_loops=(1, 2, 3, 4), m=None, limits=None,
+          root_shift=0.0) -> CheckOutcome:
     """phi_L = E tr(I - gamma S~)^{2L}, L <= 4: unique root gamma_L of phi_L' in (0,1), decreasing in L, = 1 - c_L(d)/n + O(1/n^2); grad_A f(gamma_L sigma_x^{-1}) = 0.
 
+    loops, grid_d, grid_n (multiples of d): where the roots are located exactly; big_d: the d of
+    the n = 10^6 comparison with the limit; symbolic_loops: the L of the d = 2 symbolic gradient
+    identity.
     m: replacement moments [m_0, ..., m_8] (negative controls); limits: replacement for C_LIMIT;
-    root_shift: added to gamma_L before the gradient checks (a wrong fixed point must fail);
-    symbolic_loops: the L of the d = 2 symbolic gradient identity."""
+    root_shift: added to gamma_L before the gradient checks (a wrong fixed point must fail)."""
     limits = C_LIMIT if limits is None else limits
     bad, notes = [], []
     mm = moments(2 * max(loops)) if m is None else m
@@ -257,32 +353,33 @@ def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_s
     if sp.expand(mm[3].subs(d, 2) - wick_expectation([["S"] * 3], n=n, d=2)) != 0:
         bad.append("E tr S~^3 differs from the Wick pairings at d = 2")
 
-    dphis = {L: stationarity(L, mm) for L in loops}
+    mp = [as_poly(x) for x in mm]
+    dphis = {L: stationarity(L, mp) for L in loops}
     roots = {}
     for dd in grid_d:
         for k in grid_n:
             nn = k * dd
             row = []
             for L in loops:
-                rr = real_roots_at(dphis[L], nn, dd)
-                if len(rr) != 1:
-                    bad.append(f"phi_{L}' has {len(rr)} real roots at n={nn}, d={dd}")
+                P = at_point(dphis[L], nn, dd)
+                rr = real_roots(P)
+                if len(rr) != 1 or rr[0][2] != 1:
+                    bad.append(f"phi_{L}' has {sum(r[2] for r in rr)} real roots at n={nn}, d={dd}")
                     row = None
                     break
-                g = rr[0]
-                if not (0 < g < 1):
-                    bad.append(f"gamma_{L} = {sp.N(g, 8)} not in (0, 1) at n={nn}, d={dd}")
-                row.append(g)
+                if not root_in_unit_interval(P):
+                    bad.append(f"gamma_{L} = {float(root_value(P, rr[0])):.8g} not in (0, 1) at n={nn}, d={dd}")
+                row.append((P, rr[0]))
             if row is None:
                 continue
             roots[(nn, dd)] = row
-            if any(not (row[i + 1] < row[i]) for i in range(len(row) - 1)):
-                bad.append(f"gamma_L not decreasing in L at n={nn}, d={dd}: {[float(x) for x in row]}")
+            if not all(root_below(*row[i + 1], *row[i]) for i in range(len(row) - 1)):
+                bad.append(f"gamma_L not decreasing in L at n={nn}, d={dd}: {[float(root_value(*r)) for r in row]}")
     # Cross-check the exact roots against the package's scalar optimiser at one grid point.
     nn, dd = 10 * 5, 5
     if (nn, dd) in roots:
-        for L, g in zip(loops, roots[(nn, dd)]):
-            if abs(float(g) - optimal_scale(Task(dd, nn), L)) > 1e-12:
+        for L, r in zip(loops, roots[(nn, dd)]):
+            if abs(float(root_value(*r)) - optimal_scale(Task(dd, nn), L)) > 1e-12:
                 bad.append(f"optimal_scale disagrees with the exact root (L={L}, n={nn}, d={dd})")
 
     # n -> inf: gamma_L = 1 - c_L(d)/n + O(1/n^2), and the check at n = 10^6.
@@ -294,10 +391,10 @@ def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_s
             continue
         if sp.cancel(c - limits[L]) != 0:
             bad.append(f"L={L}: lim n(1 - gamma_L) = {c}, stated {limits[L]}")
-        for dd in (1, 10):
-            g = real_roots_at(dphis[L], big, dd)
+        for dd in big_d:
+            P = at_point(dphis[L], big, dd)
             c_num = float(c.subs(d, dd))
-            scaled = big * (1 - float(sp.N(g[0], 30)))
+            scaled = float(big * (1 - root_value(P, real_roots(P)[0])))
             if abs(scaled - c_num) > 1e-3 * c_num:  # the O(1/n) correction is ~ c^2 / n
                 bad.append(f"L={L}, d={dd}: n(1 - gamma_L) = {scaled:.6f} at n = 1e6, limit {c_num:.6f}")
     notes.append("c_L = " + ", ".join(f"{sp.factor(limits[L])}" for L in loops))
@@ -305,7 +402,8 @@ def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_s
     # Stationary over all matrices: numerically at a random sigma_x ...
     worst = 0.0
     for L in loops:
-        gL = float(sp.N(real_roots_at(dphis[L], 7, 3)[0], 30)) + root_shift
+        P = at_point(dphis[L], 7, 3)
+        gL = float(root_value(P, real_roots(P)[0])) + root_shift
         r = gradient_ratio(L, gL)
         worst = max(worst, r)
         if r > 1e-9:
@@ -315,14 +413,14 @@ def check(loops=LOOPS, grid_d=GRID_D, grid_n=GRID_N, m=None, limits=None, root_s
     if symbolic_loops and not entry_moments_agree(4):
         bad.append("Wishart entry moments: MGF series != Wick pairings")
     for L in symbolic_loops:
-        scalar_ok, grad_ok = symbolic_gradient_identity(L, m)
+        scalar_ok, grad_ok = symbolic_gradient_identity(L, mp)
         if not scalar_ok:
             bad.append(f"d=2, L={L}: exact loss at gamma I != phi_{L}(gamma)")
         if not grad_ok:
             bad.append(f"d=2, L={L}: grad f(gamma I) != (phi_{L}'(gamma)/2) I")
 
     detail = (f"L in {list(loops)}, n in {list(grid_n)} x d, d in {list(grid_d)}: one real root of phi_L' in (0,1), "
-              "decreasing in L; gamma_L = 1 - c_L(d)/n + O(1/n^2) (n(1-gamma_L) at n=1e6 matches); "
+              f"decreasing in L; gamma_L = 1 - c_L(d)/n + O(1/n^2) (n(1-gamma_L) at n=1e6, d in {list(big_d)} matches); "
               f"d=2, L in {list(symbolic_loops)} symbolic: grad f(gamma I) = (phi_L'(gamma)/2) I identically; " + "; ".join(notes))
     if bad:
         detail += "; failures: " + "; ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")

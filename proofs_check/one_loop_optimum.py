@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
+from sympy.polys.fields import sfield
 
 from looptheory import Task, optimal_preconditioner, population_loss, population_loss_grad
-from looptheory.loss import _main0, part_expansion
+from looptheory.loss import main0_expansion, part_expansion
 from looptheory.reference import wick_expectation
 
 from .runner import CheckOutcome
@@ -123,7 +124,7 @@ def engine_loss_L1(At, W):
     I = sp.eye(d)
     mats = {0: None, 1: B, 2: B.T, 3: I - B, 4: (I - B).T, 5: W}
     total = sp.Integer(0)
-    for exp in (_main0(1), part_expansion(1, "main")):
+    for exp in (main0_expansion(1), part_expansion(1, "main")):
         traces = {(): sp.Integer(d)}
         for w in exp.constant_words():
             if w:
@@ -148,7 +149,10 @@ def stationary_point(f, At):
 
 
 def _is_zero_matrix(M) -> bool:
-    return all(sp.cancel(sp.together(e)) == 0 for e in M)
+    """Every entry is 0 as a rational function of its symbols: each entry is read into a field
+    of rational functions over QQ (sparse polynomials in lowest terms), exact like
+    cancel(together(e)) == 0 and ~40x faster on the d = 3 minimiser."""
+    return all(sfield(e)[1] == 0 for e in M)
 
 
 # --- numeric cross-check against the engine ------------------------------------------------------
@@ -165,7 +169,7 @@ def _sqrtm_spd(M):
     return (V * np.sqrt(ev)) @ V.T
 
 
-def numeric_crosscheck(seed: int = 3, d: int = 3, nn: int = 5, minimiser=raw_minimiser):
+def numeric_crosscheck(seed: int = 3, d: int = 3, nn: int = 5, minimiser=raw_minimiser, starts: int = 2):
     """At a random (sigma_x, sigma_w): the closed-form loss equals population_loss at a random
     A, grad f vanishes at `minimiser`, and optimal_preconditioner(with_u=False) finds it.
     Returns (loss rel. error, grad ratio, distance to the optimiser's A)."""
@@ -186,7 +190,7 @@ def numeric_crosscheck(seed: int = 3, d: int = 3, nn: int = 5, minimiser=raw_min
     g_star = population_loss_grad(task, A_star, 1)[1]
     g_zero = population_loss_grad(task, np.zeros((d, d)), 1)[1]
     grad_ratio = np.linalg.norm(g_star) / np.linalg.norm(g_zero)
-    opt = optimal_preconditioner(task, 1, starts=2, seed=seed, with_u=False)
+    opt = optimal_preconditioner(task, 1, starts=starts, seed=seed, with_u=False)
     dist = np.linalg.norm(opt.A - A_star) / np.linalg.norm(A_star)
     return float(loss_err), float(grad_ratio), float(dist)
 
@@ -194,9 +198,16 @@ def numeric_crosscheck(seed: int = 3, d: int = 3, nn: int = 5, minimiser=raw_min
 # --- the check ---------------------------------------------------------------------------------
 
 
-def check(dims=(2, 3), second_moment=None, unit_loss=None, minimiser=None, raw=None) -> CheckOutcome:
+#: The quick run (`looptheory verify --quick`): the symbolic derivations at d = 2 only (the full
+#: run adds d = 3), the numeric cross-check at d = 2 with the optimiser from A = 0 alone.
+QUICK = dict(dims=(2,), numeric=(2, 5, 1))
+
+
+def check(dims=(2, 3), numeric=(3, 5, 2), second_moment=None, unit_loss=None, minimiser=None, raw=None) -> CheckOutcome:
     """L = 1: E[SMS] = M + (M^T + tr M I)/n; f = d - 2 tr A~ + ((n+d+1)/n)||A~||^2, A* = n/(n+d+1) sigma_x^{-1}; general prior A~* = n((n+1)W + tr(W) I)^{-1} W.
 
+    dims: the d of the symbolic derivations; numeric: (d, n, optimiser starts) of the numeric
+    cross-check at a random (sigma_x, sigma_w).
     second_moment, unit_loss, minimiser, raw: replace the identity E[S M S], the W = I closed
     form, the general-prior minimiser formula (of W) and its raw float form (sigma_x, sigma_w, n)
     (negative controls)."""
@@ -254,8 +265,9 @@ def check(dims=(2, 3), second_moment=None, unit_loss=None, minimiser=None, raw=N
             bad.append(f"general-prior minimiser at W = I is not n/(n+d+1) I (d = {d})")
 
     # 4. Numbers: the engine's loss, its gradient at the minimiser, and the optimiser.
-    loss_err, grad_ratio, dist = numeric_crosscheck(minimiser=raw)
-    notes.append(f"numeric d=3, n=5: |f_closed - f_engine|/f = {loss_err:.1e}, "
+    nd, nn, starts = numeric
+    loss_err, grad_ratio, dist = numeric_crosscheck(d=nd, nn=nn, minimiser=raw, starts=starts)
+    notes.append(f"numeric d={nd}, n={nn} ({starts} optimiser start{'s' if starts > 1 else ''}): |f_closed - f_engine|/f = {loss_err:.1e}, "
                  f"||grad f(A*)||/||grad f(0)|| = {grad_ratio:.1e}, ||A_opt - A*||/||A*|| = {dist:.1e}")
     if loss_err > 1e-12:
         bad.append("closed-form loss != population_loss")

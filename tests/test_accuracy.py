@@ -51,6 +51,45 @@ def test_compensated_product_is_correctly_bounded(seed, d, logc, sign):
         assert abs(F(M[i, j]) - ex) <= F(2.0**-52) * abs(ex) + F(err[i, j])
 
 
+def dot2_loop(X, Y, C, sign):
+    """Dot2 (Ogita, Rump and Oishi 2005, Algorithm 5.3) as written there, one product at a time:
+    TwoProduct, then TwoSum into the running sum and the error into a second sum."""
+    split = 134217729.0
+
+    def halves(a):
+        c = split * a
+        h = c - (c - a)
+        return h, a - h
+
+    s = np.array(C, dtype=float)
+    c = np.zeros_like(s)
+    for j in range(X.shape[1]):
+        a, b = X[:, j:j + 1] * sign[:, None], Y[j:j + 1, :]
+        p = a * b
+        (ah, al), (bh, bl) = halves(a), halves(b)
+        e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+        t = s + p
+        z = t - s
+        q = (s - (t - z)) + (p - z)
+        s = t
+        c = c + (q + e)
+    return s + c
+
+
+@given(seed=st.integers(0, 2**32 - 1), r=st.integers(1, 12), k=st.integers(1, 12), m=st.integers(1, 12))
+def test_compensated_product_is_dot2_to_the_bit(seed, r, k, m):
+    """product() computes Dot2's cascade with all its elementwise work at once: the same
+    numbers, bit for bit, as the algorithm written one term at a time."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((r, k)) * 10.0 ** rng.integers(-6, 6, (r, k))
+    X[rng.random((r, k)) < 0.2] = 0.0
+    Y = rng.standard_normal((k, m)) * 10.0 ** rng.integers(-6, 6, (k, m))
+    C = rng.standard_normal((r, m)) * (seed % 3)
+    sign = rng.choice([-1.0, 1.0], size=r)
+    M, _ = product(X, Y, C, sign, method="dot2")
+    assert M.tobytes() == dot2_loop(X, Y, C, sign).tobytes()
+
+
 def test_compensated_product_beats_plain_float_near_the_optimum():
     """E = I - A^T sigma_x of size 1e-11: plain float gets it wrong by a large factor."""
     rng = np.random.default_rng(3)

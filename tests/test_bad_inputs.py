@@ -175,6 +175,17 @@ CASES = [
     ("monte_carlo_loss-seed-bool", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, seed=True), TypeError, "seed"),
     ("monte_carlo_loss-samples-huge", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10**12), ValueError, "samples"),
     ("monte_carlo_loss-n-huge", lambda: lt.monte_carlo_loss(_t(2, 10**9), E2, 1, samples=10), ValueError, "task"),
+    ("monte_carlo_loss-method-unknown", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method="exact"), ValueError, "method"),
+    ("monte_carlo_loss-method-int", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method=1), TypeError, "method"),
+    ("monte_carlo_loss-proposal-unknown", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, proposal="radial"), ValueError, "proposal"),
+    ("monte_carlo_loss-proposal-float", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, proposal=0.5), TypeError, "proposal"),
+    ("monte_carlo_loss-proposal-plain", lambda: lt.monte_carlo_loss(_t(), E2, 1, samples=10, method="plain", proposal="spike"), ValueError, "proposal"),
+    ("conditional_loss-task-str", lambda: lt.conditional_loss("task", E2, 1, _X(2, 5)), TypeError, "task"),
+    ("conditional_loss-X-shape", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 4)), ValueError, "X"),
+    ("conditional_loss-X-nan", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 5) * NAN), ValueError, "X"),
+    ("conditional_loss-A-shape", lambda: lt.conditional_loss(_t(), E3, 1, _X(2, 5)), ValueError, "A"),
+    ("conditional_loss-loops-zero", lambda: lt.conditional_loss(_t(), E2, 0, _X(2, 5)), ValueError, "loops"),
+    ("conditional_loss-u-length", lambda: lt.conditional_loss(_t(), E2, 1, _X(2, 5), [1.0]), ValueError, "u"),
     # --- exact loss -----------------------------------------------------------------------------
     ("population_loss-task-str", lambda: lt.population_loss("task", E2, 1), TypeError, "task"),
     ("population_loss-A-shape", lambda: lt.population_loss(_t(), E3, 1), ValueError, "A"),
@@ -475,11 +486,71 @@ CASES = [
     ("plot_training-records-empty", lambda: lt.plot_training([]), ValueError, "records"),
     ("plot_looped_vs_multilayer-panel-unknown", lambda: lt.plot_looped_vs_multilayer({"evidence": {"rows": []}},
                                                                                       panel="x"), ValueError, "panel"),
+    # the claim API and sweeps (issue 15)
+    ("Claim-id", lambda: lt.Claim(3, "s", "src", lt.Grid(a=[1]), abs), TypeError, "id"),
+    ("Claim-check", lambda: lt.Claim("X", "s", "src", lt.Grid(a=[1]), 5), TypeError, "check"),
+    ("Claim-region", lambda: lt.Claim("X", "s", "src", [1, 2], abs), TypeError, "region"),
+    ("Case-margin", lambda: lt.Case("a"), TypeError, "margin"),
+    ("Case-nan", lambda: lt.Case(NAN), ValueError, "margin"),
+    ("Grid-axis", lambda: lt.Grid(a=3), TypeError, "Grid"),
+    ("Grid-empty", lambda: lt.Grid(), ValueError, "Grid"),
+    ("verify_claim-claim", lambda: lt.verify_claim("x"), TypeError, "claim"),
+    ("verify_claim-max_examples", lambda: lt.verify_claim(lt.Claim("X", "s", "src", lt.Grid(a=[1]), abs), max_examples=0),
+     ValueError, "max_examples"),
+    ("sweep-fn", lambda: lt.sweep(5, lt.Grid(a=[1])), TypeError, "fn"),
+    ("sweep-grid", lambda: lt.sweep(abs, [1]), TypeError, "grid"),
 ]
 
 # Exported names that are not functions taking input: result records and a constant.
 NOT_CALLED = {"MAX_LOOPS", "RTOL", "Certified", "OptimumResult", "FlowResult", "WorstCase", "ClaimResult", "TrainResult", "ExperimentResult",
-              "Record"}
+              "Record", "SweepError", "MonteCarloResult"}
+
+# The untied multi-layer model (issue 16), in a block of its own.
+_AS = np.stack([E2, E2])
+CASES += [
+    ("multilayer_population_loss-task-str", lambda: lt.multilayer_population_loss("task", _AS), TypeError, "task"),
+    ("multilayer_population_loss-As-one-matrix", lambda: lt.multilayer_population_loss(_t(), E2), ValueError, "As"),
+    ("multilayer_population_loss-As-shape", lambda: lt.multilayer_population_loss(_t(), np.stack([E3, E3])), ValueError, "As"),
+    ("multilayer_population_loss-As-too-many", lambda: lt.multilayer_population_loss(_t(), [E2] * (lt.MAX_LAYERS + 1)),
+     ValueError, "As"),
+    ("multilayer_population_loss-As-none", lambda: lt.multilayer_population_loss(_t(), np.zeros((0, 2, 2))), ValueError, "As"),
+    ("multilayer_population_loss-As-nan", lambda: lt.multilayer_population_loss(_t(), [E2, [[1, NAN], [0, 1]]]), ValueError, "As"),
+    ("multilayer_population_loss-As-str", lambda: lt.multilayer_population_loss(_t(), "abc"), TypeError, "As"),
+    ("multilayer_population_loss-us-length", lambda: lt.multilayer_population_loss(_t(), _AS, [[1.0, 0.0]]), ValueError, "us"),
+    ("multilayer_population_loss-us-shape", lambda: lt.multilayer_population_loss(_t(), _AS, np.zeros((2, 3))), ValueError, "us"),
+    ("multilayer_population_loss-exact-str", lambda: lt.multilayer_population_loss(_t(), _AS, exact="no"), TypeError, "exact"),
+    ("multilayer_population_loss-exact-float-As", lambda: lt.multilayer_population_loss(_t(), 0.5 * _AS, exact=True),
+     TypeError, "As"),
+    ("multilayer_population_loss_grad-fallback-str", lambda: lt.multilayer_population_loss_grad(_t(), _AS, fallback="no"),
+     TypeError, "fallback"),
+    ("multilayer_population_loss_grad-memory", lambda: lt.multilayer_population_loss_grad(_t(400), np.zeros((4, 400, 400))),
+     ValueError, "task"),
+    ("monte_carlo_multilayer_loss-task-inf-n", lambda: lt.monte_carlo_multilayer_loss(_t(2, INF), _AS), ValueError, "task"),
+    ("monte_carlo_multilayer_loss-As-shape", lambda: lt.monte_carlo_multilayer_loss(_t(), np.stack([E3])), ValueError, "As"),
+    ("monte_carlo_multilayer_loss-us-length", lambda: lt.monte_carlo_multilayer_loss(_t(), _AS, [[0.0, 0.0]]), ValueError, "us"),
+    ("monte_carlo_multilayer_loss-samples-one", lambda: lt.monte_carlo_multilayer_loss(_t(), _AS, samples=1), ValueError,
+     "samples"),
+]
+CASES += [
+    ("optimal_multilayer-layers-above-limit", lambda: lt.optimal_multilayer(_t(), lt.MAX_LAYERS + 1), ValueError, "layers"),
+    ("optimal_multilayer-task-str", lambda: lt.optimal_multilayer("task", 2), TypeError, "task"),
+    ("optimal_multilayer-starts-zero", lambda: lt.optimal_multilayer(_t(), 2, starts=0), ValueError, "starts"),
+    ("optimal_multilayer-inits-shape", lambda: lt.optimal_multilayer(_t(), 2, inits=[np.zeros((3, 2, 2))]), ValueError, "inits"),
+    ("optimal_schedule-layers-zero", lambda: lt.optimal_schedule(_t(), 0), ValueError, "layers"),
+    ("optimal_schedule-task-str", lambda: lt.optimal_schedule("task", 2), TypeError, "task"),
+    ("multilayer_gradient_flow-As0-too-many", lambda: lt.multilayer_gradient_flow(_t(), np.zeros((5, 2, 2))), ValueError, "As0"),
+    ("multilayer_gradient_flow-us0-length", lambda: lt.multilayer_gradient_flow(_t(), _AS, us0=np.zeros((1, 2))), ValueError, "us0"),
+    ("multilayer_gradient_flow-t_max-negative", lambda: lt.multilayer_gradient_flow(_t(), _AS, t_max=-1.0), ValueError, "t_max"),
+    ("scalar_family_limit-alpha-zero", lambda: lt.scalar_family_limit(0, 2), ValueError, "alpha"),
+    ("scalar_family_limit-rho-negative", lambda: lt.scalar_family_limit(1, 2, rho=-0.5), ValueError, "rho"),
+    ("scalar_family_limit-loops-zero", lambda: lt.scalar_family_limit(1, 0), ValueError, "loops"),
+    ("scalar_family_limit-digits-str", lambda: lt.scalar_family_limit(1, 2, digits="30"), TypeError, "digits"),
+    ("scalar_family_convergence-ds-not-integer-n", lambda: lt.scalar_family_convergence(0.3, 2, ds=(3, 7)), ValueError, "ds"),
+    ("plot_looped_vs_untied-panel-unknown", lambda: lt.plot_looped_vs_untied({"evidence": {"rows": [{}]}}, panel="x"),
+     ValueError, "panel"),
+    ("plot_scalar_limit-results-str", lambda: lt.plot_scalar_limit("x"), TypeError, "results"),
+]
+NOT_CALLED |= {"MAX_LAYERS", "MultilayerOptimum", "ScheduleResult", "LimitResult"}
 
 # The command line: (argv, text the one-line error must contain). Exit status 2, nothing run.
 CLI_CASES = [

@@ -249,7 +249,8 @@ def test_g2_verdicts_on_constructed_ratios(monkeypatch):
     calls = _converged_optimum(monkeypatch)
     g2 = REGISTRY["G2"]
     params = {**g2.params(True), "grid (d, loops, rhos), general A": [(2, 2, [0.1])], "d (spectral)": [2, 3, 10**6],
-              "loops (spectral)": [2], "spectral finite n up to loops": 2}
+              "loops (spectral)": [2], "spectral finite n up to loops": 2,
+              "n (general A), multiples of d": [1, 4, 100, math.inf]}
 
     def run(general, spectral, plain=1.0):
         def worst(task, L, rho, f_star, excess, starts, seed, candidates=()):

@@ -1,17 +1,25 @@
 """The experiments' building blocks: prompt errors through the reference forward pass agree
 with the exact loss (Monte Carlo within its standard error) and across model families that
-represent the same function; bad ids are refused. The experiments themselves run in the
+represent the same function; bad ids are refused. The shipped checkpoints name their command,
+seed and settings; the quick run re-evaluates them and never trains; a missing, damaged or
+foreign checkpoint is a clear error; the full run retrains with the script's own function and
+says whether it reproduced the shipped weights bit for bit. The experiments themselves run in the
 verify --quick test (test_cli) and the acceptance run (test_training)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import looptheory as lt
 from looptheory import experiments as X
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_prompt_errors_mean_is_the_exact_loss():
@@ -53,47 +61,112 @@ def test_bad_input():
         lt.prompt_errors({"A": np.eye(2), "u": np.zeros(2)}, "sparse", lt.Task(2, 3), 1, 0, 0)
 
 
-def test_training_is_memoised_within_a_run():
-    task = lt.Task(2, 4)
-    a = X._train(task, "sparse", 1, steps=3, batch=4, seed=0, progress=False)
-    b = X._train(task, "sparse", 1, steps=3, batch=4, seed=0, progress=False)
-    c = X._train(task, "sparse", 1, steps=3, batch=4, seed=1, progress=False)
-    assert a is b and c is not a
+def test_every_shipped_checkpoint_names_its_command_seed_and_settings():
+    for name, kw in X.TRAININGS.items():
+        res = X.load_shipped(name)
+        prov = res.provenance
+        assert prov["command"].startswith(X.TRAINING_COMMAND), prov
+        assert prov["seed"] == kw["seed"] == res.seed
+        assert prov["settings"] == X.declared_settings(name)
+        assert prov["prompts"] == kw["steps"] * kw["batch"] == res.steps * res.batch
+        assert {"looptheory", "source_sha256", "numpy", "date"} <= set(prov)
+        assert (res.model, res.loops, res.sampling) == (kw["model"], kw["loops"], kw["sampling"])
+
+
+def test_quick_run_re_evaluates_shipped_weights_and_never_trains(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("the quick run trained a model")
+
+    monkeypatch.setattr(X, "train", refuse)
+    monkeypatch.setattr(X, "train_declared", refuse)
+    monkeypatch.setattr(X, "_TRAINED", {})
+    rec = X.REGISTRY["E1"].run(True)
+    assert rec.complete, rec.summary
+    assert "Shipped checkpoint" in rec.summary and "not retrained" in rec.summary, rec.summary
+    assert X.TRAINING_COMMAND in rec.summary and rec.params["model source"] == "shipped checkpoint"
+    # the verdict is computed now from the shipped weights: the distance is the shipped A's
+    shipped = X.load_shipped("e1_sparse_L3").params["A"]
+    assert rec.evidence["rel_distance"] == pytest.approx(
+        np.linalg.norm(shipped - rec.evidence["A_star"]) / np.linalg.norm(rec.evidence["A_star"]), rel=1e-12)
+    assert rec.verdict == ("pass" if rec.evidence["rel_distance"] <= X.TARGET_REL else "fail")
+
+
+def _tiny_declaration(monkeypatch):
+    # a declared model small enough to train in a test, with the real declaration machinery
+    tiny = {"model": "sparse", "loops": 2, "steps": 4, "batch": 16, "seed": 7, "optimizer": "adam",
+            "sampling": "statistics", "lr": 1e-2, "lr_final": 1e-3, "average": 0.5}
+    monkeypatch.setitem(X.TRAININGS, "tiny", tiny)
+    return tiny
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("train_checkpoints", os.path.join(ROOT, "scripts", "train_checkpoints.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_missing_damaged_or_foreign_shipped_checkpoints_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setattr(X, "_TRAINED", {})
+    with pytest.raises(ValueError, match="missing: the quick run re-evaluates shipped models and does not train"):
+        X.load_shipped("e1_sparse_L3")
+    rec = X.REGISTRY["E1"].run(True)  # the record says so too, instead of training
+    assert rec.verdict == "fail" and not rec.complete and "e1_sparse_L3.npz" in rec.summary
+    _tiny_declaration(monkeypatch)
+    assert _script().main(["--only", "tiny", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "tiny.npz"
+    good = X.load_shipped("tiny")
+    assert good.provenance["command"] == f"{X.TRAINING_COMMAND} --only tiny --out {tmp_path}"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="cannot be used .*does not train"):
+        X.load_shipped("tiny")
+    monkeypatch.setitem(X.TRAININGS, "tiny", {**X.TRAININGS["tiny"], "seed": 8})
+    lt.save_checkpoint(path, good, overwrite=True)  # a valid file made with other settings
+    with pytest.raises(ValueError, match="trained with settings"):
+        X.load_shipped("tiny")
+    lt.save_checkpoint(path, replace(good, provenance=None), overwrite=True)
+    with pytest.raises(ValueError, match="does not say what made it"):
+        X.load_shipped("tiny")
+
+
+def test_full_run_retrains_with_the_script_s_function_and_reports_reproducibility(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setattr(X, "_TRAINED", {})
+    _tiny_declaration(monkeypatch)
+    assert "no usable shipped checkpoint" in X.trained_model("tiny", quick=False).note
+    _script().main(["--only", "tiny", "--out", str(tmp_path)])
+    monkeypatch.setattr(X, "_TRAINED", {})
+    full = X.trained_model("tiny", quick=False)
+    assert full.source == "trained in this run" and "bit-for-bit identical" in full.note
+    quick = X.trained_model("tiny", quick=True)
+    assert quick.source == "shipped checkpoint" and "not retrained" in quick.note
+    np.testing.assert_array_equal(quick.result.params["A"], full.result.params["A"])
+    assert X.trained_model("tiny", quick=True) is quick  # memoised: loaded once per run
 
 
 @pytest.mark.slow
-def test_e5_tests_the_models_e1_and_e2_trained(monkeypatch):
-    # E5 must reuse E1's and E2's trained models (memoised), not train new ones: E5's every
-    # training request must hit a key that E1 + E2 created, and it must make some.
-    monkeypatch.setattr(X, "train", lambda *a, **k: _fake_result(a, k))
+def test_e5_tests_the_models_e1_and_e2_use(monkeypatch):
+    # E5 must use E1's sparse model and E2's chosen full model (memoised), not others
     monkeypatch.setattr(X, "_TRAINED", {})
     requested = []
-    real = X._train
+    real = X.trained_model
 
-    def spy(task, model, loops, **kw):
-        requested.append(model)
-        return real(task, model, loops, **kw)
+    def spy(name, quick, progress=None):
+        requested.append(name)
+        return real(name, quick, progress)
 
-    monkeypatch.setattr(X, "_train", spy)
-    for fn in (X.experiment_sparse_vs_exact, X.experiment_full_vs_sparse):
-        try:
-            fn(quick=True)
-        except Exception:
-            pass  # fake weights need not survive the evaluation, only the training requests count
-    keys_e12 = set(X._TRAINED)
+    monkeypatch.setattr(X, "trained_model", spy)
+    e1, e2 = X.experiment_sparse_vs_exact(quick=True), X.experiment_full_vs_sparse(quick=True)
+    assert e1.complete and e2.complete
+    used = set(requested)
     requested.clear()
-    try:
-        X.experiment_out_of_distribution(quick=True)
-    except Exception:
-        pass
-    assert "sparse" in requested and "full" in requested
-    assert set(X._TRAINED) == keys_e12
-
-
-def _fake_result(a, k):
-    task, model, loops = a
-    params = lt.init_params(model, task.d, loops, 0)
-    return lt.TrainResult(params, model, loops, task, np.ones(k["steps"]), k["steps"], k["batch"], "adam", 1e-2, 1e-3, 0)
+    e5 = X.experiment_out_of_distribution(quick=True)
+    assert e5.complete, e5.summary
+    assert set(requested) <= used and "e1_sparse_L3" in requested
+    assert e5.params["full model"] == f"E2's choice (e2_full_L3_seed{e2.evidence['chosen_seed']})"
 
 
 def test_prompt_errors_and_run_experiments_reject_bad_input_by_name():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import matrices, spd_matrices
+from looptheory.strategies import matrices, spd_matrices
 
 import looptheory as lt
 from looptheory.diagnostics import finite_difference_gradient, taylor_test
@@ -141,8 +141,8 @@ def test_stable_near_optimum_at_large_n(loops, n):
 @settings(max_examples=15)
 @given(d=st.integers(1, 4), n=st.sampled_from([1, 2, 5, 40, math.inf]), loops=st.integers(1, 3), data=st.data())
 def test_gradient_taylor_slope(d, n, loops, data):
-    sx = data.draw(spd_matrices(d, cond_max=5.0))
-    sw = data.draw(spd_matrices(d, cond_max=5.0))
+    sx = data.draw(spd_matrices(d, max_condition=5.0))
+    sw = data.draw(spd_matrices(d, max_condition=5.0))
     task = lt.Task(d, n, sx, sw, noise=0.5)
     A = data.draw(matrices(d, 0.3))
     u = data.draw(matrices(d))[0]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import matrices
+from looptheory.strategies import matrices
 
 import looptheory as lt
 

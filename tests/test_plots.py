@@ -111,6 +111,12 @@ def _experiments():
     return [e1, e2, e3, e4]
 
 
+def _g6():
+    rows = [{"d": d, "layers": L, "n": n, "f*_looped": 1.0 / L**1.5 / n, "f*_untied": 1.0 / L**2 / n,
+             "f*_schedule": 1.0 / L**2 / n, "looped/untied": L**0.5} for d, n in ((2, 5), (2, 20), (3, 20)) for L in (1, 2, 3, 4)]
+    return SimpleNamespace(id="G6", params={"threshold f*_looped / f*_untied": 1.10}, evidence={"rows": rows})
+
+
 @pytest.fixture(scope="module")
 def chen_data():
     from looptheory.chen import chen_figure_data
@@ -121,7 +127,7 @@ def chen_data():
 @pytest.fixture(scope="module")
 def specs(g3, chen_data):
     """The report's figures (stem, size, draw) for a full set of results."""
-    claims = [g3, _g2(), _g5()]
+    claims = [g3, _g2(), _g5(), _g6()]
     return report._figure_specs(_curve(), chen_data, claims, _experiments())
 
 
@@ -309,6 +315,20 @@ def test_every_public_function_refuses_bad_input():
         lt.plot_looped_vs_multilayer(_experiments()[2], ax=ax, panel="nope")
     with pytest.raises(ValueError, match="^stem"):
         plots.figure_markdown("nope")
+    with pytest.raises(ValueError, match="^panel"):
+        lt.plot_looped_vs_untied(_g6(), ax=ax, panel="nope")
+    with pytest.raises(ValueError, match="^record"):
+        lt.plot_looped_vs_untied(SimpleNamespace(id="G6", evidence={"rows": []}), ax=ax)
+    with pytest.raises(TypeError, match="^results"):
+        lt.plot_scalar_limit([], ax=ax)
+
+
+def test_scalar_limit_plot_draws_one_line_per_result():
+    ax = Figure().add_subplot()
+    res = [lt.scalar_family_convergence(2, L, ds=(4, 8, 16)) for L in (1, 2)]
+    assert lt.plot_scalar_limit(res, ax=ax) is ax
+    assert len(ax.get_lines()) == 2 and ax.get_xscale() == ax.get_yscale() == "log"
+    assert all("rate d^" in t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_records_are_read_by_duck_typing_and_from_results_json():
@@ -328,14 +348,14 @@ def test_records_are_read_by_duck_typing_and_from_results_json():
 
 def test_every_figure_the_report_draws_has_a_caption(specs):
     stems = [s for s, _, _ in specs]
-    assert len(stems) == len(set(stems)) == 14
+    assert len(stems) == len(set(stems)) == 15
     assert set(stems) == set(plots.FIGURE_CAPTIONS), "a caption without a figure, or a figure without one"
     for stem in stems:
         md = plots.figure_markdown(stem)
         assert md.startswith("![") and f"]({stem}.png)" in md
         assert plots.FIGURE_CAPTIONS[stem].split(". ", 1)[1].replace("*", "\\*") in md  # f* escaped
         # each caption says which claim, check or experiment its figure supports
-        assert any(w in plots.FIGURE_CAPTIONS[stem] for w in ("G1", "G2", "G3", "G5", "C2", "E1", "E3", "E4", "check"))
+        assert any(w in plots.FIGURE_CAPTIONS[stem] for w in ("G1", "G2", "G3", "G5", "G6", "C2", "E1", "E3", "E4", "check"))
 
 
 def test_report_embeds_figures_with_their_captions(tmp_path):

@@ -1,33 +1,86 @@
-"""proofs_check: every check passes, and each has a negative control that must fail."""
+"""proofs_check: every check passes, quick and full, and each has a negative control that must
+fail. The default tier runs every module on its quick parameters (a few CPU-seconds in all); the
+full run is in the slow tier."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 import sympy as sp
 
-from proofs_check import CHECKS, run
-from proofs_check import gd_equivalence, wishart_moments
+from proofs_check import CHECKS, QUICK, run
+from proofs_check import gd_equivalence, runner, wishart_moments
 
 
 @pytest.mark.slow
 def test_all_checks_pass():
     results = run()
     assert [r.id for r in results] == [f"proofs_check.{name}" for name in CHECKS]
-    assert all(r.kind == "proof" for r in results)
+    assert all(r.kind == "proof" and r.mode == "full" for r in results)
     assert all(r.verdict == "pass" for r in results), [(r.id, r.summary) for r in results if r.verdict != "pass"]
+
+
+def test_quick_run_passes_and_declares_what_it_covers():
+    results = run(quick=True)
+    assert [r.id for r in results] == [f"proofs_check.{name}" for name in CHECKS]
+    assert all(r.kind == "proof" and r.mode == "quick" for r in results)
+    assert all(r.verdict == "pass" for r in results), [(r.id, r.summary) for r in results if r.verdict != "pass"]
+    for r in results:
+        name = r.id.split(".", 1)[1]
+        # every module has a quick mode that changes something, declared before any result ...
+        assert QUICK[name], name
+        full = runner.SPECS[name].params(quick=False)
+        assert r.params == runner.declared_params(CHECKS[name], QUICK[name]) != full, name
+        for key in QUICK[name]:
+            assert r.params[key] != full[key], (name, key)
+
+
+def test_quick_overrides_are_data_parameters(monkeypatch):
+    # a misspelt override would leave the quick run at full size without anyone noticing
+    assert all(set(q) <= set(runner.data_params(CHECKS[name])) for name, q in QUICK.items())
+    monkeypatch.setattr(wishart_moments, "QUICK", {"k_max": 5})
+    with pytest.raises(ValueError, match="k_max"):
+        runner.build_registry()
+    monkeypatch.setattr(wishart_moments, "QUICK", {"known": {}})  # a formula under test, not data
+    with pytest.raises(ValueError, match="known"):
+        runner.build_registry()
 
 
 def test_gd_equivalence_negative_controls():
     # Forgetting u in the GD labels, or a step without the 1/n, must leave a non-zero difference.
-    X = sp.Matrix(1, 2, lambda i, j: sp.Symbol(f"x{i}_{j}"))
-    y = sp.Matrix(2, 1, lambda i, j: sp.Symbol(f"y{i}"))
-    A = sp.Matrix(1, 1, lambda i, j: sp.Symbol(f"a{i}_{j}"))
-    no_u = lambda w: w + A.T * X * (y - X.T * w) / 2  # noqa: E731
-    no_n = lambda w: w + A.T * X * (y - X.T * w)  # noqa: E731
+    def no_u(w, A, X, y, u, c):
+        return w + A.transpose() * X * (y - X.transpose() * w) * c
+
+    def no_n(w, A, X, y, u, c):
+        return w + A.transpose() * X * (y + X.transpose() * u - X.transpose() * w)
+
     assert gd_equivalence.difference(1, 2, 2, with_u=True, gd_step=no_u) != 0
     assert gd_equivalence.difference(1, 2, 2, with_u=False, gd_step=no_n) != 0
     assert gd_equivalence.difference(1, 2, 2, with_u=False) == 0
+    assert gd_equivalence.difference(2, 2, 2) == 0
+
+
+def test_gd_equivalence_difference_is_the_expanded_difference():
+    # The ring route against SymPy's Expr route (the previous implementation) at d = 1, n = 2,
+    # loops = 2, with u left out of the GD labels so that the difference is a non-zero polynomial.
+    X = sp.Matrix(1, 2, sp.symbols("x0_0 x0_1"))
+    y = sp.Matrix(2, 1, sp.symbols("y0 y1"))
+    q, a, u = sp.symbols("q0 a0_0 u0")
+    Z = sp.Matrix([[X[0], X[1], q], [y[0], y[1], 0]])
+    P, Q, M = sp.Matrix([[0, 0], [u, 1]]), sp.Matrix([[a, 0], [0, 0]]), sp.diag(1, 1, 0)
+    for _ in range(2):
+        Z = (Z - P * Z * M * Z.T * Q * Z / 2).expand()
+    w = sp.zeros(1, 1)
+    for _ in range(2):
+        w = w + a * X * (y - X.T * w) / 2
+
+    def no_u(w, A, X, y, u, c):
+        return w + A.transpose() * X * (y - X.transpose() * w) * c
+
+    got = gd_equivalence.difference(1, 2, 2, with_u=True, gd_step=no_u)
+    want = sp.expand(-Z[1, 2] - q * w[0, 0])
+    assert want != 0 and sp.expand(got.as_expr() - want) == 0
 
 
 def test_wishart_moments_negative_control():
@@ -41,7 +94,11 @@ def test_wishart_moments_negative_control():
 
 
 def test_command_line():
-    r = subprocess.run([sys.executable, "-m", "proofs_check", "--only", "wishart_moments"], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.startswith("PASS wishart_moments")
+    r = subprocess.run([sys.executable, "-m", "proofs_check", "--only", "wishart_moments", "--quick", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (res,) = json.loads(r.stdout)
+    assert res["name"] == "wishart_moments" and res["passed"] and res["mode"] == "quick"
+    assert res["detail"].startswith(f"k <= {QUICK['wishart_moments']['kmax']}:")
     r = subprocess.run([sys.executable, "-m", "proofs_check", "--only", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "--only" in r.stderr

@@ -1,14 +1,19 @@
 """proofs_check one_loop_optimum, fixed_point, gradient_formula: each passes, and each has
-negative controls (a deliberately wrong formula) that must FAIL."""
+negative controls (a deliberately wrong formula) that must FAIL. The negative controls run on
+the quick run's parameters (the full ones in the slow tier); each must fail there too."""
+
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import sympy as sp
+from sympy.polys.domains import QQ
 
 from proofs_check import fixed_point, gradient_formula, one_loop_optimum
 from looptheory import population_loss_grad
 
 n = one_loop_optimum.n
+OLO = one_loop_optimum.QUICK
 
 
 @pytest.mark.slow
@@ -26,7 +31,7 @@ def test_checks_pass():
 def test_one_loop_wishart_identity_negative_control():
     # Dropping the M^T / n term of E[S M S] must contradict Isserlis and the Wick pairings.
     wrong = lambda M: M + M.trace() * sp.eye(M.shape[0]) / n  # noqa: E731
-    r = one_loop_optimum.check(dims=(2,), second_moment=wrong)
+    r = one_loop_optimum.check(**OLO, second_moment=wrong)
     assert not r.passed and "Isserlis" in r.detail
 
 
@@ -36,7 +41,7 @@ def test_one_loop_closed_form_negative_control():
         d = At.shape[0]
         return sp.expand(d - 2 * At.trace() + (n + d) / n * sum(a**2 for a in At))
 
-    r = one_loop_optimum.check(dims=(2,), unit_loss=wrong)
+    r = one_loop_optimum.check(**OLO, unit_loss=wrong)
     # caught, and nothing else fails: every other statement of the check holds
     assert not r.passed and r.detail.split("; failures: ")[1] == "W = I loss differs from the closed form (d = 2)"
 
@@ -44,11 +49,11 @@ def test_one_loop_closed_form_negative_control():
 def test_one_loop_general_minimiser_negative_controls():
     # The minimiser without the tr(W) I / n term is wrong symbolically ...
     wrong = lambda W: n * ((n + 1) * W).inv() * W  # noqa: E731
-    r = one_loop_optimum.check(dims=(2,), minimiser=wrong)
+    r = one_loop_optimum.check(**OLO, minimiser=wrong)
     assert not r.passed and "stated minimiser" in r.detail
     # ... and numerically: the engine's gradient does not vanish there.
     wrong_raw = lambda sx, sw, nn: nn / (nn + 1) * np.linalg.inv(sx)  # noqa: E731
-    r = one_loop_optimum.check(dims=(2,), raw=wrong_raw)
+    r = one_loop_optimum.check(**OLO, raw=wrong_raw)
     assert not r.passed and "gradient does not vanish" in r.detail
 
 
@@ -56,6 +61,10 @@ def test_one_loop_helpers():
     M, second, sms = one_loop_optimum.derived_second_moment(2)
     assert second == sp.eye(2)
     assert all(sp.simplify(e) == 0 for e in sms - one_loop_optimum.wishart_second_moment(M))
+    # the exact zero test of rational functions: zero only when the entry is
+    w, x = sp.symbols("w x")
+    assert one_loop_optimum._is_zero_matrix(sp.Matrix([[n / (n + w) - 1 + w / (n + w), 0]]))
+    assert not one_loop_optimum._is_zero_matrix(sp.Matrix([[0, n / (n + w) - 1 + x / (n + w)]]))
 
 
 @pytest.mark.parametrize("d", [1, 2])
@@ -73,7 +82,7 @@ def test_one_loop_stated_forms_equal_the_derivation(d):
 
 # --- fixed_point ---------------------------------------------------------------------------------
 
-SMALL = dict(loops=(1, 2), grid_d=(2,), grid_n=(10,), symbolic_loops=(2,))
+SMALL = dict(loops=(1, 2), grid_d=(2,), grid_n=(10,), big_d=(10,), symbolic_loops=(2,))
 
 
 def test_fixed_point_wrong_moment_negative_control():
@@ -135,10 +144,27 @@ def test_fixed_point_symbolic_identity_helper():
     assert fixed_point.symbolic_gradient_identity(2, m) == (False, False)
 
 
+def test_fixed_point_exact_roots():
+    # phi_1'(gamma) = 2 (gamma m_2 - d): its root is d / m_2 = n / (n + d + 1), exactly.
+    P = fixed_point.at_point(fixed_point.stationarity(1), 7, 3)
+    (root,) = fixed_point.real_roots(P)
+    assert root[0] <= QQ(7, 11) <= root[1] and root[2] == 1
+    assert fixed_point.root_value(P, root) == pytest.approx(Fraction(7, 11), abs=1e-20)
+    assert fixed_point.root_in_unit_interval(P)
+    # gamma_2 < gamma_1 at (n, d) = (7, 3); a root is never strictly below itself
+    Q = fixed_point.at_point(fixed_point.stationarity(2), 7, 3)
+    (root2,) = fixed_point.real_roots(Q)
+    assert fixed_point.root_below(Q, root2, P, root) and not fixed_point.root_below(P, root, Q, root2)
+    assert not fixed_point.root_below(P, root, P, root)
+    # a root outside (0, 1): gamma - 2
+    assert not fixed_point.root_in_unit_interval(sp.Poly(fixed_point.gamma - 2, fixed_point.gamma, domain=QQ))
+
+
 # --- gradient_formula ----------------------------------------------------------------------------
 
 L2 = (gradient_formula.CASES[1],)
 L2U = (gradient_formula.CASES[3],)
+GQ = dict(n_values=gradient_formula.QUICK["n_values"], points=gradient_formula.QUICK["points"], engine_free=())
 
 
 def test_gradient_formula_wrong_gradient_negative_controls():
@@ -154,11 +180,24 @@ def test_gradient_formula_wrong_gradient_negative_controls():
         return f, gA, 2 * gu
 
     for fn, cases in ((transposed, L2), (no_finite_n, L2), (doubled_u, L2U)):
-        r = gradient_formula.check(cases=cases, hand_gradient=fn)
+        r = gradient_formula.check(cases=cases, hand_gradient=fn, **GQ)
         assert not r.passed and "gradient differs" in r.detail, fn.__name__
 
 
 def test_gradient_formula_wrong_loss_negative_control():
     # Dropping the n^-2 terms of the symbolic loss: loss and gradient both disagree.
-    r = gradient_formula.check(cases=L2, drop_power=2)
+    r = gradient_formula.check(cases=L2, drop_power=2, **GQ)
     assert not r.passed and "gradient differs" in r.detail and "loss differs" in r.detail
+
+
+def test_gradient_formula_exact_evaluation():
+    # specialise (integer arithmetic over one denominator) = the ring's own exact evaluation
+    loss = gradient_formula.symbolic_loss(2, gradient_formula.SIGMA_X, gradient_formula.SIGMA_W, Fraction(1, 4), True)
+    rng = np.random.default_rng(7)
+    A, u = rng.standard_normal((2, 2)), rng.standard_normal(2)
+    coeffs = gradient_formula.specialise(loss, A, u)
+    exact = [QQ(*Fraction(float(x)).as_integer_ratio()) for x in list(A.ravel()) + list(u)]
+    for nn in (3, 1000):
+        v = loss(*exact, QQ(1, nn))
+        assert sum(c * Fraction(1, nn) ** k for k, c in coeffs.items()) == Fraction(int(v.numerator), int(v.denominator))
+    assert gradient_formula.at_n(coeffs, float("inf")) == float(coeffs[0])

@@ -1,6 +1,8 @@
 """proofs_check (second batch): dominance at n = inf, the flow bound, Chen et al.'s contraction.
 
 Each check passes, and a deliberately wrong formula injected through its parameters makes it FAIL.
+The negative controls run on the quick run's parameters (each must fail there too); the full
+runs are in the slow tier.
 """
 
 import math
@@ -14,11 +16,8 @@ from proofs_check import chen_contraction, dominance_infinite_n, flow_bound
 MODULES = [dominance_infinite_n, flow_bound, chen_contraction]
 
 
-@pytest.mark.parametrize(
-    "module",
-    [pytest.param(m, marks=pytest.mark.slow) if m is not flow_bound else m for m in MODULES],
-    ids=lambda m: m.__name__.rsplit(".", 1)[-1],
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def test_check_passes(module):
     res = module.check()
     assert isinstance(res, CheckOutcome)
@@ -50,15 +49,26 @@ def test_dominance_thresholds_and_jordan_values():
     ids=["exponent/2", "exponent-inverted", "factor-1"],
 )
 def test_dominance_wrong_constant_fails(wrong):
-    assert not dominance_infinite_n.check(constant=wrong).passed
+    assert not dominance_infinite_n.check(**dominance_infinite_n.QUICK, constant=wrong).passed
 
 
-@pytest.mark.slow
 def test_dominance_wrong_threshold_fails():
     wrong = lambda L: (64 * sp.sympify(L) ** 2) ** ((L - 1) / sp.sympify(L))  # noqa: E731
-    assert not dominance_infinite_n.check(threshold=wrong).passed
+    assert not dominance_infinite_n.check(**dominance_infinite_n.QUICK, threshold=wrong).passed
     wrong_c = lambda L: (16 * sp.sympify(L) ** 2) ** (sp.sympify(L) / (L - 1))  # noqa: E731
-    assert not dominance_infinite_n.check(threshold=wrong_c).passed
+    assert not dominance_infinite_n.check(**dominance_infinite_n.QUICK, threshold=wrong_c).passed
+
+
+def test_dominance_exact_helpers():
+    # f and ||grad f||^2 at diag(1/2, 1/3), L = 2, by hand: sum (1 - a_i)^4 and 16 sum (1 - a_i)^6
+    f, g2 = dominance_infinite_n.at(2, 2, sp.diag(sp.Rational(1, 2), sp.Rational(1, 3)))
+    assert f == sp.Rational(1, 16) + sp.Rational(16, 81) and g2 == 16 * (sp.Rational(1, 64) + sp.Rational(64, 729))
+    assert dominance_infinite_n.diagonal_formulas_hold(2, 2) and dominance_infinite_n.symmetric_reduces_to_spectrum(2)
+    # the tangent identity holds for the tangent form and fails when h is not of that form
+    assert dominance_infinite_n.tangent_identity_holds(3)
+    curved = lambda x, p: dominance_infinite_n.tangent_form(x, p) + (x - 1) ** 2  # noqa: E731
+    assert not dominance_infinite_n.tangent_identity_holds(2, h=curved)
+    assert not dominance_infinite_n.tangent_identity_holds(3, h=lambda x, p: x**p - 2 - p * (x - 1))
 
 
 def test_dominance_constant_and_thresholds_fast_parts():
@@ -116,32 +126,45 @@ def test_dominance_d2_certificate_negative():
 # flow_bound ---------------------------------------------------------------------------------
 
 
+WRONG_EXP = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * (L - 1) * t / L) ** (-(L - 1) / L)  # noqa: E731
+WRONG_RATE = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * L * t / (L - 1)) ** (-L / (L - 1))  # noqa: E731
+WRONG_FACTOR = lambda L, xi, mu, f0: (L - 1) / (mu * L) * (xi ** (-(L - 1) / L) - f0 ** (-(L - 1) / L))  # noqa: E731
+WRONG_POWER = lambda L, xi, mu, f0: L / (mu * (L - 1)) * (xi ** (-L / (L - 1)) - f0 ** (-L / (L - 1)))  # noqa: E731
+
+
+def test_flow_wrong_formulas_fail_their_steps():
+    # One step each (the whole check with a wrong formula costs 1-1.5 CPU-s; those are slow below).
+    res, ic = flow_bound.ode_residual(WRONG_RATE)
+    assert res != 0 and ic == 0
+    assert flow_bound.dsolve_agrees((2,), sol=WRONG_EXP) == [2]
+    at_T, decreasing, start, lead = flow_bound.hitting_time_residual(flow_bound.solution, WRONG_POWER)
+    assert at_T != 0 and decreasing is True and start == 0
+
+
 @pytest.mark.slow
 def test_flow_wrong_solution_fails():
-    wrong_exp = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * (L - 1) * t / L) ** (-(L - 1) / L)  # noqa: E731
-    wrong_rate = lambda L, t, mu, f0: (f0 ** (-(L - 1) / L) + mu * L * t / (L - 1)) ** (-L / (L - 1))  # noqa: E731
-    assert not flow_bound.check(solution=wrong_exp).passed
-    assert not flow_bound.check(solution=wrong_rate).passed
-    assert flow_bound.dsolve_agrees(sol=wrong_exp) == [2, 3, 4]
+    assert not flow_bound.check(**flow_bound.QUICK, solution=WRONG_EXP).passed
+    assert not flow_bound.check(**flow_bound.QUICK, solution=WRONG_RATE).passed
+    assert flow_bound.dsolve_agrees(sol=WRONG_EXP) == [2, 3, 4]
 
 
 @pytest.mark.slow
 def test_flow_wrong_hitting_time_fails():
-    wrong_factor = lambda L, xi, mu, f0: (L - 1) / (mu * L) * (xi ** (-(L - 1) / L) - f0 ** (-(L - 1) / L))  # noqa: E731
-    wrong_power = lambda L, xi, mu, f0: L / (mu * (L - 1)) * (xi ** (-L / (L - 1)) - f0 ** (-L / (L - 1)))  # noqa: E731
-    assert not flow_bound.check(hitting_time=wrong_factor).passed
-    assert not flow_bound.check(hitting_time=wrong_power).passed
+    assert not flow_bound.check(**flow_bound.QUICK, hitting_time=WRONG_FACTOR).passed
+    assert not flow_bound.check(**flow_bound.QUICK, hitting_time=WRONG_POWER).passed
 
 
 # chen_contraction ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_chen_wrong_recursion_fails():
     half = lambda S, eta: sp.eye(S.shape[0]) - eta * S / 2  # noqa: E731
     normal, step = chen_contraction.recursion_residuals(2, 3, half)
     assert normal.is_zero_matrix and not step.is_zero_matrix
-    assert not chen_contraction.check(recursion=half).passed
+    normal, step = chen_contraction.recursion_residuals(2, 3)
+    assert normal.is_zero_matrix and step.is_zero_matrix
+    assert not chen_contraction.check(**chen_contraction.QUICK, recursion=half).passed
+    assert chen_contraction.noiseless_is_truth() and chen_contraction.eigenbasis_norm_identity(2)
 
 
 @pytest.mark.parametrize(
@@ -155,9 +178,8 @@ def test_chen_wrong_recursion_fails():
     ],
     ids=["rate-L+1", "rate-exp", "reported-2L", "log-2x", "log-x-x2"],
 )
-@pytest.mark.slow
 def test_chen_wrong_rate_fails(kw):
-    assert not chen_contraction.check(**kw).passed
+    assert not chen_contraction.check(**chen_contraction.QUICK, **kw).passed
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import spd_matrices
+from looptheory.strategies import spd_matrices
 
 import looptheory as lt
 from looptheory.diagnostics import taylor_test
@@ -18,7 +18,7 @@ from looptheory.spectral import spectral_loss, spectral_loss_grad
        noise=st.sampled_from([0.0, 0.4]), seed=st.integers(0, 10**6), data=st.data())
 def test_matches_dense_loss(d, n, loops, noise, seed, data):
     rng = np.random.default_rng(seed)
-    sx = data.draw(spd_matrices(d, cond_max=4.0))
+    sx = data.draw(spd_matrices(d, max_condition=4.0))
     a = rng.uniform(0.0, 1.2, d)
     Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     ev, V = np.linalg.eigh(sx)

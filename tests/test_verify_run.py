@@ -9,7 +9,6 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 
 import looptheory as lt
@@ -30,9 +29,8 @@ def test_every_kind_returns_the_one_record_type(monkeypatch):
     check = next(s for s in checks.CHECKS if s.id == "optimal_scale_one_loop").run(quick=True)
     proof = run_proofs("wishart_moments")[0]
     claim = lt.check_claims(["C1"], quick=True)[0]
-    # an experiment with its training replaced by a cheap stand-in (the real ones train for minutes)
-    monkeypatch.setattr(experiments, "_train", lambda task, model, loops, **kw: _fake_training(task, model, loops, kw))
-    # and the exact engine's first use (loading the loss expansions of loops 1-6, ~10 s) skipped
+    # an experiment in its quick form (it re-evaluates the shipped checkpoints, never trains),
+    # with the exact engine's first use (loading the loss expansions of loops 1-6, ~10 s) skipped
     monkeypatch.setattr(experiments, "population_loss", lambda task, A, loops, u=None: 1.0)
     experiment = lt.run_experiments(["E4"], quick=True)[0]
     for rec, kind in ((check, "check"), (proof, "proof"), (claim, "claim"), (experiment, "experiment")):
@@ -48,14 +46,6 @@ def test_every_kind_returns_the_one_record_type(monkeypatch):
     assert experiment.evidence["rows"] and all("SE" in r and "mean resolved" in r for r in experiment.evidence["rows"])
     # the older names are the one record
     assert lt.ClaimResult is Record and lt.ExperimentResult is Record and checks.CheckResult is Record
-
-
-def _fake_training(task, model, loops, kw):
-    params = lt.init_params(model, task.d, loops, 0)
-    if model == "sparse":
-        params = {"A": 0.5 * np.eye(task.d), "u": np.zeros(task.d)}
-    return lt.TrainResult(params, model, loops, task, np.ones(kw["steps"]), kw["steps"], kw["batch"], "adam", 1e-2,
-                          1e-3, 0)
 
 
 def test_a_verdict_outside_the_kinds_vocabulary_is_refused():
@@ -80,7 +70,7 @@ def test_a_crashing_check_becomes_a_record():
 def test_the_registry_declares_each_claim_once():
     from looptheory.claims import REGISTRY
 
-    assert list(REGISTRY) == ["G1", "G1-structure", "G2", "G3", "G4", "G5", "C1", "C2"]
+    assert list(REGISTRY) == ["G1", "G1-structure", "G2", "G3", "G4", "G5", "C1", "C2", "A1", "G6", "A1-global", "B1"]
     for cid, spec in REGISTRY.items():
         assert spec.id == cid and spec.kind == "claim" and spec.statement
         assert "as reported" in spec.source and "docs/conventions.md" in spec.source
@@ -95,7 +85,7 @@ def test_g2_parameters_say_what_the_quick_run_does():
 
     quick, full = REGISTRY["G2"].params(True), REGISTRY["G2"].params(False)
     assert "loops <= 0" not in json.dumps(quick) and "inf only" in quick["n (spectral)"]
-    assert "loops <= 3" in full["n (spectral)"]
+    assert "loops <= 2" in full["n (spectral)"]
 
 
 def test_report_prints_g1s_table_once_and_has_no_bare_nan():
@@ -140,6 +130,8 @@ def test_list_prints_every_item(capsys):
     (["verify", "--resume", "r", "--out", "s"], "--resume"),
     (["verify", "--resume", "r", "--force"], "--resume"),
     (["verify", "--resume", "nowhere"], "--resume"),
+    (["verify", "--jobs", "0"], "--jobs"),
+    (["verify", "--jobs", "two"], "--jobs"),
 ])
 def test_bad_new_flags_are_one_line_errors(argv, flag, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -262,3 +254,26 @@ def test_an_interrupted_run_leaves_a_partial_report_and_resumes(how, code, tmp_p
     assert data["meta"]["status"] == "complete" and data["meta"]["mode"] == "quick"
     assert "Status: complete" in (out / "report.md").read_text()
     assert "resumed" in capsys.readouterr().err
+
+
+# --- verify --jobs N ------------------------------------------------------------------------------
+
+
+def test_jobs_keep_items_that_share_a_computation_together():
+    specs = V.select(["G1", "G2", "G1-structure", "C1"])
+    assert V.groups(specs) == [["G1", "G1-structure"], ["G2"], ["C1"]]
+    assert V.groups(V.select(["G1-structure", "G3"])) == [["G1-structure"], ["G3"]]
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_serial_report(tmp_path, capsys, no_figures):
+    only = ["gd_equivalence", "trace_moments", "optimal_scale_one_loop", "G4"]
+    assert main(["verify", "--quick", "--only", *only, "--out", str(tmp_path / "serial")]) == 0
+    assert main(["verify", "--quick", "--only", *only, "--jobs", "2", "--out", str(tmp_path / "jobs")]) == 0
+    err = capsys.readouterr().err
+    assert "[4/4]" in err
+    one, two = (json.loads((tmp_path / d / "results.json").read_text())["records"] for d in ("serial", "jobs"))
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in one] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in two]
+    assert sorted(os.listdir(tmp_path / "jobs" / "items")) == sorted(f"{i}.json" for i in only)
