@@ -623,6 +623,9 @@ def main(argv=None):
         by_id = {m.ident: m for m in allm}
         for ident, (text, _) in classification.items():
             m = by_id.get(ident)
+            if m is None and ident.split(":")[0] in MODULES[mod][0]:
+                print(f"warning: {CLASSIFICATION}: {ident} ({text}) names no mutant of the current source "
+                      f"(the code moved or changed: re-check it)", file=sys.stderr)
             if m is not None and text != f"{m.before} -> {m.after}":
                 print(f"warning: {CLASSIFICATION}: {ident} now reads {m.before!r} -> {m.after!r}, "
                       f"classified as {text!r} (stale: re-check it)", file=sys.stderr)
