@@ -233,18 +233,21 @@ def test_one_loop_optimum_at_huge_n_runs_the_scaled_rounds():
 
 
 def test_newton_polish_solves_a_quadratic_in_one_step():
-    """Newton with a central-difference Hessian is exact on a quadratic (up to rounding): from
-    any point one step reaches the minimiser H^{-1} b."""
-    from looptheory.optimum import _newton_polish
+    """Newton with the exact Hessian (as Hessian-vector products, solved by MINRES) is exact on a
+    quadratic up to MINRES's residual: from any point one step reaches the minimiser H^{-1} b,
+    and the route fg reports is carried along."""
+    from looptheory.optimum import newton_polish
 
     H = np.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
     b = np.array([1.0, -2.0, 0.5])
 
     def fg(z):
-        return 0.5 * z @ H @ z - b @ z, H @ z - b
+        return 0.5 * z @ H @ z - b @ z, H @ z - b, "quadratic"
 
-    z, f, g = _newton_polish(fg, np.array([10.0, -7.0, 3.0]), steps=1)
-    assert np.allclose(z, np.linalg.solve(H, b), rtol=1e-9, atol=1e-12) and np.linalg.norm(g) < 1e-8
+    z0 = np.array([10.0, -7.0, 3.0])
+    z, f, g, route = newton_polish(fg, lambda z, v, route: H @ v, z0, *fg(z0), steps=1)
+    assert np.allclose(z, np.linalg.solve(H, b), rtol=1e-6, atol=1e-9) and route == "quadratic"
+    assert np.linalg.norm(g) < 1e-6 * np.linalg.norm(fg(z0)[1]) and f == fg(z)[0]
 
 
 def test_reported_optimum_is_never_the_slow_exact_route(monkeypatch):
