@@ -90,7 +90,7 @@ MODULES = {
     "model": (["looptheory/model.py"], ["tests/test_model.py", "tests/test_montecarlo.py", "tests/test_training.py", BAD]),
     "moments": (["looptheory/moments.py"], ["tests/test_moments.py", "tests/test_optimal_scale.py", BAD]),
     "optimum": (["looptheory/optimum.py"], ["tests/test_optimum_flow.py", "tests/test_optimal_scale.py", BAD]),
-    "flow": (["looptheory/flow.py"], ["tests/test_optimum_flow.py", BAD]),
+    "flow": (["looptheory/flow.py"], ["tests/test_optimum_flow.py", "tests/test_multilayer_optimum.py", BAD]),
     "dominance": (["looptheory/dominance.py"], ["tests/test_dominance.py", BAD]),
     "claims": (["looptheory/claims.py"], ["tests/test_claims.py"]),
     "chen": (["looptheory/chen.py"], ["tests/test_chen.py", BAD]),
