@@ -86,7 +86,7 @@ BAD = "tests/test_bad_inputs.py"
 MODULES = {
     "expectations": (["looptheory/expectations.py"], ["tests/test_expectations.py", "tests/test_accuracy.py"]),
     "loss": (["looptheory/loss.py"], ["tests/test_loss.py", "tests/test_accuracy.py", "tests/test_shipped_expansions.py",
-                                      "tests/test_reference.py", BAD]),
+                                      "tests/test_reference.py", "tests/test_loss_hvp.py", "tests/test_layout.py", BAD]),
     "model": (["looptheory/model.py"], ["tests/test_model.py", "tests/test_montecarlo.py", "tests/test_training.py", BAD]),
     "moments": (["looptheory/moments.py"], ["tests/test_moments.py", "tests/test_optimal_scale.py", BAD]),
     "optimum": (["looptheory/optimum.py"], ["tests/test_optimum_flow.py", "tests/test_optimal_scale.py", BAD]),

@@ -30,6 +30,19 @@ def rational_task(rng, d, n, noise=F(1, 4)):
     return lt.Task(d, n, sx, sw, noise=noise)
 
 
+def test_u_with_every_entry_one_counts():
+    """The u part is taken whenever u has a non-zero entry: u = (1, 1) against the Isserlis
+    reference, exact and in float."""
+    rng = np.random.default_rng(7)
+    task = rational_task(rng, 2, 3)
+    A = rational_matrix(rng, 2)
+    u = np.array([F(1), F(1)], dtype=object)
+    ref = isserlis_loss(task, A, 2, u)
+    assert ref != isserlis_loss(task, A, 2)
+    assert population_loss(task, A, 2, u, exact=True) == ref
+    assert population_loss(task, A.astype(float), 2, np.ones(2)) == pytest.approx(float(ref), rel=1e-12)
+
+
 @pytest.mark.parametrize("d, n, loops", [(1, 1, 3), (1, 3, 4), (2, 1, 1), (2, 1, 2), (2, 2, 3), (2, 3, 3), (2, 2, 4), (2, 3, 4)])
 def test_exact_equals_isserlis_reference(d, n, loops):
     rng = np.random.default_rng(1000 * d + 10 * n + loops)
