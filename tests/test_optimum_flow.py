@@ -250,6 +250,33 @@ def test_newton_polish_solves_a_quadratic_in_one_step():
     assert np.linalg.norm(g) < 1e-6 * np.linalg.norm(fg(z0)[1]) and f == fg(z)[0]
 
 
+def test_inner_steps_take_the_certified_route():
+    """The optimiser's inner evaluations (their contract in _inner_evaluators' docstring): at
+    loops <= CENTRED_MAX_LOOPS, population_loss_grad(..., fallback=False)'s numbers and the route
+    it certified (centred near the optimum at n = 1e11); at loops 5 (a single float route) the
+    same numbers from the route without its bound; hvp is population_loss_hvp on the given route."""
+    from looptheory.loss import CENTRED_MAX_LOOPS, population_loss_grad, population_loss_hvp
+    from looptheory.optimum import _inner_evaluators
+
+    rng = np.random.default_rng(1)
+    M = rng.standard_normal((2, 2))
+    sx = M @ M.T / 2 + np.eye(2)
+    task = lt.Task(2, 10**11, sx, np.eye(2))
+    A, u = (1 - 1e-9) * np.linalg.inv(sx), 1e-9 * rng.standard_normal(2)
+    fg, _ = _inner_evaluators(task, 2, True)
+    f, g, route = fg(np.concatenate([A.ravel(), u]))
+    f_ref, gA, gu = population_loss_grad(task, A, 2, u, fallback=False)
+    assert route == f_ref.route == "centred" and f == f_ref and np.array_equal(g, np.concatenate([gA.ravel(), gu]))
+    task5, A5, v = lt.Task(2, 7, sx, np.eye(2)), 0.4 * np.linalg.inv(sx), rng.standard_normal(4)
+    assert 5 > CENTRED_MAX_LOOPS
+    fg, hvp = _inner_evaluators(task5, 5, False)
+    f, g, route = fg(A5.ravel())
+    f_ref, gA, _ = population_loss_grad(task5, A5, 5, fallback=False)
+    assert route == f_ref.route == "expansion" and f == float(f_ref) and np.array_equal(g, gA.ravel())
+    HA, _ = population_loss_hvp(task5, A5, 5, v.reshape(2, 2), None, None, "expansion")
+    assert np.array_equal(hvp(A5.ravel(), v, "expansion"), HA.ravel())
+
+
 def test_reported_optimum_is_never_the_slow_exact_route(monkeypatch):
     """The optimiser reports its loss from the best float route with its error bound; the exact
     route (tens of seconds at loops 5-6) is left to callers: with no float route meeting RTOL
