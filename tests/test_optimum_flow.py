@@ -277,6 +277,24 @@ def test_inner_steps_take_the_certified_route():
     assert np.array_equal(hvp(A5.ravel(), v, "expansion"), HA.ravel())
 
 
+def test_optimal_preconditioner_searches_u_unless_told_not_to(monkeypatch):
+    """The default (with_u=True) searches over (A, u): the inner evaluations are set up with u,
+    and with_u=False leaves it out."""
+    import looptheory.optimum as O
+
+    seen = []
+
+    def record(task, loops, with_u):
+        seen.append(with_u)
+        raise LookupError("recorded")
+
+    monkeypatch.setattr(O, "_inner_evaluators", record)
+    for kwargs in ({}, {"with_u": False}):
+        with pytest.raises(LookupError):
+            optimal_preconditioner(lt.Task(2, 5), 1, starts=1, **kwargs)
+    assert seen == [True, False]
+
+
 def test_reported_optimum_is_never_the_slow_exact_route(monkeypatch):
     """The optimiser reports its loss from the best float route with its error bound; the exact
     route (tens of seconds at loops 5-6) is left to callers: with no float route meeting RTOL
