@@ -295,6 +295,27 @@ def test_optimal_preconditioner_searches_u_unless_told_not_to(monkeypatch):
     assert seen == [True, False]
 
 
+def test_starts_agree_within_a_relative_1e_9(monkeypatch):
+    """`agree` counts the starts that ended within 1e-9 relative of the best loss, also when the
+    loss is small: with the refinement replaced by a stand-in that ends every start at the one-loop
+    optimum n/(n + 3) I (loss 6/(n + 3) = 3e-3 at d = 2, n = 2000), reporting the loss there times
+    1, 1 + 1e-10 and 1 + 1e-7, two of the three starts agree."""
+    import looptheory.optimum as O
+
+    task, n = lt.Task(2, 2000), 2000
+    z_star = np.concatenate([(n / (n + 3) * np.eye(2)).ravel(), np.zeros(2)])
+    factors = iter([1.0, 1 + 1e-10, 1 + 1e-7])
+
+    def refine(fg, hvp, z, f, g, route, scaling):
+        f, g, _ = fg(z_star)
+        return z_star, float(f) * next(factors), g, 0.0
+
+    monkeypatch.setattr(O, "scaled_refine", refine)
+    r = optimal_preconditioner(task, 1, starts=3)
+    assert float(r.loss) == pytest.approx(6 / (n + 3), rel=1e-12)
+    assert r.agree == 2 and "2/3 starts agree" in r.status
+
+
 def test_reported_optimum_is_never_the_slow_exact_route(monkeypatch):
     """The optimiser reports its loss from the best float route with its error bound; the exact
     route (tens of seconds at loops 5-6) is left to callers: with no float route meeting RTOL
