@@ -316,6 +316,14 @@ def test_starts_agree_within_a_relative_1e_9(monkeypatch):
     assert r.agree == 2 and "2/3 starts agree" in r.status
 
 
+def test_without_signal_the_optimum_is_zero_and_commutes():
+    """With sigma_w = 0 (no signal; the labels are noise) the loss is E yhat^2, minimised at
+    A = 0, u = 0 with loss 0: the search from A = 0 stays there, and A = 0 commutes with sigma_x
+    (commutator 0, not undefined)."""
+    r = optimal_preconditioner(lt.Task(2, 5, np.eye(2), np.zeros((2, 2)), noise=1.0), 1, starts=1)
+    assert not r.A.any() and float(r.loss) == 0.0 and r.u_norm == 0.0 and r.commutator == 0.0 and r.converged
+
+
 def test_reported_optimum_is_never_the_slow_exact_route(monkeypatch):
     """The optimiser reports its loss from the best float route with its error bound; the exact
     route (tens of seconds at loops 5-6) is left to callers: with no float route meeting RTOL
