@@ -218,6 +218,11 @@ def test_sample_statistics_reject_bad_input():
         T.sample_statistics(lt.Task(2, 4), 0, 0)
     with pytest.raises(ValueError, match="task"):
         T.sample_statistics(lt.Task(2, 10**20), 3, 0)
+    # the chi-square degrees of freedom are floats, exact up to n = 2^53: that n is drawn, one more refused
+    G, _, _ = T.sample_statistics(lt.Task(2, 2**53), 3, 0)
+    assert G.shape == (3, 3, 3) and np.all(np.isfinite(G))
+    with pytest.raises(ValueError, match="^task: sample_statistics needs n <= 2"):
+        T.sample_statistics(lt.Task(2, 2**53 + 1), 3, 0)
     with pytest.raises(ValueError, match="sampling"):
         T.train(lt.Task(2, 4), steps=2, batch=4, sampling="bartlett", progress=False)
 
@@ -514,3 +519,52 @@ def test_checkpoint_keeps_the_last_iterate_apart_from_the_tail_average(tmp_path)
         np.testing.assert_array_equal(back.state["last"][k], r.state["last"][k])
         np.testing.assert_array_equal(back.params[k], r.params[k])
     assert not np.array_equal(back.state["last"]["A"], back.params["A"])
+
+
+def test_adam_steps_follow_kingma_and_ba():
+    """Adam (Kingma and Ba 2015, Algorithm 1; beta1 = 0.9, beta2 = 0.999, eps = 1e-8), recomputed
+    here on the run's own minibatches (train draws them from default_rng(seed) when init is
+    given): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, and the step lr m^ / (sqrt(v^) + eps)
+    with the bias corrections m^ = m / (1 - b1^t), v^ = v / (1 - b2^t)."""
+    task = lt.Task(2, 5)
+    init = T.init_params("sparse", 2, 2, np.random.default_rng(0), scale=0.5)
+    res = T.train(task, "sparse", 2, steps=3, batch=16, lr=1e-2, seed=7, init=init, sampling="prompts", progress=False)
+    rng = np.random.default_rng(7)
+    p = {k: v.copy() for k, v in init.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(x) for k, x in p.items()}
+    losses = []
+    for t in (1, 2, 3):
+        X, y, x_q, y_q, _ = task.sample(16, rng)
+        loss, g = T.batch_loss_grad(p, "sparse", lt.make_prompt(X, y, x_q), y_q, 2)
+        losses.append(loss)
+        for k in p:
+            m[k] = 0.9 * m[k] + 0.1 * g[k]
+            v[k] = 0.999 * v[k] + 0.001 * g[k] ** 2
+            p[k] = p[k] - 1e-2 * (m[k] / (1 - 0.9**t)) / (np.sqrt(v[k] / (1 - 0.999**t)) + 1e-8)
+    assert np.allclose(res.history, losses, rtol=1e-12, atol=0)
+    for k in p:
+        assert np.allclose(res.params[k], p[k], rtol=1e-12, atol=1e-15), k
+
+
+def test_gd_step_memory_counts_every_loop(monkeypatch):
+    """The GD route caches r_l, a d-vector per prompt, at every loop, and per loop a few small
+    arrays (the layer's weights and gradients: traced, 100 loops at batch 1 and d = 1 take about
+    46 kB). So at 1000 prompts (d = 2) a 600 kB cap holds one loop and not 50, and 100 loops at
+    batch 1 do not fit in 4 kB: refused up front, the loop count blamed."""
+    rng = np.random.default_rng(0)
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "600000")
+    Z, y_q = rng.standard_normal((1000, 3, 4)), rng.standard_normal(1000)
+    T.batch_loss_grad(T.init_params("sparse", 2, 1, rng), "sparse", Z, y_q, 1, method="gd")
+    with pytest.raises(ValueError, match="^loops: a gradient step of the sparse model on 1000 prompts"):
+        T.batch_loss_grad(T.init_params("sparse", 2, 50, rng), "sparse", Z, y_q, 50, method="gd")
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "4000")
+    Z, y_q = rng.standard_normal((1, 2, 4)), rng.standard_normal(1)
+    with pytest.raises(ValueError, match="^loops: a gradient step of the sparse model on 1 prompts"):
+        T.batch_loss_grad(T.init_params("sparse", 1, 100, rng), "sparse", Z, y_q, 100, method="gd")
+
+
+def test_sample_statistics_memory_guard_names_batch(monkeypatch):
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "1K")
+    with pytest.raises(ValueError, match="^batch: sample_statistics of 1000 prompts at d = 2"):
+        T.sample_statistics(lt.Task(2, 4), 1000, 0)
