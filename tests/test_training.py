@@ -390,6 +390,12 @@ def test_fix_scale_recovers_the_sparse_form_and_keeps_predictions():
     np.testing.assert_allclose(T.predict({"P": Pf, "Q": Qf}, "full", Z, 3), T.predict(full, "full", Z, 3), rtol=1e-10)
     with pytest.raises(ValueError, match="P"):
         T.fix_scale(np.zeros((4, 4)), np.eye(4))
+    # d = 1 (2 x 2 weights), by hand: c = 1/4, so P' = P/4 and Q' = 4 Q
+    P2, Q2, parts = T.fix_scale(np.array([[0.0, 0.0], [2.0, 4.0]]), np.array([[0.5, 0.0], [0.0, 0.0]]))
+    assert parts["A"].tolist() == [[2.0]] and parts["u"].tolist() == [0.5] and parts["c"] == 0.25
+    assert P2.tolist() == [[0.0, 0.0], [0.5, 1.0]] and Q2.tolist() == [[2.0, 0.0], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="^P: expected a square"):
+        T.fix_scale(np.ones((1, 1)), np.ones((1, 1)))
 
 
 def test_clip_caps_each_step():
