@@ -57,6 +57,19 @@ def test_one_loop_general_minimiser_negative_controls():
     assert not r.passed and "gradient does not vanish" in r.detail
 
 
+def test_one_loop_non_symmetric_minimiser_negative_control():
+    """A wrong second moment with an extra tr(M) E_00 / n makes the general-prior loss's stationary
+    point n ((n + 1) W + tr(W) (I + E_00))^{-1} W (by hand: B Q = W with Q = E[S W S]), which does
+    not commute with W: stated as the minimiser, it matches the stationary point, and the check
+    must still report that it is not symmetric."""
+    E00 = sp.Matrix(2, 2, lambda i, j: int(i == j == 0))
+    wrong = lambda M: M + (M.T + M.trace() * sp.eye(2)) / n + M.trace() * E00 / n  # noqa: E731
+    matching = lambda W: n * ((n + 1) * W + W.trace() * (sp.eye(2) + E00)).inv() * W  # noqa: E731
+    r = one_loop_optimum.check(**OLO, second_moment=wrong, minimiser=matching)
+    assert not r.passed and "general-prior minimiser not symmetric (d = 2)" in r.detail
+    assert "stationary point differs from the stated minimiser" not in r.detail
+
+
 def test_one_loop_helpers():
     M, second, sms = one_loop_optimum.derived_second_moment(2)
     assert second == sp.eye(2)
