@@ -127,6 +127,18 @@ def test_fixed_point_wrong_limit_and_root_negative_controls():
     assert not r.passed and "||grad f(gamma_L" in r.detail
 
 
+def test_fixed_point_reports_every_grid_point_without_a_unique_root():
+    """Moments m_1..m_4 = 2/25, 11/50, 1/2, 1 make phi_2'(gamma) / 4 = gamma^3 - 1.5 gamma^2 + 0.66 gamma - 0.08
+    = (gamma - 0.2)(gamma - 0.5)(gamma - 0.8) at every n and d (by hand): three real roots, reported
+    at each grid point, not only at the first."""
+    R = sp.Rational
+    m = list(fixed_point.moments(8))
+    m[1], m[2], m[3], m[4] = R(8, 100), R(22, 100), R(1, 2), sp.Integer(1)
+    r = fixed_point.check(m=m, loops=(1, 2), grid_d=(2,), grid_n=(1, 10), big_d=(10,), symbolic_loops=())
+    assert not r.passed
+    assert "phi_2' has 3 real roots at n=2, d=2" in r.detail and "phi_2' has 3 real roots at n=20, d=2" in r.detail
+
+
 def test_fixed_point_stated_limits_at_three_and_four_loops():
     """lim n (1 - gamma_L) = C_LIMIT[L] (d symbolic) from the stationarity polynomial, for the two
     loop counts the small grid of the other tests does not reach."""

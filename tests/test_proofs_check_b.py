@@ -92,6 +92,20 @@ def test_dominance_sharpness_at_two_by_two():
     assert dominance_infinite_n.sharpness_failures(cells=((2, 2),)) == []
     wrong = lambda L, d: L**2 * d ** (-(L - 1) / sp.sympify(L))  # noqa: E731
     assert dominance_infinite_n.sharpness_failures(wrong, cells=((2, 2),))[0].startswith("ratio at aI, (d, L) = (2, 2)")
+    # strictness: at diag(-3/7, 2/7) (1 - a = 10/7, 5/7) the ratio 16 (10^6 + 5^6) 7^-6 / ((10^4 + 5^4) 7^-4)^{3/2}
+    # = 14.84 lies below a claimed constant 16, which the strictness step must report
+    ratio = 16 * sp.Rational(10**6 + 5**6, 7**6) / sp.Rational(10**4 + 5**4, 7**4) ** sp.Rational(3, 2)
+    assert 14.8 < ratio < 14.9
+    fails = dominance_infinite_n.sharpness_failures(lambda L, d: sp.Integer(16), cells=((2, 2),))
+    assert any(f.startswith("not strictly above the constant at diag(-3/7, 2/7), (2, 2)") for f in fails), fails
+
+
+def test_dominance_convexity_certificate_values():
+    """h(x) = x^p - 1 - p (x - 1) with p = (2L - 1)/L, L = 1 + m: h(1) = h'(1) = 0, h'' > 0, and
+    h(0) = p - 1 = m / (1 + m) (by hand)."""
+    m = sp.Symbol("m", positive=True)
+    h1, dh1, h2pos, h0 = dominance_infinite_n.convexity_certificate()
+    assert h1 == 0 and dh1 == 0 and h2pos is True and sp.simplify(h0 - m / (1 + m)) == 0
 
 
 def test_chen_scalar_chain():
