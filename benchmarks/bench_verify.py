@@ -20,7 +20,8 @@ import sys
 import tempfile
 import time
 
-TARGETS = {"quick": (30.0, 800.0), "full": (600.0, 800.0)}
+#: (CPU seconds, peak MB) per run; issue 13 sets no memory target for the full run
+TARGETS = {"quick": (30.0, 800.0), "full": (600.0, None)}
 
 
 def run(mode: str, jobs: int | None = None) -> dict:
@@ -55,7 +56,8 @@ def main(argv=None) -> int:
     for mode in modes:
         r = run(mode)
         cpu_t, mem_t = TARGETS[mode]
-        print(f"{mode:6s} {r['exit']:4d} {r['cpu_s']:8.1f} {cpu_t:7.0f} {r['peak_mb']:8.0f} {mem_t:7.0f} {r['wall_s']:7.1f}")
+        mem_text = f"{mem_t:7.0f}" if mem_t else f"{'-':>7s}"
+        print(f"{mode:6s} {r['exit']:4d} {r['cpu_s']:8.1f} {cpu_t:7.0f} {r['peak_mb']:8.0f} {mem_text} {r['wall_s']:7.1f}")
         if r["verdicts"]:
             print(f"       verdicts: {r['verdicts']}")
         if r["stderr_tail"]:

@@ -251,6 +251,53 @@ def check_optimal_scale(quick: bool, params=None) -> Outcome:
     )
 
 
+#: The proportional limit's declared cases: (alpha, loops, rho) compared with finite d, the
+#: dimensions, and the accepted range of the fitted rate (an O(1/d) approach has rate -1).
+LIMIT_CASES = ((2, 1, 0), (2, 3, 0), (1, 4, 0), (2, 3, Fraction(1, 2)))
+LIMIT_DS = (8, 16, 32, 64, 128)
+LIMIT_RATE = (-1.3, -0.7)
+
+
+def check_scalar_limit(quick: bool, params=None) -> Outcome:
+    """scalar_family_limit (n = alpha d, noise = rho d, d -> inf) against independent values: at
+    loops = 1 the infinite-task limit of Lu, Letey, Zavatone-Veth, Maiti and Pehlevan (PNAS 2025)
+    without its query-noise term, (1 + rho) / (alpha + 1 + rho) exactly; at every declared case the
+    exact finite-d optima (optimal_scale, scale_loss at n = alpha d) approach it, |f*_d / d - F*|
+    falling with d at a fitted rate in LIMIT_RATE."""
+    from .limit import scalar_family_convergence, scalar_family_limit
+
+    rows = []
+    for alpha in (Fraction(1, 2), 2, 5):
+        for rho in (0, Fraction(1, 2)):
+            lim = scalar_family_limit(alpha, 1, rho)
+            lu = (1 + Fraction(rho)) / (Fraction(alpha) + 1 + Fraction(rho))
+            rows.append({"alpha": str(alpha), "rho": str(rho), "F*": str(lim.loss_per_d), "(1 + rho)/(alpha + 1 + rho)": str(lu),
+                         "equal": lim.loss_per_d == lu})
+    conv = []
+    for alpha, L, rho in LIMIT_CASES:
+        res = scalar_family_convergence(alpha, L, rho, LIMIT_DS)
+        lim = res["limit"]
+        errs = [r["error"] for r in res["rows"]]
+        conv.append({"limit": {"alpha": str(lim.alpha), "loops": lim.loops, "rho": str(lim.rho), "gamma": float(lim.gamma),
+                               "loss_per_d": float(lim.loss_per_d), "exact": lim.exact},
+                     "rows": res["rows"], "rate": res["rate"],
+                     "falls": all(b < a for a, b in zip(errs, errs[1:])),
+                     "rate_in_range": LIMIT_RATE[0] <= res["rate"] <= LIMIT_RATE[1]})
+    bad = [r for r in rows if not r["equal"]] + [c for c in conv if not (c["falls"] and c["rate_in_range"])]
+    rates = ", ".join(f"{c['rate']:.2f}" for c in conv)
+    return Outcome(
+        "fail" if bad else "pass",
+        f"loops = 1: F* = (1 + rho)/(alpha + 1 + rho) exactly in {sum(r['equal'] for r in rows)}/{len(rows)} cases; "
+        f"finite-d optima approach the limit at fitted rates {rates} (accepted {LIMIT_RATE[0]} to {LIMIT_RATE[1]}; "
+        f"d = {LIMIT_DS[0]} ... {LIMIT_DS[-1]})",
+        {"rows": rows, "convergence": conv},
+        params={"loops-1 cases (alpha, rho)": [(r["alpha"], r["rho"]) for r in rows],
+                "convergence cases (alpha, loops, rho)": [(str(a), L, str(r)) for a, L, r in LIMIT_CASES],
+                "d": list(LIMIT_DS), "accepted rate": list(LIMIT_RATE)},
+        worst_case={"rates": [c["rate"] for c in conv]}, examples_run=len(rows) + len(conv) * len(LIMIT_DS),
+    )
+
+
 def loss_curve_data(quick: bool) -> dict:
     """Loss at the optimal scale against loops (scalar family, exact), with exact-engine and
     Monte Carlo points: the data of the report's first figure."""
@@ -285,6 +332,7 @@ CHECKS = [
     _spec("gradient_taylor", "Hand-derived gradient passes the Taylor test", check_gradient),
     _spec("trace_moments", "E tr S^k recurrence = partition route and chi-square", check_trace_moments),
     _spec("optimal_scale_one_loop", "optimal_scale(loops=1) = n/(n+d+1)", check_optimal_scale),
+    _spec("scalar_limit", "Proportional limit of the scalar family = finite-d optima and Lu et al.", check_scalar_limit),
 ]
 
 

@@ -45,8 +45,8 @@ def _parser():
                    help="smaller Monte Carlo samples, fewer cases and shorter training")
     v.add_argument("--out", metavar="DIR", help="output folder (default: a new timestamped folder); must be new or empty")
     v.add_argument("--force", action="store_true", help="allow writing into a non-empty --out folder")
-    v.add_argument("--only", metavar="ID", nargs="+",
-                   help="run only these items (ids as --list prints them: claims such as G3 or G1-structure, checks, "
+    v.add_argument("--only", metavar="ID", nargs="+", action="extend",
+                   help="run only these items (repeatable; ids as --list prints them: claims such as G3 or G1-structure, checks, "
                         "proofs_check modules, experiments E1 ... E5)")
     v.add_argument("--list", action="store_true", help="print every item's id, kind and title, and exit")
     v.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (same version and settings)")

@@ -43,6 +43,8 @@ from . import _validate as V
 from .loss import MAX_LOOPS, population_loss
 from .model import looped_forward, make_prompt, multilayer_forward, prediction, preconditioned_gd
 from .montecarlo import monte_carlo_loss
+from .multilayer import multilayer_population_loss
+from .multilayer_optimum import certified_loss, optimal_multilayer, optimal_schedule
 from .optimum import optimal_preconditioner, optimal_scale, scale_loss
 from .record import Outcome, Record, Spec, mc_summary, median_interval
 from .task import Task
@@ -511,17 +513,36 @@ def _e3(quick: bool, params: dict, progress=None) -> Outcome:
     depths = [1, 2, 3] if quick else list(_DEPTHS)
     samples = 20_000 if quick else 200_000
     starts = 1 if quick else 2
+    untied_starts = 2  # As = 0, the looped optimum and one random start (2 random in G6's cells)
     declared = {k: v for k, v in TRAININGS["sparse_L1"].items() if k not in ("model", "loops", "seed")}
     models = {(m, L): trained_model(f"{m}_L{L}", quick, progress) for L in depths for m in ("sparse", "multilayer_sparse")}
     settings = {"d": D, "n": N, "sigma_x": "I", "exact loops": depths, "trained depths": depths, **declared,
                 "seed": "the depth", "average": "last 50%", "model source": models[("sparse", depths[0])].source,
-                "exact optimum starts": starts, "Monte Carlo prompts": samples}
-    # the exact optimum at the trained depths; the curve to MAX_LOOPS is claim G5's (a)
+                "exact optimum starts": starts, "untied optimum": f"optimal_multilayer(task, L, starts={untied_starts}, seed=0) "
+                "with the looped optimum repeated per layer as one more start; u_l = 0 (loses nothing)",
+                "schedule": "optimal_schedule (exact)", "Monte Carlo prompts": samples}
+    # the exact optima at the trained depths, of both models; the looped curve to MAX_LOOPS is
+    # claim G5's (a). The untied search is blind (optimal_multilayer; the looped optimum
+    # repeated per layer is one of its starts) and counts as converged only if it is no worse
+    # than the looped optimum and the exact best schedule, both feasible untied points (as in
+    # claim G6)
     opts = {L: _optimum(task, L, starts) for L in depths}
-    exact = [{"loops": L, "f_star": opts[L].loss, "converged": opts[L].converged} for L in depths]
+    untied = {L: optimal_multilayer(task, L, starts=untied_starts, seed=0, inits=[np.stack([opts[L].A] * L)])
+              for L in depths}
+    schedules = {L: optimal_schedule(task, L) for L in depths}
+    exact = []
+    for L in depths:
+        lo, un, sch = opts[L], untied[L], schedules[L]
+        f_sch = certified_loss(sch.loss)
+        un_ok = bool(un.converged and un.loss - lo.loss <= un.loss.error + lo.loss.error
+                     and un.loss - f_sch <= un.loss.error + f_sch.error)
+        exact.append({"loops": L, "f_star": lo.loss, "converged": lo.converged,
+                      "f_star_untied": un.loss, "untied_converged": un_ok, "f_star_schedule": float(sch.loss),
+                      "schedule_a": list(sch.a)})
     rows = []
     for L in depths:
-        row = {"loops": L, "f_star_looped_exact": exact[L - 1]["f_star"]}
+        row = {"loops": L, "f_star_looped_exact": exact[L - 1]["f_star"], "f_star_untied_exact": exact[L - 1]["f_star_untied"],
+               "f_star_schedule_exact": exact[L - 1]["f_star_schedule"]}
         paired = {}
         for model in ("sparse", "multilayer_sparse"):
             r = models[(model, L)].result
@@ -529,6 +550,7 @@ def _e3(quick: bool, params: dict, progress=None) -> Outcome:
                 row["looped_exact_of_trained"] = population_loss(task, r.params["A"], L, r.params["u"])
                 ref_model, ref_params = "sparse", r.params
             else:
+                row["untied_exact_of_trained"] = multilayer_population_loss(task, r.params["A"], r.params["u"])
                 ref_model = "multilayer"
                 ref_params = {"P": np.stack([p for p, _ in layer_weights(r.params, model, L)]),
                               "Q": np.stack([q for _, q in layer_weights(r.params, model, L)])}
@@ -542,17 +564,25 @@ def _e3(quick: bool, params: dict, progress=None) -> Outcome:
         rows.append(row)
     falls = all(exact[i + 1]["f_star"] < exact[i]["f_star"] for i in range(len(exact) - 1))
     unconv = [x["loops"] for x in exact if not x["converged"]]
+    unconv_untied = [x["loops"] for x in exact if not x["untied_converged"]]
     tails = [f"L = {r['loops']} {m}" for r in rows for m in ("sparse", "multilayer_sparse") if r[f"{m}_resolved"] != "yes"]
-    status = "unresolved" if (unconv or tails) else "pass"
+    status = "unresolved" if (unconv or unconv_untied or tails) else "pass"
     summary = (_provenance_text(models.values()) + f"exact optimal loss {'falls' if falls else 'does not fall'} with loops "
-               f"({exact[0]['f_star']:.3f} at 1 to {exact[-1]['f_star']:.3f} at {exact[-1]['loops']}); trained multi-layer minus "
-               f"trained looped loss (paired on the same prompts): " + ", ".join(
+               f"({exact[0]['f_star']:.3f} at 1 to {exact[-1]['f_star']:.3f} at {exact[-1]['loops']}); exact optima, looped / "
+               "untied multi-layer / trained looped / trained multi-layer (exact loss of the trained weights): " + ", ".join(
+                   f"L={r['loops']}: {float(r['f_star_looped_exact']):.3f} / {float(r['f_star_untied_exact']):.3f} / "
+                   f"{float(r['looped_exact_of_trained']):.3f} / {float(r['untied_exact_of_trained']):.3f}" for r in rows)
+               + "; trained multi-layer minus "
+               "trained looped loss (paired on the same prompts): " + ", ".join(
                    f"L={r['loops']}: {r['multilayer_minus_looped']:+.4f} (SE {r['difference_se']:.0e})" for r in rows)
                + (f"; the exact optimum did not converge at loops {unconv}" if unconv else "")
+               + (f"; the untied search did not converge (or ended above a feasible candidate) at layers {unconv_untied}"
+                  if unconv_untied else "")
                + (f"; Monte Carlo mean not resolved (heavy tail) for {', '.join(tails)}" if tails else ""))
     return Outcome(status, summary, {"exact": exact, "rows": rows, "models": [m.record() for m in models.values()]},
                    params=settings, examples_run=samples * 2 * len(depths),
-                   optimiser=tuple(f"exact optimum at loops = {L}: {o.status}" for L, o in opts.items()),
+                   optimiser=tuple(f"exact optimum at loops = {L}: {o.status}" for L, o in opts.items())
+                   + tuple(f"exact untied optimum at layers = {L}: {o.status}" for L, o in untied.items()),
                    figures=("looped_vs_multilayer", "training_curves"))
 
 
@@ -676,11 +706,14 @@ def _e5(quick: bool, params: dict, progress=None) -> Outcome:
     sparse, full = sparse_model.result, fulls[best].result  # E2's choice
     samples = 20_000 if quick else 200_000
     starts = 1 if quick else 2
+    untied_starts = 2  # As = 0, the looped optimum and one random start (2 random in G6's cells)
     covariances = [c for c in _test_covariances(D) if not quick or c[0] in _E5_QUICK]
     settings = {"d": D, "n": N, "loops": L, "train sigma_x": "I", "test prior": "Σ'⁻¹",
                 "test covariances": [name for name, _ in covariances], "sparse model": "E1's (e1_sparse_L3)",
                 "full model": f"E2's choice (e2_full_L3_seed{full.seed})", "model source": sparse_model.source,
-                "exact optimum starts": starts, "Monte Carlo prompts": samples}
+                "exact optimum starts": starts, "untied optimum": f"optimal_multilayer(task, L, starts={untied_starts}, seed=0) "
+                "with the looped optimum repeated per layer as one more start; u_l = 0 (loses nothing)",
+                "schedule": "optimal_schedule (exact)", "Monte Carlo prompts": samples}
     rows = []
     optimiser = []
     for name, cov in covariances:

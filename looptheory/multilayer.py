@@ -237,7 +237,14 @@ def _check(task, As, us, exact, grad=False):
     d = task.d
     if isinstance(As, (str, bytes)) or As is None:
         raise TypeError(f"As: expected L matrices of shape ({d}, {d}), one per layer (1 <= L <= {MAX_LAYERS})")
-    if np.ndim(As) == 2:
+    try:
+        nd = np.ndim(As)
+    except ValueError:  # numpy refuses a ragged list without naming the parameter
+        raise ValueError(f"As: expected L matrices of shape ({d}, {d}), one per layer; got matrices of different "
+                         "shapes") from None
+    if nd == 1 and len(As) == 0:
+        raise ValueError(f"As: the exact untied engine supports 1 to MAX_LAYERS = {MAX_LAYERS} layers, got none")
+    if nd == 2:
         raise ValueError(f"As: expected L matrices of shape ({d}, {d}), an (L, {d}, {d}) array, got one matrix of "
                          f"shape {np.shape(As)} (for one layer pass [A])")
     As = V.as_real_array("As", As, 3, allow_exact=exact)

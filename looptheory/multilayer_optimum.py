@@ -14,8 +14,9 @@ M'_jk = m_{j+k-1} (j, k = 1..L): a quadratic in the coefficients c of q. M is a 
 definite Hankel matrix at finite n (S has a continuous spectrum), so the minimiser is the
 unique solution of (w M + (noise/n) M') c = -w b, rational for rational inputs, and the best
 loss w (m_0 + b^T c) is an exact rational: no search. The schedule is a_l = 1 / x_l over the
-roots x_l of q (all real at the optimum: q is then, up to a factor, an orthogonal polynomial of a
-positive measure on (0, inf), docs/derivations.md, "9. The best per-layer schedule"); the order
+roots x_l of q (all real at the optimum without noise: q is then, up to a factor, an orthogonal
+polynomial of a positive measure on (0, inf), docs/derivations.md, "9. The best per-layer
+schedule"; with noise they can be complex, and the best real schedule is searched); the order
 of the layers does not matter (the factors commute). At n = inf, S = I and f = w d q(1)^2: the
 minimum 0 is reached by every schedule with some a_l = 1 (the result takes a_l = 1 for all l).
 """
@@ -52,18 +53,26 @@ __all__ = ["MultilayerOptimum", "optimal_multilayer", "ScheduleResult", "optimal
 class ScheduleResult:
     """The best per-layer scalar schedule A_l = a_l sigma_x^{-1}, u_l = 0.
 
-    a: the scales a_1..a_L (floats, ascending; any order gives the same loss); loss: the
-    minimal loss, a Fraction (exact in the task's float inputs, or its exact inputs);
-    coefficients: the exact c_1..c_L of q(x) = prod (1 - a_l x) = 1 + sum c_k x^k;
-    real: True when every root of q is real (then a is the minimiser over real schedules)."""
+    a: the scales a_1..a_L (floats, ascending; any order gives the same loss).
+    real: True when every root of the best polynomial q* (over all coefficients) is real: then
+    a is the minimiser over real schedules (to double precision), loss is the exact minimal loss
+    and coefficients the exact c_1..c_L of q*(x) = prod (1 - a_l x) = 1 + sum c_k x^k.
+    False when q* has complex roots (it can with noise): no real schedule reaches its loss, so a
+    is the best real schedule a local search from several starts found (not proved global),
+    loss is the exact loss of exactly that a (attained) and coefficients are its q's.
+    lower_bound: the loss of q*, a Fraction no real schedule goes below (equal to loss when
+    real). Fractions are exact in the task's float inputs (or its exact inputs)."""
 
     a: tuple
     loss: Fraction
     coefficients: tuple
     real: bool
+    lower_bound: Fraction
 
     def As(self, task: Task) -> np.ndarray:
         """The schedule's matrices a_l sigma_x^{-1}, stacked (L, d, d)."""
+        if not isinstance(task, Task):
+            raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
         inv = np.linalg.inv(np.asarray(task.sigma_x, dtype=float))
         return np.stack([a * inv for a in self.a])
 
@@ -89,7 +98,9 @@ def _exact_scalar(name, x):
 def optimal_schedule(task: Task, layers: int) -> ScheduleResult:
     """The best per-layer schedule A_l = a_l sigma_x^{-1} (u_l = 0) of the untied L-layer model and
     its exact loss (module docstring): the coefficients of q solve an L x L rational linear system;
-    the a_l are the reciprocals of q's roots (to double precision; mpmath at 50 digits).
+    the a_l are the reciprocals of q's roots (to double precision; mpmath at 50 digits, more
+    where the roots of a high degree need it). If q has complex roots (possible with noise), the
+    best real schedule is searched instead and `real` is False (see ScheduleResult).
 
     Any prior, noise and n (math.inf: a_l = 1, loss 0 without noise). layers: 1 to any integer the
     moments afford (the moments up to 2L are exact polynomials in 1/n). Float task entries are
@@ -103,33 +114,100 @@ def optimal_schedule(task: Task, layers: int) -> ScheduleResult:
             Fraction(0)) / d
     noise = _exact_scalar("noise", task.noise)
     if V.is_infinite(task.n):
-        return ScheduleResult((1.0,) * L, Fraction(0), tuple(Fraction(0) for _ in range(L - 1)) + (Fraction(-1),), True)
+        c = tuple(Fraction(0) for _ in range(L - 1)) + (Fraction(-1),)
+        return ScheduleResult((1.0,) * L, Fraction(0), c, True, Fraction(0))
     m = trace_moments(2 * L, task.n, d)
     s = noise / task.n
     Mat = [[w * m[j + k] + s * m[j + k - 1] for k in range(1, L + 1)] for j in range(1, L + 1)]
+
+    def loss_of(c):
+        return w * (m[0] + 2 * sum(c[k - 1] * m[k] for k in range(1, L + 1))) + sum(
+            c[j - 1] * c[k - 1] * Mat[j - 1][k - 1] for j in range(1, L + 1) for k in range(1, L + 1))
+
     if w == 0 and s == 0:
         c = [Fraction(0)] * L
     else:
         c = _solve(Mat, [-w * m[k] for k in range(1, L + 1)])
-    loss = w * (m[0] + 2 * sum(c[k - 1] * m[k] for k in range(1, L + 1))) + sum(
-        c[j - 1] * c[k - 1] * (w * m[j + k] + s * m[j + k - 1]) for j in range(1, L + 1) for k in range(1, L + 1))
+    best = loss_of(c)
     a, real = _schedule_from(c)
-    return ScheduleResult(a, loss, tuple(c), real)
+    if real:
+        return ScheduleResult(a, best, tuple(c), True, best)
+    a = _best_real_schedule(L, [float(x) for x in m], [[float(x) for x in row] for row in Mat], float(w), a)
+    c_a = _coefficients([Fraction(x) for x in a])
+    return ScheduleResult(a, loss_of(c_a), tuple(c_a), False, best)
+
+
+def _coefficients(a):
+    """c_1..c_L of prod (1 - a_l x): c_k = (-1)^k e_k(a), exact for exact a."""
+    c = [Fraction(1)] + [Fraction(0)] * len(a)
+    for x in a:
+        for k in range(len(c) - 1, 0, -1):
+            c[k] -= x * c[k - 1]
+    return c[1:]
+
+
+def _best_real_schedule(L, m, Mat, w, starts):
+    """The best real (a_1..a_L) a local search finds for f(c(a)) = w (m_0 + 2 b^T c) + c^T K c,
+    c_k = (-1)^k e_k(a), from the real parts of the complex optimum's scales and from equal
+    scales: a quasi-Newton search (BFGS) in float with the exact chain rule
+    dc_k/da_l = -c_{k-1}(a without a_l)."""
+    K = np.array(Mat)
+    b = np.array(m[1:L + 1])
+
+    def coeffs(a):
+        c = np.zeros(len(a) + 1)
+        c[0] = 1.0
+        for x in a:
+            c[1:] = c[1:] - x * c[:-1]
+        return c
+
+    def fg(a):
+        c = coeffs(a)[1:]
+        f = w * (m[0] + 2 * b @ c) + c @ K @ c
+        df = 2 * w * b + 2 * K @ c
+        J = np.empty((L, L))  # J[k, l] = dc_{k+1} / da_l
+        for i in range(L):
+            J[:, i] = -coeffs(np.delete(a, i))[:L]
+        return f, J.T @ df
+
+    cands = [np.array(starts, dtype=float)]
+    for g in (0.5, 1.0):
+        cands.append(np.full(L, g / max(L, 1)) * np.arange(1, L + 1))
+    best = None
+    for a0 in cands:
+        r = _opt.minimize(fg, a0, jac=True, method="BFGS", options={"gtol": 1e-14, "maxiter": 2000})
+        if best is None or r.fun < best.fun:
+            best = r
+    return tuple(sorted(float(x) for x in best.x))
 
 
 def _schedule_from(c):
-    """a_l = 1 / x_l over the roots x_l of q(x) = 1 + sum c_k x^k (a_l = 0 for a missing degree)."""
+    """a_l = 1 / x_l over the roots x_l of q(x) = 1 + sum c_k x^k (a_l = 0 for a missing degree),
+    and whether every root is real. The roots are found at 50 digits, and again at 150 and 400
+    when some look complex there: the roots of a high-degree q are ill-conditioned (at L = 40 a
+    50-digit search leaves imaginary parts of 0.3 of their size that 200 digits remove), while
+    genuinely complex roots stay complex at every precision. Complex roots give their real
+    parts (a start for the real search)."""
     import mpmath
 
     L = len(c)
     deg = max((k + 1 for k in range(L) if c[k] != 0), default=0)
     if deg == 0:
         return (0.0,) * L, True
-    coeffs = [mpmath.mpf(c[k].numerator) / c[k].denominator for k in range(deg - 1, -1, -1)] + [mpmath.mpf(1)]
-    with mpmath.workdps(50):
-        roots = mpmath.polyroots(coeffs, maxsteps=200, extraprec=200)
-    real = all(abs(mpmath.im(r)) <= mpmath.mpf(10) ** -30 * abs(r) for r in roots)
-    a = sorted([float(1 / mpmath.re(r)) for r in roots] + [0.0] * (L - deg))
+    roots, real = None, False
+    for dps in (50, 150, 400):
+        with mpmath.workdps(dps):
+            coeffs = [mpmath.mpf(c[k].numerator) / c[k].denominator for k in range(deg - 1, -1, -1)] + [mpmath.mpf(1)]
+            try:
+                roots = mpmath.polyroots(coeffs, maxsteps=200 + 20 * deg, extraprec=4 * dps)
+            except mpmath.libmp.NoConvergence:
+                continue
+            real = all(abs(mpmath.im(r)) <= mpmath.mpf(10) ** (-(dps * 3) // 5) * abs(r) for r in roots)
+            if real:
+                break
+    if roots is None:  # no convergence at any precision: double-precision roots, not vouched real
+        roots = [complex(r) for r in np.roots([float(x) for x in reversed(c[:deg])] + [1.0])]
+    a = sorted([float(mpmath.re(1 / r)) for r in roots] + [0.0] * (L - deg))
     return tuple(a), real
 
 
@@ -144,7 +222,9 @@ class MultilayerOptimum:
     grad_norm: ||(grad_As, grad_us)|| there (certified evaluation); start_losses: the final loss
     from each start, in order (start 0 is As = 0, then the caller's starts, then the random ones);
     agree: how many ended within 1e-9 relative of the best; converged: the scaled gradient
-    (below) is at most CONVERGED_TOL; scaled_grad_norm: ||(s_l grad_{A_l} f sigma_x^{-1},
+    (below) is at most CONVERGED_TOL and the loss is not above the best per-layer schedule's
+    (`optimal_schedule`, a feasible point, beyond the two error bounds: else the point is a
+    saddle or a local minimum); scaled_grad_norm: ||(s_l grad_{A_l} f sigma_x^{-1},
     sqrt(f) grad_{u_l} f)|| / f, s_l = ||I - A_l^T sigma_x||_F, from the certified gradient at the
     returned point; status: what the search reached, in words."""
 
@@ -251,9 +331,22 @@ def optimal_multilayer(task: Task, layers: int, starts: int = 4, seed: int = 0, 
     f_best, g = certified(z)
     sgn = scaled_gradient_norm(f_best, g, z, scaling)
     agree = sum(1 for f, _ in finals if abs(f - f_best) <= 1e-9 * max(abs(f_best), 1e-300))
-    converged = bool(sgn <= CONVERGED_TOL)
-    status = (f"converged: scaled gradient {sgn:.1e} <= {CONVERGED_TOL:g}" if converged
-              else f"not converged: scaled gradient {sgn:.1e} > {CONVERGED_TOL:g} after the scaled rounds")
+    # a zero gradient is not a minimum: a start with every layer equal keeps them equal (at
+    # sigma_x = I the start As = 0 does) and can end at the looped optimum, a saddle of the
+    # untied loss. The best schedule is a feasible untied point with an exact loss, never a
+    # start: a result above it is not the global minimum
+    sch = optimal_schedule(task, L)
+    f_sch = certified_loss(sch.loss)
+    above = float(f_best) - float(f_sch) > f_best.error + f_sch.error
+    converged = bool(sgn <= CONVERGED_TOL) and not above
+    if above:
+        status = (f"not converged: a stationary point (scaled gradient {sgn:.1e}) whose loss {float(f_best):.6g} is above "
+                  f"that of the best per-layer schedule, {float(f_sch):.6g} (optimal_schedule, a feasible point): a saddle "
+                  "or a local minimum; more starts may reach the minimum")
+    elif converged:
+        status = f"converged: scaled gradient {sgn:.1e} <= {CONVERGED_TOL:g}"
+    else:
+        status = f"not converged: scaled gradient {sgn:.1e} > {CONVERGED_TOL:g} after the scaled rounds"
     status += f"; {agree}/{len(finals)} starts agree within 1e-9; loss certified to {f_best.rel_error:.1e} relative ({f_best.route})"
     As, us = split(z)
     return MultilayerOptimum(As.copy(), np.zeros((L, d)) if us is None else us.copy(), f_best, float(np.linalg.norm(g)),

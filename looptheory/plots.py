@@ -966,25 +966,33 @@ def plot_training(records, ax=None, title=None):
     return ax
 
 
-def _panel_rows(record, panel, panels, rid, kind):
-    """(evidence, its non-empty "rows") of a two-panel record plot, the panel checked."""
+def _panel_rows(record, panel, panels, rid, kind, keys):
+    """(evidence, its non-empty "rows") of a two-panel record plot, the panel checked and every
+    row holding `keys` (another item's record has rows too, of other columns)."""
     if panel not in panels:
         raise ValueError(f"panel: expected {' or '.join(repr(p) for p in panels)}, got {panel!r}")
     ev = _evidence(record, "record", ["rows"], f"the record of {kind} {rid}")
     if not ev["rows"]:
         raise ValueError(f"record: {rid}'s evidence has no rows")
+    bad = [k for k in keys if not all(isinstance(r, Mapping) and k in r for r in ev["rows"])]
+    if bad:
+        raise ValueError(f"record: expected the record of {kind} {rid}, whose rows hold {', '.join(keys)}; "
+                         f"these rows lack {', '.join(bad)} (record {getattr(record, 'id', '?')!r})")
     return ev, ev["rows"]
 
 
 def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
     """Experiment E3 (evidence "rows" and "exact"), against loops (= layers).
 
-    panel="loss": the exact optimal loss of the looped model (black line), trained looped and
+    panel="loss": the exact optimal losses of the looped model (solid line, hollow circles) and
+    of the untied multi-layer model (dashed line, filled diamonds), trained looped and
     trained multi-layer models (Monte Carlo, +-2 standard-error bars in black with caps; the two
     are offset by +-0.1 so the bars do not overlap). panel="difference": multi-layer minus
     looped loss, paired on the same prompts, +-2 standard errors, with the line 0 (no
     difference). Returns the Axes."""
-    ev, rows = _panel_rows(record, panel, ("loss", "difference"), "E3", "experiment")
+    ev, rows = _panel_rows(record, panel, ("loss", "difference"), "E3", "experiment",
+                           ("loops", "sparse_mc", "sparse_se", "multilayer_sparse_mc", "multilayer_sparse_se",
+                            "multilayer_minus_looped", "difference_se"))
     ax = _axes(ax)
     Ls = np.array([int(r["loops"]) for r in rows], float)
     c = _colors(2)
@@ -994,6 +1002,10 @@ def plot_looped_vs_multilayer(record, ax=None, panel="loss", title=None):
         (h0,) = ax.plot([int(r["loops"]) for r in ex], [_num(r["f_star"]) for r in ex], "-", color="0.3", lw=1.2,
                         marker="o", ms=6, mfc="white", mew=1.2, label="looped, exact optimum f*")
         handles.append(h0)
+        if all("f_star_untied" in r for r in ex):  # records made before the untied optimum was added have none
+            (h1,) = ax.plot([int(r["loops"]) for r in ex], [_num(r["f_star_untied"]) for r in ex], "--", color="0.3", lw=1.2,
+                            marker="D", ms=5, mfc="0.3", label="multi-layer, exact optimum f*")
+            handles.append(h1)
         for key, lab, mk, col, dx in (("sparse", "looped, trained", "s", c[0], -0.1),
                                       ("multilayer_sparse", "multi-layer, trained", "^", c[1], 0.1)):
             m = np.array([_num(r[f"{key}_mc"]) for r in rows])
@@ -1032,7 +1044,8 @@ def plot_looped_vs_untied(record, ax=None, panel="loss", title=None):
     f*_schedule), against L. panel="loss": the exact optimal losses, looped (hollow circles) and
     untied (filled squares), and the best per-layer schedule (line), one colour per (d, n).
     panel="ratio": f*_looped / f*_untied with G6's threshold 1.10. Returns the Axes."""
-    _, rows = _panel_rows(record, panel, ("loss", "ratio"), "G6", "claim")
+    _, rows = _panel_rows(record, panel, ("loss", "ratio"), "G6", "claim",
+                          ("d", "layers", "n", "f*_looped", "f*_untied", "f*_schedule", "looped/untied"))
     ax = _axes(ax)
     groups = sorted({(int(r["d"]), _num(r["n"])) for r in rows})
     cols = _colors(len(groups))
@@ -1074,16 +1087,18 @@ def plot_scalar_limit(results, ax=None, title=None):
         results = [results]
     if not isinstance(results, Sequence) or not results or not all(isinstance(r, Mapping) and "rows" in r for r in results):
         raise TypeError("results: expected the dict of scalar_family_convergence, or a non-empty list of them")
+    if not all(r["rows"] and all(isinstance(x, Mapping) and "d" in x and "error" in x for x in r["rows"]) for r in results):
+        raise ValueError("results: every result needs non-empty rows with 'd' and 'error' (scalar_family_convergence's)")
     ax = _axes(ax)
     cols = _colors(len(results))
     handles, ds = [], []
     for res, col in zip(results, cols):
         lim = res.get("limit")
+        get = (lambda k: lim.get(k, "?")) if isinstance(lim, Mapping) else (lambda k: getattr(lim, k, "?"))  # noqa: E731
         rows = res["rows"]
         d = [int(r["d"]) for r in rows]
         ds += d
-        lab = (f"α = {getattr(lim, 'alpha', '?')}, L = {getattr(lim, 'loops', '?')}, ρ = {getattr(lim, 'rho', '?')}: "
-               f"rate d^{_num(res.get('rate')):.2f}")
+        lab = f"α = {get('alpha')}, L = {get('loops')}, ρ = {get('rho')}: rate d^{_num(res.get('rate')):.2f}"
         (h,) = ax.plot(d, [_num(r["error"]) for r in rows], "o-", color=col, ms=5, label=lab)
         handles.append(h)
     ax.set_xscale("log")
@@ -1162,10 +1177,16 @@ FIGURE_CAPTIONS = {
         "optimum f*, which E1's model should approach and E2's full model, not restricted to the sparse "
         "form, may go below."),
     "looped_vs_multilayer": (
-        "Looped against multi-layer (experiment E3). Left: the exact optimal loss of the looped model "
-        "(grey) and trained looped and multi-layer models (Monte Carlo, ±2 standard errors in black). "
+        "Looped against multi-layer (experiment E3). Left: the exact optimal losses of the looped model "
+        "(solid grey line) and of the untied multi-layer model (dashed, filled diamonds), and trained looped "
+        "and multi-layer models (Monte Carlo, ±2 standard errors in black). "
         "Right: multi-layer minus looped loss, paired on the same prompts, ±2 standard errors; bars that "
         "do not reach the line 0 are a significant difference."),
+    "scalar_limit": (
+        "The proportional limit of the scalar family (check scalar_limit). The distance |f*_d / d − F*| "
+        "between the exact optimal loss per dimension of A = γ Σx⁻¹ at finite d (n = α d, noise = ρ d) and "
+        "its limit F* (scalar_family_limit, from Marchenko–Pastur moments), against d, log-log, one line per "
+        "declared case; the legend gives the fitted rate (−1: an O(1/d) approach)."),
     "looped_vs_untied_optimum": (
         "Looped against untied layers, exactly (claim G6). Left: the exact optimal loss against L of the "
         "looped model (hollow circles) and of the untied multi-layer model (filled squares), both found by "

@@ -195,7 +195,7 @@ def _details(rec: Record, present: set) -> list:
 # (PNG and SVG) belong to the report.
 
 
-def _figure_specs(curve, chen, claims, experiments):
+def _figure_specs(curve, chen, claims, experiments, checks=()):
     """(stem, figure size, draw(fig)) for every figure the report draws from these results; a
     figure whose claim or experiment did not run is left out. plots is looked up at call time."""
     from . import plots as P
@@ -243,6 +243,9 @@ def _figure_specs(curve, chen, claims, experiments):
         specs.append(("looped_vs_multilayer", (12.5, 4.6), panels(P.plot_looped_vs_multilayer, by_exp["E3"], "loss", "difference")))
     if "E4" in by_exp:
         specs.append(("test_time_loops", (8.6, 4.8), one(P.plot_test_time_loops, by_exp["E4"])))
+    limit = next((c for c in checks if c.id == "scalar_limit"), None)
+    if limit is not None and limit.evidence.get("convergence"):
+        specs.append(("scalar_limit", (8.0, 4.6), one(P.plot_scalar_limit, limit.evidence["convergence"])))
     return specs
 
 
@@ -353,7 +356,8 @@ def draw_figures(out_dir: str, records: list, quick: bool) -> tuple:
             notes.append(f"Chen et al. figure data could not be computed: {exc!r}")
     claims = [r for r in records if r.kind == "claim"]
     experiments = [r for r in records if r.kind == "experiment"]
-    for stem, size, draw in _figure_specs(curve, chen, claims, experiments):
+    checks = [r for r in records if r.kind == "check"]
+    for stem, size, draw in _figure_specs(curve, chen, claims, experiments, checks):
         try:
             fig = Figure(figsize=size, layout="constrained")
             draw(fig)
@@ -404,7 +408,10 @@ def write_outputs(out_dir: str, run: dict, records: dict, seconds: float, figure
         payload[key] = [enc(r) for r in recs if r.kind == kind]
     payload["figures"] = fig_names
     payload.update(_verify.jsonable(extra or {}))
-    _verify.atomic_write(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1))
+    # indented (readable) only in the final write: an indent makes json use its pure-Python
+    # encoder, and the rewrites after every item would pay it again on the growing payload
+    _verify.atomic_write(os.path.join(out_dir, "results.json"),
+                         json.dumps(payload, indent=1 if status == "complete" else None))
     _verify.atomic_write(os.path.join(out_dir, "report.md"), render(recs, meta, list(figures), pending, figure_notes))
     return payload
 

@@ -291,7 +291,7 @@ def sweep(fn, grid, executor=None, cache=None) -> list:
 
     def kept():
         return f"; the {len(results)} finished cells are in the cache {cache!r}" if cache is not None else \
-               f"; pass cache=DIR to keep finished cells"
+               "; pass cache=DIR to keep finished cells"
 
     errors = {}
     if executor is None:

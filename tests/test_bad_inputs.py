@@ -514,6 +514,8 @@ CASES += [
     ("multilayer_population_loss-As-too-many", lambda: lt.multilayer_population_loss(_t(), [E2] * (lt.MAX_LAYERS + 1)),
      ValueError, "As"),
     ("multilayer_population_loss-As-none", lambda: lt.multilayer_population_loss(_t(), np.zeros((0, 2, 2))), ValueError, "As"),
+    ("multilayer_population_loss-As-empty-list", lambda: lt.multilayer_population_loss(_t(), []), ValueError, "As"),
+    ("multilayer_population_loss-As-ragged", lambda: lt.multilayer_population_loss(_t(), [E2, E2[:1]]), ValueError, "As"),
     ("multilayer_population_loss-As-nan", lambda: lt.multilayer_population_loss(_t(), [E2, [[1, NAN], [0, 1]]]), ValueError, "As"),
     ("multilayer_population_loss-As-str", lambda: lt.multilayer_population_loss(_t(), "abc"), TypeError, "As"),
     ("multilayer_population_loss-us-length", lambda: lt.multilayer_population_loss(_t(), _AS, [[1.0, 0.0]]), ValueError, "us"),

@@ -92,6 +92,45 @@ def test_blind_search_is_stationary_and_no_worse_than_the_schedule():
     assert np.linalg.norm(gA) == pytest.approx(opt.grad_norm, rel=1e-6, abs=1e-14)
 
 
+def test_a_stationary_point_above_the_schedule_is_not_called_converged():
+    """At sigma_x = I the start As = 0 keeps every layer equal and ends at the looped optimum:
+    gradient zero, loss 0.499 at d = 5, n = 20, L = 2, above the best schedule's 0.3612 (a
+    saddle of the untied loss). One start must not report it as the minimum; two find it."""
+    task = lt.Task.gatmiry(5, 20)
+    one = lt.optimal_multilayer(task, 2, starts=1)
+    assert one.scaled_grad_norm <= 1e-6 and float(one.loss) == pytest.approx(0.499007388007256, rel=1e-9)
+    assert not one.converged and "saddle" in one.status
+    two = lt.optimal_multilayer(task, 2, starts=2)
+    assert two.converged and float(two.loss) == pytest.approx(float(lt.optimal_schedule(task, 2).loss), rel=1e-12)
+
+
+def test_with_noise_the_best_polynomial_can_have_complex_roots():
+    """d = 2, n = 3, noise 2, L = 3: q* has complex roots, so no real schedule reaches its loss
+    (a lower bound only). The result is then the best real schedule found, its loss exactly that
+    of its a (the engine agrees), above the lower bound; an independent Nelder-Mead search over
+    real schedules through the engine does not beat it."""
+    task = lt.Task(2, 3, noise=2.0)
+    sch = lt.optimal_schedule(task, 3)
+    assert not sch.real and sch.lower_bound < sch.loss
+    assert float(lt.multilayer_population_loss(task, sch.As(task))) == pytest.approx(float(sch.loss), rel=1e-12)
+    f = lambda a: float(lt.multilayer_population_loss(task, np.stack([x * np.eye(2) for x in a])))  # noqa: E731
+    best = min(optimize.minimize(f, x0, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14}).fun
+               for x0 in (np.full(3, 0.3), np.array([0.1, 0.3, 0.6])))
+    assert best >= float(sch.loss) * (1 - 1e-9)
+    # the exact coefficients are those of the returned a
+    a = [F(x) for x in sch.a]
+    c1 = -sum(a)
+    assert sch.coefficients[0] == c1 and sch.coefficients[2] == -a[0] * a[1] * a[2]
+
+
+@pytest.mark.slow
+def test_high_degree_schedules_are_real_at_enough_digits():
+    """Without noise the roots are real (an orthogonal polynomial); at L = 40 a 50-digit root
+    search leaves spurious imaginary parts, which more digits remove."""
+    sch = lt.optimal_schedule(lt.Task(2, 20), 40)
+    assert sch.real and sch.loss == sch.lower_bound and all(x > 0 for x in sch.a)
+
+
 def test_one_layer_flow_is_the_looped_flow():
     task = lt.Task(2, 8)
     A0 = np.array([[0.1, 0.05], [-0.02, 0.2]])

@@ -128,7 +128,13 @@ def chen_data():
 def specs(g3, chen_data):
     """The report's figures (stem, size, draw) for a full set of results."""
     claims = [g3, _g2(), _g5(), _g6()]
-    return report._figure_specs(_curve(), chen_data, claims, _experiments())
+    return report._figure_specs(_curve(), chen_data, claims, _experiments(), [_scalar_limit()])
+
+
+def _scalar_limit():
+    conv = [{"limit": {"alpha": "2", "loops": L, "rho": "0"}, "rate": -1.0,
+             "rows": [{"d": d, "error": 0.2 * L / d} for d in (8, 16, 32, 64, 128)]} for L in (1, 3)]
+    return SimpleNamespace(id="scalar_limit", kind="check", evidence={"convergence": conv})
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +354,7 @@ def test_records_are_read_by_duck_typing_and_from_results_json():
 
 def test_every_figure_the_report_draws_has_a_caption(specs):
     stems = [s for s, _, _ in specs]
-    assert len(stems) == len(set(stems)) == 15
+    assert len(stems) == len(set(stems)) == 16
     assert set(stems) == set(plots.FIGURE_CAPTIONS), "a caption without a figure, or a figure without one"
     for stem in stems:
         md = plots.figure_markdown(stem)
@@ -485,3 +491,29 @@ def test_importing_looptheory_leaves_the_matplotlib_backend_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_looped_vs_multilayer_draws_both_exact_optima_when_the_record_has_them():
+    e3 = _experiments()[2]
+    ax = lt.plot_looped_vs_multilayer(e3, ax=Figure().add_subplot())
+    assert [ln.get_label() for ln in ax.lines if "exact" in ln.get_label()] == ["looped, exact optimum f*"]
+    exact = [{"loops": L, "f_star": 1.0 / L, "f_star_untied": 0.5 / L} for L in (1, 2, 3)]
+    ax = lt.plot_looped_vs_multilayer(SimpleNamespace(id="E3", evidence={"exact": exact, "rows": e3.evidence["rows"]}),
+                                      ax=Figure().add_subplot())
+    untied = [ln for ln in ax.lines if ln.get_label() == "multi-layer, exact optimum f*"]
+    assert len(untied) == 1 and list(untied[0].get_ydata()) == [0.5, 0.25, 0.5 / 3]
+
+
+def test_untied_plots_refuse_another_item_s_record_by_name():
+    """A record of another item has rows too, of other columns: refused naming `record` (or
+    `results`), not a KeyError from inside the drawing."""
+    ax = Figure().add_subplot()
+    a1 = SimpleNamespace(id="A1", evidence={"rows": [{"d": 2, "layers": 2, "n": 20, "gradient": 1e-15}]})
+    with pytest.raises(ValueError, match="^record.*f\\*_schedule"):
+        lt.plot_looped_vs_untied(a1, ax=ax)
+    with pytest.raises(ValueError, match="^record.*loops"):
+        lt.plot_looped_vs_multilayer(_g6(), ax=ax)
+    with pytest.raises(ValueError, match="^record.*d, layers"):
+        lt.plot_looped_vs_untied(_experiments()[2], ax=ax)
+    with pytest.raises(ValueError, match="^results"):
+        lt.plot_scalar_limit({"rows": []}, ax=ax)

@@ -277,3 +277,27 @@ def test_jobs_2_gives_the_serial_report(tmp_path, capsys, no_figures):
     assert [{k: v for k, v in r.items() if k not in drop} for r in one] == \
            [{k: v for k, v in r.items() if k not in drop} for r in two]
     assert sorted(os.listdir(tmp_path / "jobs" / "items")) == sorted(f"{i}.json" for i in only)
+
+
+def test_scalar_limit_check_passes_and_flips_on_a_wrong_limit(monkeypatch):
+    """The check holds the proportional limit against the one-loop formula and the finite-d
+    optima; a limit off by 1% fails it (both its parts)."""
+    from fractions import Fraction
+
+    from looptheory import checks, limit
+
+    spec = next(s for s in checks.CHECKS if s.id == "scalar_limit")
+    rec = spec.run(quick=True)
+    assert rec.verdict == "pass" and len(rec.evidence["convergence"]) == len(checks.LIMIT_CASES)
+    assert all(-1.3 <= c["rate"] <= -0.7 for c in rec.evidence["convergence"])
+    right = limit.scalar_family_limit
+
+    def off(*a, **k):
+        r = right(*a, **k)
+        return type(r)(r.alpha, r.loops, r.rho, r.gamma, r.loss_per_d * Fraction(101, 100), r.exact, r.digits)
+
+    monkeypatch.setattr(limit, "scalar_family_limit", off)
+    bad = spec.run(quick=True)
+    assert bad.verdict == "fail"
+    assert not any(r["equal"] for r in bad.evidence["rows"])
+    assert not any(c["falls"] and c["rate_in_range"] for c in bad.evidence["convergence"])
