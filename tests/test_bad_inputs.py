@@ -646,6 +646,11 @@ def test_the_gradient_needs_more_memory_than_the_loss(monkeypatch):
     assert lt.population_loss(task, A, 1) > 0
     with pytest.raises(ValueError, match="^task: population_loss_grad at d = 50, loops = 1"):
         lt.population_loss_grad(task, A, 1)
+    # the route without the bound (inner steps) is refused where the certified gradient is
+    from looptheory.loss import population_loss_grad_route
+
+    with pytest.raises(ValueError, match="^task: population_loss_grad at d = 50, loops = 1"):
+        population_loss_grad_route(task, A, 1)
 
 
 @pytest.mark.parametrize("text", ["lots", "-1", "1X", "nan", ""])
