@@ -279,7 +279,8 @@ def _g2_region(quick: bool) -> dict:
             "sigma_x": "I", "u": 0,
             "f* (general A, finite n)": "optimal_preconditioner (starts 3, seed 1); n = inf: f* = 0",
             "f* (spectral, finite n)": "the scalar family's optimum scale_loss(γ_L)",
-            "searched": "SLSQP from random starts (seeds 2, 3, 4), plus the scalar critical point",
+            "searched": ("SLSQP: the excess ratio from 2 starts (seed 2) plus the scalar critical point, the ratio "
+                         "on f from 2 starts (seed 3), the spectral family from 3 starts (seed 4)"),
             "threshold": "1/16"}
 
 

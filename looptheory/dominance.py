@@ -207,6 +207,9 @@ def worst_dominance(task: Task, loops: int, rho: float, f_star: float, excess: b
     critical point), declared by the caller before the search.
 
     rho, f_star: finite and >= 0; excess: True or False; starts >= 1; seed: an integer >= 0.
+    The starts: A0 = a sigma_x^{-1} + s Z / sqrt(d) with a ~ U(-1, 2), Z a standard Gaussian
+    d x d matrix and s ~ U(0.05, 1), drawn in that order, start after start, from
+    numpy.random.default_rng(seed).
     Memory: as population_loss_grad (refused up front above the memory cap)."""
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
@@ -247,7 +250,8 @@ def worst_dominance_spectral(d: int, n, loops: int, rho: float, f_star: float, e
     multiplicities d/groups (rounded); the gradient is exact for that parameterisation.
 
     d: an integer >= 1; n: an integer >= 1 or math.inf; groups >= 1; rho, f_star, excess,
-    starts, seed as in worst_dominance."""
+    starts, seed as in worst_dominance. The starts: the group values uniform in [-0.5, 1.8],
+    one vector after another from numpy.random.default_rng(seed)."""
     d = V.positive_int("d", d)
     n = V.context_length("n", n)
     loops = V.positive_int("loops", loops)

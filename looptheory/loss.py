@@ -553,6 +553,9 @@ def population_loss_grad_route(task: Task, A, loops: int, u=None, route: str = "
     CENTRED_MAX_LOOPS) these are exactly population_loss_grad(..., fallback=False)'s numbers,
     whose bound cannot change the route taken. Nothing here vouches for their accuracy: a
     reported point is evaluated by `population_loss_grad`. route: one of float_routes(loops).
+    Memory: refused up front wherever population_loss_grad is (its estimate, generous here: no
+    error bounds are kept), so that a caller certifying its points with it is refused at the
+    start, not midway.
     """
     task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
     d = task.d

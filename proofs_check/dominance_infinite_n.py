@@ -211,6 +211,70 @@ def numeric_cross_check(rng_seed: int = 0, tol: float = 1e-9):
     return [e for e in errs if not e[3] < tol], errs
 
 
+def derived_constant_gap(constant=constant):
+    """(derived, derived - constant) for symbolic L, d: the constant the power-mean argument gives,
+    4 L^2 d m^p / f^p with m = f / d and p = (2L - 1)/L, i.e. 4 L^2 d^{1-p}, and its difference
+    from the claimed constant (0 when they agree)."""
+    Lsym, dsym = sp.symbols("L d", positive=True)
+    p = (2 * Lsym - 1) / Lsym
+    derived = 4 * Lsym**2 * dsym ** (1 - p)
+    return derived, sp.simplify(sp.powsimp(derived - constant(Lsym, dsym), force=True))
+
+
+def threshold_failure(L: int, constant=constant, threshold=threshold):
+    """(None, D) when constant(L, d) = 1/16 has the single solution threshold(L) and D, the first
+    integer above it, is the first d where the constant is below 1/16 (exact decision at D and
+    D - 1); else (what fails, D or None)."""
+    dsym = sp.Symbol("d", positive=True)
+    sols = sp.solve(sp.Eq(constant(L, dsym), G2_CONSTANT), dsym)
+    if len(sols) != 1 or sp.simplify(sols[0] - threshold(L)) != 0:
+        return f"L = {L}: solve gives {sols}, claimed threshold {threshold(L)}", None
+    D = integer_threshold(L, threshold)
+    # Exact decision at D and D - 1: d^{L-1} vs (64 L^2)^L for the stated constant.
+    below = sp.simplify(constant(L, D) - G2_CONSTANT).is_negative
+    not_below_prev = sp.simplify(constant(L, D - 1) - G2_CONSTANT).is_nonnegative
+    if not (below and not_below_prev):
+        return f"L = {L}: integer threshold {D} not the first d below 1/16", D
+    return None, D
+
+
+def general_threshold(constant=constant, threshold=threshold):
+    """(constant at the threshold minus 1/16, d-derivative of the constant) for a symbolic loop
+    count L = 1 + m > 1: 0 and a negative slope mean 1/16 fails exactly beyond the threshold."""
+    m = sp.Symbol("m", positive=True)
+    dsym = sp.Symbol("d", positive=True)
+    on_boundary = sp.simplify(sp.powsimp(constant(1 + m, threshold(1 + m)), force=True) - G2_CONSTANT)
+    slope = sp.simplify(sp.diff(constant(1 + m, dsym), dsym))
+    return on_boundary, slope
+
+
+#: The (d, L) cells of the full run's loss and gradient formulas and its sharpness and strictness step.
+SHARPNESS_CELLS = ((2, 2), (2, 3), (3, 2), (3, 3))
+
+
+def sharpness_failures(constant=constant, cells=SHARPNESS_CELLS) -> list:
+    """What fails of: at A = aI (t = 1 - a symbolic) f = d t^{2L}, ||grad f||^2 = 4 L^2 d t^{2(2L-1)}
+    and their ratio equals the constant (sharpness); at a diagonal A with unequal |1 - a_i| the
+    ratio is strictly above it (exact algebraic numbers). Empty when everything holds."""
+    fails = []
+    t = sp.Symbol("t", positive=True)  # t = 1 - a
+    for d, L in cells:
+        f = d * t ** (2 * L)
+        g2 = 4 * L**2 * d * t ** (2 * (2 * L - 1))
+        f_chk, g2_chk = at(d, L, (1 - t) * sp.eye(d))
+        if sp.expand(f_chk - f) != 0 or sp.expand(g2_chk - g2) != 0:
+            fails.append(f"scalar-matrix loss at {(d, L)}")
+        r = sp.simplify(g2 / f ** sp.Rational(2 * L - 1, L))
+        if sp.simplify(r - constant(L, d)) != 0:
+            fails.append(f"ratio at aI, (d, L) = {(d, L)}: {r} != constant {constant(L, d)}")
+        pts = [sp.Rational(k, 7) for k in (-3, 2, 5, 9, 1, 4)][:d]
+        f_u, g_u = at(d, L, sp.diag(*pts))
+        gap = (g_u / f_u ** sp.Rational(2 * L - 1, L) - constant(L, d)).evalf(50)
+        if not gap > 0:
+            fails.append(f"not strictly above the constant at diag{tuple(pts)}, {(d, L)}: gap {gap}")
+    return fails
+
+
 #: The quick run (`looptheory verify --quick`): the loss and gradient formulas and the sharpness
 #: at (d, L) in {(2, 2), (2, 3), (3, 2)} (the full run adds (3, 3)), the d = 2 certificates and
 #: the integer thresholds at L = 2, 3 (full: L <= 5 and L <= 6); the general-L steps (tangent
@@ -219,7 +283,7 @@ def numeric_cross_check(rng_seed: int = 0, tol: float = 1e-9):
 QUICK = dict(cases=((2, 2), (2, 3), (3, 2)), cert_Ls=(2, 3), Ls=(2, 3))
 
 
-def check(cases=((2, 2), (2, 3), (3, 2), (3, 3)), tangent_d=(2, 3), cert_Ls=(2, 3, 4, 5), Ls=(2, 3, 4, 5, 6),
+def check(cases=SHARPNESS_CELLS, tangent_d=(2, 3), cert_Ls=(2, 3, 4, 5), Ls=(2, 3, 4, 5, 6),
           constant=constant, threshold=threshold) -> CheckOutcome:
     """n = inf: ||grad f||^2 >= 4 L^2 d^{-(L-1)/L} f^{(2L-1)/L} (sharp, symmetric A); 1/16 fails for d > (64 L^2)^{L/(L-1)}; I - J_3 goes lower.
 
@@ -243,48 +307,25 @@ def check(cases=((2, 2), (2, 3), (3, 2), (3, 3)), tangent_d=(2, 3), cert_Ls=(2, 
     h1, dh1, h2pos, h0 = convexity_certificate()
     if not (h1 == 0 and dh1 == 0 and h2pos is True and h0.is_positive):
         fails.append(f"convexity certificate (h(1), h'(1), h''>0, h(0)) = {(h1, dh1, h2pos, h0)}")
-    p = (2 * Lsym - 1) / Lsym
-    derived = 4 * Lsym**2 * dsym ** (1 - p)  # 4 L^2 * d m^p / f^p with m = f / d
-    if sp.simplify(sp.powsimp(derived - constant(Lsym, dsym), force=True)) != 0:
+    derived, gap = derived_constant_gap(constant)
+    if gap != 0:
         fails.append(f"derived constant {derived} != claimed {constant(Lsym, dsym)}")
     for L in cert_Ls:
         if not d2_certificate(L):
             fails.append(f"d = 2 polynomial certificate at L = {L}")
 
     # 3. Sharpness at A = aI, strictness away from it (exact algebraic numbers).
-    t = sp.Symbol("t", positive=True)  # t = 1 - a
-    for d, L in cases:
-        f = d * t ** (2 * L)
-        g2 = 4 * L**2 * d * t ** (2 * (2 * L - 1))
-        f_chk, g2_chk = at(d, L, (1 - t) * sp.eye(d))
-        if sp.expand(f_chk - f) != 0 or sp.expand(g2_chk - g2) != 0:
-            fails.append(f"scalar-matrix loss at {(d, L)}")
-        r = sp.simplify(g2 / f ** sp.Rational(2 * L - 1, L))
-        if sp.simplify(r - constant(L, d)) != 0:
-            fails.append(f"ratio at aI, (d, L) = {(d, L)}: {r} != constant {constant(L, d)}")
-        pts = [sp.Rational(k, 7) for k in (-3, 2, 5, 9, 1, 4)][:d]
-        f_u, g_u = at(d, L, sp.diag(*pts))
-        gap = (g_u / f_u ** sp.Rational(2 * L - 1, L) - constant(L, d)).evalf(50)
-        if not gap > 0:
-            fails.append(f"not strictly above the constant at diag{tuple(pts)}, {(d, L)}: gap {gap}")
+    fails += sharpness_failures(constant, cases)
 
     # 4. Where the d-free 1/16 fails. Solving at each L, then the general-L identity.
     thresholds = {}
     for L in Ls:
-        sols = sp.solve(sp.Eq(constant(L, dsym), G2_CONSTANT), dsym)
-        if len(sols) != 1 or sp.simplify(sols[0] - threshold(L)) != 0:
-            fails.append(f"L = {L}: solve gives {sols}, claimed threshold {threshold(L)}")
-            continue
-        D = integer_threshold(L, threshold)
-        # Exact decision at D and D - 1: d^{L-1} vs (64 L^2)^L for the stated constant.
-        below = sp.simplify(constant(L, D) - G2_CONSTANT).is_negative
-        not_below_prev = sp.simplify(constant(L, D - 1) - G2_CONSTANT).is_nonnegative
-        if not (below and not_below_prev):
-            fails.append(f"L = {L}: integer threshold {D} not the first d below 1/16")
-        thresholds[L] = D
-    m = sp.Symbol("m", positive=True)  # L = 1 + m > 1
-    on_boundary = sp.simplify(sp.powsimp(constant(1 + m, threshold(1 + m)), force=True) - G2_CONSTANT)
-    slope = sp.simplify(sp.diff(constant(1 + m, dsym), dsym))
+        failure, D = threshold_failure(L, constant, threshold)
+        if failure:
+            fails.append(failure)
+        if D is not None:
+            thresholds[L] = D
+    on_boundary, slope = general_threshold(constant, threshold)
     if on_boundary != 0 or slope.is_negative is not True:
         fails.append(f"general L: constant at threshold - 1/16 = {on_boundary}, d-slope {slope}")
     data["integer_thresholds"] = thresholds

@@ -29,7 +29,9 @@ Scope (what is not mutated, and why: these edits change no number the package co
 docstrings and f-strings; text built by concatenating string literals; the arguments of `raise`
 (error messages); annotations; module-level dunder names; and the declared regions of the claims
 (functions named `*_region` in claims.py and chen.py: declared data, fixed before testing, not
-logic) and the declared grid of the Chen figures (chen.chen_figure_data). proofs_check/ is treated as ONE module: its sites are pooled over all its files and
+logic), the declared grid of the Chen figures (chen.chen_figure_data), and the numbers of
+declared grids anywhere: the literal tuples and lists a loop runs over, or that a module-level
+ALL_CAPS name holds (see _grid_constants). proofs_check/ is treated as ONE module: its sites are pooled over all its files and
 sampled together.
 """
 
@@ -42,6 +44,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,11 +85,12 @@ PACKAGE_FILES = ["__init__.py", "runner.py", "gd_equivalence.py", "wishart_momen
 BAD = "tests/test_bad_inputs.py"
 MODULES = {
     "expectations": (["looptheory/expectations.py"], ["tests/test_expectations.py", "tests/test_accuracy.py"]),
-    "loss": (["looptheory/loss.py"], ["tests/test_loss.py", "tests/test_reference.py", BAD]),
+    "loss": (["looptheory/loss.py"], ["tests/test_loss.py", "tests/test_accuracy.py", "tests/test_shipped_expansions.py",
+                                      "tests/test_reference.py", "tests/test_loss_hvp.py", "tests/test_layout.py", BAD]),
     "model": (["looptheory/model.py"], ["tests/test_model.py", "tests/test_montecarlo.py", "tests/test_training.py", BAD]),
     "moments": (["looptheory/moments.py"], ["tests/test_moments.py", "tests/test_optimal_scale.py", BAD]),
     "optimum": (["looptheory/optimum.py"], ["tests/test_optimum_flow.py", "tests/test_optimal_scale.py", BAD]),
-    "flow": (["looptheory/flow.py"], ["tests/test_optimum_flow.py", BAD]),
+    "flow": (["looptheory/flow.py"], ["tests/test_optimum_flow.py", "tests/test_multilayer_optimum.py", BAD]),
     "dominance": (["looptheory/dominance.py"], ["tests/test_dominance.py", BAD]),
     "claims": (["looptheory/claims.py"], ["tests/test_claims.py"]),
     "chen": (["looptheory/chen.py"], ["tests/test_chen.py", BAD]),
@@ -238,10 +242,47 @@ def _candidates(node, parent_field, index_ctx):
     return out
 
 
+def _grid_constants(tree) -> set:
+    """ids of the numbers in declared grids: the literal tuples and lists (nested ones included,
+    and the arguments of calls in them such as Fraction(1, 2)) that a loop or comprehension runs
+    over (directly, or through enumerate / zip), or that a module-level ALL_CAPS name holds. A stated result written as an expression (such as
+    proofs_check.fixed_point.C_LIMIT) is not a grid and stays mutated."""
+    containers = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.For, ast.comprehension)):
+            it = node.iter
+            containers += [it] if isinstance(it, (ast.Tuple, ast.List)) else [
+                a for a in getattr(it, "args", []) if isinstance(it, ast.Call) and _call_name(it) in ("enumerate", "zip")]
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.strip("_").replace("_", "").isupper()):
+            containers.append(node.value)
+    out = set()
+
+    def collect(node):
+        if isinstance(node, (ast.Tuple, ast.List)):
+            for e in node.elts:
+                collect(e)
+        elif isinstance(node, ast.Call):  # a number written as Fraction(1, 2) or float("inf")
+            for a in node.args:
+                collect(a)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            collect(node.operand)
+            out.add(id(node))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            out.add(id(node))
+
+    for c in containers:
+        if isinstance(c, (ast.Tuple, ast.List)):
+            collect(c)
+    return out
+
+
 def _walk(tree, rel):
     """(node path, node, operator, edited node, kind) for every mutation site of the tree, in source
     order of a pre-order walk."""
     sites = []
+    grid = _grid_constants(tree)
 
     def visit(node, path, index_ctx, parent_field):
         if isinstance(node, ast.JoinedStr) or isinstance(node, ast.Raise):
@@ -255,6 +296,8 @@ def _walk(tree, rel):
         if isinstance(node, ast.Assign) and len(path) == 2 and all(
                 isinstance(t, ast.Name) and t.id.startswith("__") for t in node.targets):
             return
+        if id(node) in grid:
+            return  # a number of a declared grid: data, not logic
         if isinstance(node, ast.expr) or isinstance(node, ast.stmt):
             for op, new, kind in _candidates(node, parent_field, index_ctx):
                 sites.append((path, node, op, new, kind))
@@ -265,13 +308,7 @@ def _walk(tree, rel):
                 continue
             if isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant):
                 continue  # a docstring or a bare constant statement
-            sub_index = index_ctx
-            if isinstance(node, ast.Subscript):
-                sub_index = name == "slice"
-            elif isinstance(node, (ast.Slice, ast.Tuple)) and index_ctx:
-                sub_index = True
-            elif not isinstance(node, ast.UnaryOp):
-                sub_index = False
+            sub_index = _child_index_ctx(node, name, index_ctx)
             if isinstance(value, list):
                 for i, item in enumerate(value):
                     if isinstance(item, ast.AST):
@@ -283,6 +320,11 @@ def _walk(tree, rel):
     return sites
 
 
+def _read(path) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
 def _char_col(lines, line, byte_col):
     return len(lines[line - 1].encode()[:byte_col].decode())
 
@@ -291,7 +333,7 @@ def enumerate_mutants(module: str) -> list[Mutant]:
     """Every mutant of the module, in source order (files in MODULES order)."""
     out = []
     for rel in MODULES[module][0]:
-        src = open(os.path.join(ROOT, rel), encoding="utf-8").read()
+        src = _read(os.path.join(ROOT, rel))
         lines = src.splitlines()
         seen = {}
         for path, node, op, new, kind in _walk(ast.parse(src), rel):
@@ -342,7 +384,7 @@ def _set(tree, path, new):
 def mutated_source(m: Mutant) -> str:
     """The module's source with the mutant applied as a text edit of the node's span (the rest of
     the file is kept as it is); checked to parse back to exactly the edited tree."""
-    src = open(os.path.join(ROOT, m.path), encoding="utf-8").read()
+    src = _read(os.path.join(ROOT, m.path))
     tree = ast.parse(src)
     node = _locate(tree, m.node_path)[1]
     new_tree = copy.deepcopy(tree)
@@ -371,17 +413,20 @@ def mutated_source(m: Mutant) -> str:
     return out
 
 
+def _child_index_ctx(node, field_name, ctx):
+    """Whether the child in node's field is inside a subscript's index: the slice of a
+    subscript, and what a slice, a tuple or a unary minus inside an index holds."""
+    if isinstance(node, ast.Subscript):
+        return field_name == "slice"
+    return ctx and isinstance(node, (ast.Slice, ast.Tuple, ast.UnaryOp))
+
+
 def _index_ctx(tree, path):
     """Whether the node at path is inside a subscript's index (the context _walk computed)."""
     ctx = False
     node = tree
     for name, i in path:
-        if isinstance(node, ast.Subscript):
-            ctx = name == "slice"
-        elif isinstance(node, (ast.Slice, ast.Tuple)) and ctx:
-            ctx = True
-        elif not isinstance(node, ast.UnaryOp):
-            ctx = False
+        ctx = _child_index_ctx(node, name, ctx)
         node = getattr(node, name) if i is None else getattr(node, name)[i]
     return ctx
 
@@ -394,7 +439,7 @@ def load_classification(path=CLASSIFICATION) -> dict:
     out = {}
     if not os.path.exists(path):
         return out
-    for raw in open(path, encoding="utf-8"):
+    for raw in _read(path).splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -408,10 +453,15 @@ def load_classification(path=CLASSIFICATION) -> dict:
 # --- running -------------------------------------------------------------------------------------
 
 
-def _copy_repo(dest):
+def _copy_repo(dest, tests_from=None):
+    """The repository without .git and caches; with tests_from (another checkout), its tests/
+    folder instead of this one's (to measure an older suite against the same mutants)."""
     ignore = shutil.ignore_patterns(".git", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", ".venv",
                                     "build", "dist")
     shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
+    if tests_from:
+        shutil.rmtree(os.path.join(dest, "tests"))
+        shutil.copytree(os.path.join(tests_from, "tests"), os.path.join(dest, "tests"), ignore=ignore)
 
 
 def _env(copy_root):
@@ -421,38 +471,53 @@ def _env(copy_root):
 
 
 def run_tests(copy_root, tests, timeout):
-    """(outcome, wall seconds, cpu seconds): outcome "passed", "failed" or "timeout"."""
+    """(outcome, wall seconds, CPU seconds, first failing test): outcome "passed", "failed" or
+    "timeout"; the CPU time is the test process's own (os.wait4), also with --jobs > 1."""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     t0 = time.perf_counter()
-    r0 = os.times()
-    proc = subprocess.Popen(cmd, cwd=copy_root, env=_env(copy_root), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        rc = proc.wait(timeout=timeout)
-        outcome = "passed" if rc == 0 else "failed"
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait()
-        outcome = "timeout"
-    r1 = os.times()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, cwd=copy_root, env=_env(copy_root), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        outcome = None
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() - t0 > timeout:
+                    os.killpg(proc.pid, 9)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    outcome = "timeout"
+                    break
+                time.sleep(0.05)
+        except BaseException:
+            os.killpg(proc.pid, 9)  # interrupted: the test run (its own session) ends with this script
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if outcome is None:
+            outcome = "passed" if proc.returncode == 0 else "failed"
+        out.seek(0)
+        text = out.read().decode("utf-8", errors="replace")
     shutil.rmtree(os.path.join(copy_root, ".hypothesis"), ignore_errors=True)
-    return outcome, time.perf_counter() - t0, (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system)
+    first = next((line.split(" ", 1)[1].split(" - ")[0] for line in text.splitlines()
+                  if line.startswith(("FAILED ", "ERROR "))), None)
+    return outcome, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, first
 
 
-def run_module(module, mutants, jobs, classification, log):
+def run_module(module, mutants, jobs, classification, log, tests_from=None):
     files, tests = MODULES[module]
     tmp = tempfile.mkdtemp(prefix=f"mutation-{module}-")
     try:
         copies = []
         for j in range(jobs):
             dest = os.path.join(tmp, f"repo{j}")
-            _copy_repo(dest)
+            _copy_repo(dest, tests_from)
             copies.append(dest)
         probe = subprocess.run([sys.executable, "-c", "import looptheory, proofs_check; print(looptheory.__file__)"],
                                cwd=copies[0], env=_env(copies[0]), capture_output=True, text=True)
         if not probe.stdout.strip().startswith(copies[0]):
             raise RuntimeError(f"the copy is not the package imported: {probe.stdout}{probe.stderr}")
-        outcome, wall, cpu = run_tests(copies[0], tests, timeout=3600)
+        outcome, wall, cpu, _ = run_tests(copies[0], tests, timeout=3600)
         if outcome != "passed":
             raise RuntimeError(f"{module}: the unmutated tests do not pass ({outcome}); fix them first")
         timeout = TIMEOUT_FACTOR * wall + TIMEOUT_SLACK
@@ -463,18 +528,19 @@ def run_module(module, mutants, jobs, classification, log):
         def one(k, dest):
             m = mutants[k]
             target = os.path.join(dest, m.path)
-            original = open(target, encoding="utf-8").read()
+            original = _read(target)
             try:
                 with open(target, "w", encoding="utf-8") as fh:
                     fh.write(mutated_source(m))
-                outcome, wall_m, cpu_m = run_tests(dest, tests, timeout)
+                outcome, wall_m, cpu_m, first = run_tests(dest, tests, timeout)
             finally:
                 with open(target, "w", encoding="utf-8") as fh:
                     fh.write(original)
             status = {"passed": "survived", "failed": "killed", "timeout": "killed (timeout)"}[outcome]
             results[k] = {"id": m.ident, "before": m.before, "after": m.after, "status": status,
-                          "equivalent": classification.get(m.ident, (None, None))[1], "cpu": cpu_m}
-            log(f"  {status:16s} {m.ident}  {m.before}  ->  {m.after}  ({cpu_m:.1f} CPU-s)")
+                          "killed_by": first, "equivalent": classification.get(m.ident, (None, None))[1], "cpu": cpu_m}
+            log(f"  {status:16s} {m.ident}  {m.before}  ->  {m.after}  ({cpu_m:.1f} CPU-s)"
+                + (f"  [{first}]" if first else ""))
 
         if jobs == 1:
             for k in range(len(mutants)):
@@ -539,11 +605,15 @@ def main(argv=None):
     p.add_argument("--all-sites", action="store_true", help="with --list: every site, not the sample")
     p.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
     p.add_argument("--json", help="write the per-mutant results to this file")
+    p.add_argument("--tests-from", metavar="DIR", help="run the tests/ folder of another checkout (e.g. an older "
+                   "commit's, from git archive) against the same mutants")
     a = p.parse_args(argv)
     if a.count < 1:
         p.error("--count: expected a positive integer")
     if a.jobs < 1:
         p.error("--jobs: expected a positive integer")
+    if a.tests_from and not os.path.isdir(os.path.join(a.tests_from, "tests")):
+        p.error(f"--tests-from: {a.tests_from!r} has no tests/ folder")
     modules = a.module or list(MODULES)
     classification = load_classification()
     known = set()
@@ -553,6 +623,9 @@ def main(argv=None):
         by_id = {m.ident: m for m in allm}
         for ident, (text, _) in classification.items():
             m = by_id.get(ident)
+            if m is None and ident.split(":")[0] in MODULES[mod][0]:
+                print(f"warning: {CLASSIFICATION}: {ident} ({text}) names no mutant of the current source "
+                      f"(the code moved or changed: re-check it)", file=sys.stderr)
             if m is not None and text != f"{m.before} -> {m.after}":
                 print(f"warning: {CLASSIFICATION}: {ident} now reads {m.before!r} -> {m.after!r}, "
                       f"classified as {text!r} (stale: re-check it)", file=sys.stderr)
@@ -567,9 +640,12 @@ def main(argv=None):
     def log(msg):
         print(msg, flush=True)
 
+    # a terminated run still removes its temporary copies (the finally of run_module)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
     results, summaries = [], []
     for mod in modules:
-        res = run_module(mod, sample(mod, a.count, a.seed), a.jobs, classification, log)
+        res = run_module(mod, sample(mod, a.count, a.seed), a.jobs, classification, log, a.tests_from)
         results.append(res)
         summaries.append(summarise(res))
         s = summaries[-1]

@@ -4,6 +4,7 @@ routes and their error bounds, held against exact rational evaluation of the sam
 
 import itertools
 import math
+import re
 from fractions import Fraction as F
 
 import numpy as np
@@ -292,6 +293,8 @@ def test_certified_float_behaves_like_a_float():
     assert isinstance(f, float) and f.route == "expansion" and 0 < f.error < 1e-12 * f
     assert f.rel_error == f.error / f
     assert float(f) + 1 == f + 1
+    g = -f  # negation is exact: the same bound and route
+    assert isinstance(g, LS.Certified) and float(g) == -float(f) and (g.error, g.route) == (f.error, f.route)
 
 
 def test_fallback_refuses_when_exact_would_take_too_long(monkeypatch):
@@ -299,6 +302,68 @@ def test_fallback_refuses_when_exact_would_take_too_long(monkeypatch):
     task, A = near_optimum(np.random.default_rng(0), 3, 10**12, 5, 10.0, 0.0)
     with pytest.raises(ValueError, match="loops: at loops = 5.*no float route"):
         lt.population_loss(task, A, 5)
+
+
+def test_exact_fallback_cost_is_terms_times_d_cubed(monkeypatch):
+    """The exact route is refused above EXACT_FALLBACK_LIMIT rational operations, counted as
+    (terms of the expansion) x d^3: at a limit of exactly that it runs, one below it refuses
+    and states the count."""
+    task, A = lt.Task(2, 5), np.array([[0.5, 0.1], [-0.2, 0.7]])
+    terms = len(LS._compiled(1, ("main0", "main")))
+    monkeypatch.setattr(LS, "EXACT_FALLBACK_LIMIT", terms * 2**3)
+    with LS.exact_route():
+        f = lt.population_loss(task, A, 1)
+    assert f.route == "exact" and f == pytest.approx(float(isserlis_loss(task, np.vectorize(F)(A), 1)), rel=1e-15)
+    monkeypatch.setattr(LS, "EXACT_FALLBACK_LIMIT", terms * 2**3 - 1)
+    with LS.exact_route(), pytest.raises(ValueError, match=re.escape(f"about {terms * 8:.1e} rational operations")):
+        lt.population_loss(task, A, 1)
+
+
+def test_chain_error_bound_is_attained_by_the_worst_letter_errors():
+    """The bounds on the errors of grad_A = sigma_x (G_B - G_E)^T + (G_BT - G_ET) sigma_x and
+    grad_u = G_U sigma_x u + sigma_x G_U^T u, given entrywise bounds Gerr on the letter adjoints
+    (and G itself negligible, 1e-30, so that the rounding allowance gamma |G| vanishes): every
+    error pattern |dG| <= Gerr stays within them, and with sigma_x and u entrywise positive the
+    pattern dG_B = Gerr_B, dG_E = -Gerr_E, dG_BT = Gerr_BT, dG_ET = -Gerr_ET, dG_U = Gerr_U
+    attains them (the Frobenius norm of the worst error, derived here)."""
+    rng = np.random.default_rng(3)
+    d = 3
+    sx = rng.uniform(0.1, 1.0, (d, d))
+    sx = sx @ sx.T
+    u = rng.uniform(0.1, 1.0, d)
+    G = {c: np.full((d, d), 1e-30) for c in range(7)}
+    Gerr = {c: rng.uniform(0.5, 2.0, (d, d)) for c in range(7)}
+    eA, eu = LS._chain_error(G, Gerr, sx, u, d)
+
+    def chain(dG):
+        return (sx @ (dG[LS._B] - dG[LS._E]).T + (dG[LS._BT] - dG[LS._ET]) @ sx,
+                dG[LS._U] @ sx @ u + sx @ dG[LS._U].T @ u)
+
+    worst = chain({LS._B: Gerr[LS._B], LS._E: -Gerr[LS._E], LS._BT: Gerr[LS._BT], LS._ET: -Gerr[LS._ET], LS._U: Gerr[LS._U]})
+    assert eA == pytest.approx(np.linalg.norm(worst[0]), rel=1e-12)
+    assert eu == pytest.approx(np.linalg.norm(worst[1]), rel=1e-12)
+    for _ in range(20):
+        gA, gu = chain({c: rng.choice([-1.0, 1.0], (d, d)) * Gerr[c] for c in range(7)})
+        assert np.linalg.norm(gA) <= eA and np.linalg.norm(gu) <= eu
+    assert LS._chain_error(G, Gerr, sx, None, d) == (eA, 0.0)
+
+
+def test_without_fallback_the_route_with_the_smaller_bound_is_kept():
+    """certified_evaluation with fallback=False and no route meeting RTOL returns the route whose
+    error bound is smallest, whichever comes first."""
+    def run(errors):
+        routes = [(name, (name,), [1.0]) for name in errors]
+
+        def compile(parts):
+            err = errors[parts[0]]
+            return type("Route", (), {"evaluate": lambda self, *a: (1.0, None, err, None)})()
+
+        f, _, _ = LS.certified_evaluation(routes, compile, None, None, 5, 2, False, False, chain=None, chain_error=None,
+                                          e_norm=1.0, exact=None)
+        return f.route, f.error
+
+    assert run({"a": 0.5, "b": 0.1, "c": 0.3}) == ("b", 0.1)
+    assert run({"a": 0.1, "b": 0.5}) == ("a", 0.1)
 
 
 def test_negative_float_sum_is_never_returned():

@@ -635,6 +635,24 @@ def test_memory_cap_can_be_raised_and_lowered(monkeypatch):
         lt.Task(20, 5)
 
 
+def test_the_gradient_needs_more_memory_than_the_loss(monkeypatch):
+    """The estimate counts 4 arrays of (trie nodes) x d^2 doubles for a loss and 6 with the
+    gradient's adjoints: at a cap of 5 of them the loss runs and its gradient is refused."""
+    from looptheory.loss import _TRIE_NODES
+
+    d = 50
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * _TRIE_NODES[1][False] * d * d * 8))
+    task, A = _t(d, 5), 0.1 * np.eye(d)
+    assert lt.population_loss(task, A, 1) > 0
+    with pytest.raises(ValueError, match="^task: population_loss_grad at d = 50, loops = 1"):
+        lt.population_loss_grad(task, A, 1)
+    # the route without the bound (inner steps) is refused where the certified gradient is
+    from looptheory.loss import population_loss_grad_route
+
+    with pytest.raises(ValueError, match="^task: population_loss_grad at d = 50, loops = 1"):
+        population_loss_grad_route(task, A, 1)
+
+
 @pytest.mark.parametrize("text", ["lots", "-1", "1X", "nan", ""])
 def test_a_bad_cap_setting_is_named(monkeypatch, text):
     monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", text)
@@ -642,14 +660,18 @@ def test_a_bad_cap_setting_is_named(monkeypatch, text):
         V.memory_cap()
 
 
-def test_trie_size_table_bounds_the_real_trie():
+def test_trie_size_table_is_the_largest_real_trie():
+    """The table holds, without and with the u part, the most trie nodes any route's layout
+    has: it bounds every layout and is attained (so the memory estimate is not inflated)."""
     from looptheory.loss import CENTRED_MAX_LOOPS, _TRIE_NODES, _compiled
 
     for loops in range(1, 7):
         forms = [("main0", "main")] + ([("centred",)] if loops <= CENTRED_MAX_LOOPS else [])
+        most = [0, 0]
         for head in forms:
             for tail, with_u in (((), False), (("noise",), False), (("u",), True), (("u", "noise"), True)):
-                assert _compiled(loops, head + tail).n_nodes <= _TRIE_NODES[loops][with_u]
+                most[with_u] = max(most[with_u], _compiled(loops, head + tail).n_nodes)
+        assert tuple(most) == _TRIE_NODES[loops]
 
 
 # --- huge n and overflow ----------------------------------------------------------------------------

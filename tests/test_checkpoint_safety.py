@@ -385,3 +385,48 @@ def test_a_zip_bomb_is_refused_from_the_directory(tmp_path, good):
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+@pytest.mark.parametrize("excess, bomb", [(0, False), (1, True)])
+def test_the_zip_bomb_limit_is_20_fold_plus_1_mib(tmp_path, good, excess, bomb):
+    """A member may claim at most 20 times its compressed size plus 1 MiB: one byte more is
+    refused as a zip bomb from the directory; at the limit the claim is let through to the
+    reader (which then finds the member shorter than claimed: damaged, not a bomb)."""
+    with zipfile.ZipFile(good[0]) as zf:
+        stored = {n: zf.read(n) for n in zf.namelist() if n != "history.npy"}
+        data = zf.read("history.npy")
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    raw = comp.compress(data) + comp.flush()
+    claimed = 20 * len(raw) + (1 << 20) + excess
+    path = _zip_stored_and_raw(tmp_path / "limit.npz", stored, "history.npy", raw, zlib.crc32(data), claimed)
+    message = _refused(path, "history.npy")
+    assert ("zip bomb" in message) == bomb, message
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL between two system calls."""
+
+
+def test_without_hard_links_the_name_is_reserved_then_replaced(tmp_path, good, monkeypatch):
+    """On a file system without hard links the name is reserved (an empty file, created like any
+    new file: mode 0o666 less the umask) and the complete file renamed over it: the save works,
+    and a kill between the two steps leaves only that empty file, with an ordinary mode."""
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(T.os, "link", no_links)
+    res = good[1]
+    saved = T.save_checkpoint(str(tmp_path / "plain"), res)
+    _same(T.load_checkpoint(saved), res)
+
+    def killed(src, dst):
+        raise _Killed
+
+    monkeypatch.setattr(T.os, "replace", killed)
+    with pytest.raises(_Killed):
+        T.save_checkpoint(str(tmp_path / "cut"), res)
+    with open(tmp_path / "ordinary", "x"):
+        pass
+    cut = tmp_path / "cut.npz"
+    assert cut.stat().st_size == 0 and sorted(os.listdir(tmp_path)) == ["cut.npz", "ordinary", "plain.npz"]
+    assert cut.stat().st_mode & 0o777 == (tmp_path / "ordinary").stat().st_mode & 0o777

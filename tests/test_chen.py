@@ -273,3 +273,35 @@ def test_c2_prompts_carry_the_declared_label_noise():
         w = np.linalg.solve(X @ np.swapaxes(X, -1, -2), np.einsum("pdn,pn->pd", X, y)[..., None])[..., 0]
         s2 = np.sum((y - np.einsum("pdn,pd->pn", X, w)) ** 2, axis=-1) / (12 - 2)
         assert abs(s2.mean() - noise) <= 4 * s2.std(ddof=1) / math.sqrt(s2.size) + 1e-12
+
+
+def test_gd_bounds_from_a_nonzero_start():
+    """alpha = ||w_0 - w_LS|| (w_LS from numpy's least squares), both bounds scale with it."""
+    rng = np.random.default_rng(11)
+    X, y, w0 = rng.standard_normal((3, 9)), rng.standard_normal(9), np.array([0.5, -1.0, 2.0])
+    w_ls = np.linalg.lstsq(X.T, y, rcond=None)[0]
+    b = chen.gd_bounds(X, y, [0, 4], w0=w0)
+    alpha = np.linalg.norm(w0 - w_ls)
+    assert b["alpha"] == pytest.approx(alpha, rel=1e-12)
+    assert b["chen"] == pytest.approx([alpha, alpha * math.exp(-4 / (2 * b["kappa"]))], rel=1e-12)
+    assert chen.gd_error_after(X, y, 0, w0=w0) == pytest.approx(alpha, rel=1e-12)
+
+
+def test_c2_runs_its_declared_seeds(monkeypatch):
+    """C2 declares the seed of each cell: 2000 + 100 i + 10 j + k (d index i, ratio index j,
+    noise index k); the check must draw each cell's prompts from that seed."""
+    from looptheory.claims import REGISTRY
+
+    seeds = []
+    real = chen._c2_cell
+
+    def spy(d, n, noise, prompts, seed, loops):
+        seeds.append(seed)
+        return real(d, n, noise, prompts, seed, loops)
+
+    monkeypatch.setattr(chen, "_c2_cell", spy)
+    c2 = REGISTRY["C2"]
+    cells = [(d, max(1, round(r * d))) for d in (2, 5) for r in (1, 4)]
+    c2.check(True, {**c2.params(True), "d": [2, 5], "n/d (target)": [1, 4], "cells (d, n)": cells,
+                    "noise": [0.0, 0.25], "prompts per cell": 2})
+    assert seeds == [2000 + 100 * i + 10 * j + k for i in range(2) for j in range(2) for k in range(2)]

@@ -248,26 +248,43 @@ def test_g2_verdicts_on_constructed_ratios(monkeypatch):
 
     calls = _converged_optimum(monkeypatch)
     g2 = REGISTRY["G2"]
-    params = {**g2.params(True), "grid (d, loops, rhos), general A": [(2, 2, [0.1])], "d (spectral)": [2, 3],
+    params = {**g2.params(True), "grid (d, loops, rhos), general A": [(2, 2, [0.1])], "d (spectral)": [2, 3, 10**6],
               "loops (spectral)": [2], "spectral finite n up to loops": 2,
               "n (general A), multiples of d": [1, 4, 100, math.inf]}
 
+    searches = []
+
     def run(general, spectral, plain=1.0):
+        searches.clear()
+
         def worst(task, L, rho, f_star, excess, starts, seed, candidates=()):
+            searches.append(("general", task.n, excess, starts, seed))
             return SimpleNamespace(value=general(task.n) if excess else plain, found_by="search", A=None)
 
+        def worst_spectral(d, n, L, rho, f_star, excess, starts, seed):
+            searches.append(("spectral", n, excess, starts, seed))
+            return SimpleNamespace(value=spectral, found_by="search")
+
         monkeypatch.setattr(C, "worst_dominance", worst)
-        monkeypatch.setattr(C, "worst_dominance_spectral", lambda *a, **k: SimpleNamespace(value=spectral, found_by="search"))
+        monkeypatch.setattr(C, "worst_dominance_spectral", worst_spectral)
         return g2.check(True, params)
 
     out = run(lambda n: 1.0, 1.0 / 16)
     assert out.verdict == "holds" and out.counterexample is None, out.summary
-    # general A: n = d, 4d, 100d, inf; spectral: the same n for each d (finite n declared up to
-    # loops 2 here); f* searched as declared (starts 3, seed 1) at every finite n of the grid
+    # the searches as declared ("searched"): the excess ratio from 2 starts (seed 2) and the ratio
+    # on f from 2 starts (seed 3) in each general cell, the spectral family from 3 starts (seed 4)
+    assert "excess ratio from 2 starts (seed 2)" in params["searched"]
+    assert searches[:2] == [("general", 2, True, 2, 2), ("general", 2, False, 2, 3)]
+    assert {s[2:] for s in searches if s[0] == "general"} == {(True, 2, 2), (False, 2, 3)}
+    assert {s[2:] for s in searches if s[0] == "spectral"} == {(True, 3, 4)}
+    # general A: n = d, 4d, 100d, inf; spectral: the same n for each d up to SPECTRAL_FINITE_D
+    # (finite n declared up to loops 2 here), n = inf beyond; f* searched as declared (starts 3,
+    # seed 1) at every finite n of the grid
     assert [(r["family"], r["d"], r["n"]) for r in out.evidence["rows"]] == [
         ("general", 2, 2), ("general", 2, 8), ("general", 2, 200), ("general", 2, math.inf),
         ("spectral", 2, 2), ("spectral", 2, 8), ("spectral", 2, 200), ("spectral", 2, math.inf),
-        ("spectral", 3, 3), ("spectral", 3, 12), ("spectral", 3, 300), ("spectral", 3, math.inf)]
+        ("spectral", 3, 3), ("spectral", 3, 12), ("spectral", 3, 300), ("spectral", 3, math.inf),
+        ("spectral", 10**6, math.inf)]  # finite n only for d <= SPECTRAL_FINITE_D
     assert calls[:3] == [(2, 2, 2, 3, 1), (2, 2, 8, 3, 1), (2, 2, 200, 3, 1)]
     assert all(r["f*"] == 0.01 for r in out.evidence["rows"][:3]) and out.evidence["rows"][3]["f*"] == 0.0
     out = run(lambda n: 0.05 if n == 8 else 1.0, 1.0)
@@ -334,6 +351,30 @@ def test_g3_verdicts_on_constructed_flows(monkeypatch):
     assert math.isinf(out.evidence["rows"][0]["t to f - f* <= xi"])
 
 
+def test_g3_counterexample_is_the_failing_flow_and_the_eigenvalues_are_thinned(monkeypatch):
+    """Only the flow from the random start stays above xi: it is the counterexample (the flow from
+    A0 = 0 reaches xi). A flow of 120 points keeps the eigenvalues of every second point (at most
+    60 snapshots for the plot), here diag(-k, k) at the k-th point."""
+    import looptheory.claims as C
+
+    _converged_optimum(monkeypatch)
+    t = np.arange(120.0)
+
+    def gradient_flow(task, A0, L, tol, t_max, A_ref):
+        end = 0.0 if not A0.any() else 1e-3  # the random start never comes within xi = 1e-6
+        excess = np.linspace(1.0, end, t.size)
+        return SimpleNamespace(t=t, loss=0.01 + excess, dominance=np.full(t.size, 1e3), distance=np.zeros(t.size),
+                               grad_norm=np.ones(t.size), path=np.array([np.diag([-k, k]) for k in t]), status="converged")
+
+    monkeypatch.setattr(C, "gradient_flow", gradient_flow)
+    g3 = REGISTRY["G3"]
+    out = g3.check(True, {**g3.params(True), "cells (d, loops, n)": [(2, 2, 20)]})
+    assert out.verdict == "fails" and out.counterexample["start"] == "random A0", out.summary
+    assert out.counterexample["f_end - f*"] == pytest.approx(1e-3)
+    flow = out.evidence["flows"][0]
+    assert flow["eig_t"] == list(range(0, 120, 2)) and flow["eigs"] == [[-k, k] for k in range(0, 120, 2)]
+
+
 def test_g4_verdicts_from_the_n_inf_formula(monkeypatch):
     """G4 on a small declared region: at n = inf the test loss is sum_i (1 - mu_i)^{2L} with
     mu = eig(sigma_x^{-1} sigma') (gamma = 1): 3 (1/2)^{2L} for sigma' = 0.5 sigma_x (falls with L:
@@ -360,6 +401,30 @@ def test_g4_verdicts_from_the_n_inf_formula(monkeypatch):
     assert out.verdict == "fails" and "engine ≠ formula" in out.summary, out.summary
 
 
+def test_g4_rotated_covariance_and_the_n_50_losses(monkeypatch):
+    """G4 on its declared covariances (d = 3): sigma_x = M M^T / 3 + I (M Gaussian, seed 3), the
+    rotated test covariance Q sigma_x Q^T (Q from the QR of a Gaussian matrix, seed 4). Rows come
+    for every declared training loop count, in order. At n = inf the loss is sum_i (1 - mu_i)^{2L},
+    mu = eig(sigma_x^{-1} sigma'). At n = 50 the model trained with one loop is A = gamma sigma_x^{-1}
+    with gamma = n / (n + d + 1) (the one-loop optimum, docs/conventions.md), and its one-loop test
+    loss is the closed form sum_i (1 - gamma mu_i)^2 + (d + 1) / n (gamma mu_i)^2 (whitened:
+    A~ = gamma sigma'^{1/2} sigma_x^{-1} sigma'^{1/2}, test prior sigma'^{-1})."""
+    g4 = REGISTRY["G4"]
+    params = {**g4.params(True), "train loops": [1, 2], "test loops": [1, 2], "test covariances": ["0.5 Σx", "rotated Σx"]}
+    out = g4.check(True, params)
+    assert [(r["train_loops"], r["test covariance"]) for r in out.evidence["rows"]] == [
+        (1, "0.5 Σx"), (1, "rotated Σx"), (2, "0.5 Σx"), (2, "rotated Σx")]
+    M = np.random.default_rng(3).standard_normal((3, 3))
+    sx = M @ M.T / 3 + np.eye(3)
+    Q, _ = np.linalg.qr(np.random.default_rng(4).standard_normal((3, 3)))
+    d, n, gamma = 3, 50, 50 / 54
+    for row, sp in zip(out.evidence["rows"], (0.5 * sx, Q @ sx @ Q.T)):
+        mu = np.linalg.eigvals(np.linalg.solve(sx, sp)).real
+        assert row["n = inf losses"] == pytest.approx([np.sum((1 - mu) ** (2 * L)) for L in (1, 2)], rel=1e-9)
+        closed = np.sum((1 - gamma * mu) ** 2 + (d + 1) / n * (gamma * mu) ** 2)
+        assert row["n = 50 losses"][0] == pytest.approx(closed, rel=1e-9)
+
+
 def test_g5_verdicts_on_constructed_optima_and_scales(monkeypatch):
     """G5: (a) the optimal loss must fall with L (the general-A optima here are stand-ins), (b) the
     median error of the model trained with L loops must keep falling when looped more, resolved
@@ -383,8 +448,14 @@ def test_g5_verdicts_on_constructed_optima_and_scales(monkeypatch):
     g5 = REGISTRY["G5"]
     params = {**g5.params(True), "optimal loss loops (general A)": [1, 2], "optimal loss loops (scalar family)": [1, 2],
               "test loops": [1, 2, 4], "prompts": 2000, "train loops": [5]}
-    optima([0.5, 0.4])
+    # (a) on three loop counts: every step must fall (a falling sequence, also read backwards
+    # from its end, must not fail); (b) for every declared training loop count, in order
+    optima([0.5, 0.4, 0.3])
     trained_scale(0.3)
+    out = g5.check(True, {**params, "optimal loss loops (general A)": [1, 2, 3], "train loops": [2, 5]})
+    assert out.verdict == "holds" and out.counterexample is None, out.summary
+    assert [t["train_loops"] for t in out.evidence["trained"]] == [2, 5] and out.evidence["trained"][1]["gamma"] == 0.3
+    optima([0.5, 0.4])
     out = g5.check(True, params)
     assert out.verdict == "holds" and out.counterexample is None, out.summary
     assert [t["gamma"] for t in out.evidence["trained"]] == [0.3]
@@ -418,3 +489,21 @@ def test_claim_wrappers_return_the_registry_record(monkeypatch):
         rec = fn(True)
         assert isinstance(rec, C.Record) and rec.id == ident and rec.mode == "quick", rec
         assert rec.verdict == "holds" and rec.params == REGISTRY[ident].params(True)
+
+
+def test_claim_g1_gives_both_records_and_check_claims_reports_progress(monkeypatch):
+    """claim_g1 runs the two registry entries that share G1's cells, G1 then G1-structure; the
+    other wrappers run their own entry; check_claims runs the ids in the order asked and calls
+    progress with each record as it comes."""
+    import looptheory.claims as C
+
+    for ident in ("G1", "G1-structure", "G4", "G5", "C1", "C2"):
+        monkeypatch.setitem(C.REGISTRY, ident, SimpleNamespace(run=lambda quick, ident=ident: (ident, quick)))
+    assert C.claim_g1(True) == [("G1", True), ("G1-structure", True)]
+    assert [C.claim_g4(False), C.claim_g5(True), C.claim_c1(False), C.claim_c2(True)] == [
+        ("G4", False), ("G5", True), ("C1", False), ("C2", True)]
+    seen = []
+    assert check_claims(["G4", "G1"], quick=True, progress=seen.append) == [("G4", True), ("G1", True)]
+    assert seen == [("G4", True), ("G1", True)]
+    with pytest.raises(TypeError, match="progress"):
+        check_claims(["G4"], progress=5)

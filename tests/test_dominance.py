@@ -86,9 +86,11 @@ def test_searches_reach_the_one_dimensional_infimum(excess, rho):
     edges = [r.real for r in np.roots(shifted[::-1]) if abs(r.imag) < 1e-12 and abs(r.real) <= 3]
     points = list(edges) + [inside[np.argmin(ratio(inside))]]
     where = min(points, key=ratio)
-    # a candidate just beside a*, outside the region, where the plain ratio is nearly 0
-    w = worst_dominance(lt.Task(1, n), L, rho, f_star, excess=excess, starts=2,
-                        candidates=[(np.array([[a_star + 0.02]]), "outside R(rho)")])
+    # candidates outside the region where the plain ratio is small: just beside a*, and at
+    # a = 0.38, where f is above rho (f(0) - f*) but f - f* is not
+    outside = [(np.array([[a]]), "outside R(rho)") for a in (a_star + 0.02, 0.38)]
+    assert all(Pl.polyval(A[0, 0], c) - f_star < floor - f_star for A, _ in outside)
+    w = worst_dominance(lt.Task(1, n), L, rho, f_star, excess=excess, starts=2, candidates=outside)
     assert w.found_by == "search" and w.value == pytest.approx(ratio(where), rel=1e-7)
     assert w.A.shape == (1, 1) and w.A[0, 0] == pytest.approx(where, abs=1e-4)
     if not excess:
@@ -118,3 +120,40 @@ def test_a_declared_candidate_inside_the_region_is_reported():
 def test_bad_candidates_are_refused(candidates, error, match):
     with pytest.raises(error, match=match):
         worst_dominance(lt.Task(2, 8), 2, 0.1, 0.0, candidates=candidates)
+
+
+def test_hessian_vector_product_scales_its_step_with_the_point():
+    """The central difference (g(x + h v) - g(x - h v)) / 2h with h = 1e-6 (1 + |x|) / |v|: for
+    g(x) = x^3 (elementwise) the product is 3 x^2 v, and far from 0 (|x| ~ 1e6, where a step of
+    1e-6 would be rounded in x + h v to a relative 1e-4) it stays accurate."""
+    from looptheory.dominance import _hvp
+
+    x, v = np.array([1e6, 2e6]), np.array([1.0, -1.0])
+    assert _hvp(lambda z: z**3, x, v) == pytest.approx(3 * x**2 * v, rel=1e-9)
+    assert _hvp(lambda z: z**3, np.array([0.5, -1.0]), 2 * v) == pytest.approx([1.5, -6.0], rel=1e-9)
+    assert np.array_equal(_hvp(lambda z: z**3, x, np.zeros(2)), np.zeros(2))
+
+
+def test_searches_start_where_declared(monkeypatch):
+    """The starts are a stated function of the seed (worst_dominance's and
+    worst_dominance_spectral's docstrings), recomputed here; the spectral search looks at the
+    excess ratio unless told otherwise, like the general one."""
+    import looptheory.dominance as D
+
+    seen = []
+    monkeypatch.setattr(D, "_search", lambda fg, x_dim, f_star, f0, rho, loops, excess, inits, *a, **k: (
+        seen.append((excess, [np.array(x) for x in inits])) or (math.nan, None, "search")))
+    sx = np.array([[2.0, 0.5], [0.5, 1.0]])
+    w = worst_dominance(lt.Task(2, 8, sigma_x=sx), 2, 0.1, 0.0, starts=3, seed=5)
+    rng = np.random.default_rng(5)
+    expected = []
+    for _ in range(3):
+        a = rng.uniform(-1, 2)
+        Z = rng.standard_normal((2, 2))
+        expected.append((a * np.linalg.inv(sx) + Z * rng.uniform(0.05, 1.0) / math.sqrt(2)).ravel())
+    assert w.quantity == "excess_ratio" and seen[0][0] is True
+    assert all(np.allclose(x, e, rtol=1e-14, atol=0) for x, e in zip(seen[0][1], expected, strict=True))
+    w = worst_dominance_spectral(8, math.inf, 2, 0.1, 0.0, starts=3, seed=5)
+    rng = np.random.default_rng(5)
+    assert w.quantity == "excess_ratio" and seen[1][0] is True
+    assert all(np.array_equal(x, rng.uniform(-0.5, 1.8, 4)) for x in seen[1][1]) and len(seen[1][1]) == 3

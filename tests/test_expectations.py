@@ -94,3 +94,32 @@ def test_compiled_gradient_is_transposed_rest_of_word():
     # treating B and B^T as separate letters: d/dB tr(B C Bt C) = (C Bt C)^T, d/dBt = (C B C)^T... rotated
     assert np.allclose(g[1], (Cm @ Bm.T @ Cm).T)
     assert np.allclose(g[2], (Cm @ Bm @ Cm).T)
+
+
+def test_evaluate_at_infinite_n_keeps_only_the_n0_terms():
+    """At n = inf every term with a power of 1/n vanishes, wherever it sits in the expansion:
+    E tr(S^3) -> tr(I) = d (S -> I), and a hand-made expansion 5 d / n + 2 d -> 2 d."""
+    import math
+
+    from looptheory.expectations import Expansion
+
+    e = Engine(ALPHA).expect([(1, [(0, 0, 0)])])
+    assert e.evaluate({(): 4}, math.inf) == 4
+    assert Expansion(ALPHA, {(1, ((),)): 5, (0, ((),)): 2}).evaluate({(): 3}, math.inf) == 6
+    assert Expansion(ALPHA, {(1, ((),)): 5, (0, ((),)): 2}).evaluate({(): 3}, 5) == 9
+
+
+def test_expansion_repr_lists_terms_by_power():
+    from looptheory.expectations import Expansion
+
+    e = Expansion(ALPHA, {(1, ((), (1,))): -2, (0, ((1, 3),)): 1})
+    assert repr(e) == "Expansion(+1 n^-0 tr(B C); -2 n^-1 tr(I) tr(B))"
+
+
+def test_zero_coefficient_terms_are_skipped_not_stopping():
+    """A term with coefficient 0 contributes nothing, wherever it stands in the input."""
+    want = dict(Engine(ALPHA).expect([(1, [(0, 0)])]))
+    for centred in (False, True):
+        got = Engine(ALPHA, centred=centred).expect([(0, [(0, 1, 0)]), (1, [(0, 0)])])
+        assert dict(got) == dict(Engine(ALPHA, centred=centred).expect([(1, [(0, 0)])]))
+    assert dict(Engine(ALPHA).expect([(0, [(0, 1, 0)]), (1, [(0, 0)])])) == want

@@ -30,6 +30,19 @@ def rational_task(rng, d, n, noise=F(1, 4)):
     return lt.Task(d, n, sx, sw, noise=noise)
 
 
+def test_u_with_every_entry_one_counts():
+    """The u part is taken whenever u has a non-zero entry: u = (1, 1) against the Isserlis
+    reference, exact and in float."""
+    rng = np.random.default_rng(7)
+    task = rational_task(rng, 2, 3)
+    A = rational_matrix(rng, 2)
+    u = np.array([F(1), F(1)], dtype=object)
+    ref = isserlis_loss(task, A, 2, u)
+    assert ref != isserlis_loss(task, A, 2)
+    assert population_loss(task, A, 2, u, exact=True) == ref
+    assert population_loss(task, A.astype(float), 2, np.ones(2)) == pytest.approx(float(ref), rel=1e-12)
+
+
 @pytest.mark.parametrize("d, n, loops", [(1, 1, 3), (1, 3, 4), (2, 1, 1), (2, 1, 2), (2, 2, 3), (2, 3, 3), (2, 2, 4), (2, 3, 4)])
 def test_exact_equals_isserlis_reference(d, n, loops):
     rng = np.random.default_rng(1000 * d + 10 * n + loops)
@@ -255,3 +268,36 @@ def test_gradient_against_exact_differences_of_the_isserlis_reference(loops):
         e[i] = h
         fd = (isserlis_loss(task, A, loops, u + e) - isserlis_loss(task, A, loops, u - e)) / (2 * h)
         assert gu[i] == pytest.approx(float(fd), rel=1e-5, abs=1e-9 * max(1.0, abs(float(fd))))
+
+
+def test_exact_fallback_gradient_against_exact_differences(monkeypatch):
+    """When no float route reaches RTOL (forced here with RTOL = 0) the loss and its gradient come
+    from exact rationals, rounded once. At loops = 1 the loss is a quadratic in A and in u, so a
+    central difference with step 1 of the exact loss (population_loss(exact=True), the value
+    route) is the exact gradient: the fallback's reverse-mode gradient must round to it."""
+    import looptheory.loss as LS
+
+    sx = np.array([[F(1), F(1, 4)], [F(1, 4), F(1, 2)]], dtype=object)
+    sw = np.array([[F(1, 2), F(0)], [F(0), F(1)]], dtype=object)
+    A = np.array([[F(1, 2), F(1, 8)], [F(-1, 4), F(3, 8)]], dtype=object)
+    u = np.array([F(1, 4), F(-1, 2)], dtype=object)
+    exact_task = lt.Task(2, 5, sx, sw, noise=F(1, 4))
+    float_task = lt.Task(2, 5, sx.astype(float), sw.astype(float), noise=0.25)
+
+    def f(A_, u_):
+        return population_loss(exact_task, A_, 1, u_, exact=True)
+
+    gA = np.empty((2, 2), dtype=object)
+    for i in range(2):
+        for j in range(2):
+            E = np.zeros((2, 2), dtype=object) + F(0)
+            E[i, j] = F(1)
+            gA[i, j] = (f(A + E, u) - f(A - E, u)) / 2
+    gu = np.array([(f(A, u + e) - f(A, u - e)) / 2 for e in (np.array([F(1), F(0)]), np.array([F(0), F(1)]))], dtype=object)
+    monkeypatch.setattr(LS, "RTOL", 0.0)
+    val, gA_f, gu_f = population_loss_grad(float_task, A.astype(float), 1, u.astype(float))
+    assert val.route == "exact" and float(val) == float(f(A, u))
+    assert np.array_equal(gA_f, gA.astype(float)) and np.array_equal(gu_f, gu.astype(float))
+    # one rounding of each exact entry: the bound is U ||grad||
+    U = 2.0**-53
+    assert val.grad_error == pytest.approx((U * np.linalg.norm(gA.astype(float)), U * np.linalg.norm(gu.astype(float))), rel=1e-12)

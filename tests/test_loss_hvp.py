@@ -130,6 +130,19 @@ def test_hvp_at_u_zero_keeps_the_u_block():
     assert population_loss_hvp(task, A, 2, np.zeros((3, 3)))[1].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_hvp_memory_guard_counts_the_u_part_when_du_is_given(monkeypatch):
+    """A direction in u brings in the u part, whose layout is larger (loops 1: 11 trie nodes
+    against 9, 6 arrays of nodes x d^2 doubles with the gradient): at a cap between the two
+    estimates the product in A alone runs and one with du is refused."""
+    d = 40
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(6 * 10 * d * d * 8))
+    task, A = lt.Task(d, 10), 0.1 * np.eye(d)
+    HA, Hu = population_loss_hvp(task, A, 1, np.eye(d))
+    assert HA.shape == (d, d)
+    with pytest.raises(ValueError, match="^task: population_loss_grad at d = 40, loops = 1"):
+        population_loss_hvp(task, A, 1, np.eye(d), du=np.ones(d))
+
+
 @pytest.mark.parametrize("call, exc, match", [
     (lambda t: population_loss_grad_route(t, np.eye(2), 5, route="centred"), ValueError, "route"),
     (lambda t: population_loss_grad_route(t, np.eye(2), 2, route="exact"), ValueError, "route"),

@@ -157,3 +157,16 @@ def test_high_orders_run():
 def test_validation(args, exc, name):
     with pytest.raises(exc, match=f"^{name}:"):
         trace_moments(*args)
+
+
+@pytest.mark.parametrize("kmax", [5, 20])
+def test_memory_guard_counts_at_least_the_moments_real_size(kmax, monkeypatch):
+    """The guard's estimate never undercounts: at a cap one byte below the size the moments
+    really take (the list, each Fraction and its two ints), the call is refused up front."""
+    import sys
+
+    m = trace_moments(kmax, 3, 2)
+    real = sys.getsizeof(m) + sum(sys.getsizeof(x) + sys.getsizeof(x.numerator) + sys.getsizeof(x.denominator) for x in m)
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(real - 1))
+    with pytest.raises(ValueError, match="^kmax:.*memory cap"):
+        moments.check_moment_cost(kmax, 3, 2)

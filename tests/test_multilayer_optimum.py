@@ -146,6 +146,39 @@ def test_one_layer_flow_is_the_looped_flow():
         lt.multilayer_gradient_flow(task, np.zeros((5, 2, 2)))
 
 
+def test_one_layer_flow_with_u_is_the_looped_flow_with_u():
+    """One untied layer is one loop: with u trained too (us0 given) the flow of A and u is the
+    looped model's, step for step."""
+    task = lt.Task(2, 8)
+    A0, u0 = np.array([[0.1, 0.05], [-0.02, 0.2]]), np.array([0.1, -0.2])
+    ml = lt.multilayer_gradient_flow(task, A0[None], us0=u0[None], t_max=2.0, rtol=1e-8)
+    lo = lt.gradient_flow(task, A0, 1, u0=u0, t_max=2.0, rtol=1e-8)
+    assert ml.status == lo.status == "t_max" and np.linalg.norm(lo.u_path[-1]) < 0.5 * np.linalg.norm(u0)
+    np.testing.assert_array_equal(ml.t, lo.t)
+    np.testing.assert_allclose(ml.u_path[:, 0], lo.u_path, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ml.path[:, 0], lo.path, rtol=1e-12, atol=1e-14)
+    assert ml.u_path.shape == (len(ml.t), 1, 2)
+    # the gradient norm counts u's gradient too: sqrt(|grad_A f|^2 + |grad_u f|^2) at the start
+    _, gA, gu = lt.population_loss_grad(task, A0, 1, u0)
+    for r in (ml, lo):
+        assert r.grad_norm[0] == pytest.approx(math.hypot(np.linalg.norm(gA), np.linalg.norm(gu)), rel=1e-12)
+
+
+def test_untied_flow_reads_exact_starts_as_floats():
+    """Exact (Fraction) As0 and us0 are read as floats, as gradient_flow reads A0: the same flow,
+    in floats, as from the float starts."""
+    task = lt.Task(2, 8)
+    As0 = np.array([[[F(1, 10), F(1, 20)], [F(-1, 50), F(1, 5)]]], dtype=object)
+    us0 = np.array([[F(1, 10), F(-1, 5)]], dtype=object)
+    ex = lt.multilayer_gradient_flow(task, As0, us0=us0, t_max=0.5, rtol=1e-8)
+    fl = lt.multilayer_gradient_flow(task, As0.astype(float), us0=us0.astype(float), t_max=0.5, rtol=1e-8)
+    assert ex.path.dtype == ex.u_path.dtype == ex.loss.dtype == float
+    np.testing.assert_array_equal(ex.t, fl.t)
+    np.testing.assert_array_equal(ex.path, fl.path)
+    np.testing.assert_array_equal(ex.u_path, fl.u_path)
+    np.testing.assert_array_equal(ex.loss, fl.loss)
+
+
 @pytest.mark.slow
 def test_untied_flow_decreases_to_the_searched_optimum():
     task = lt.Task(2, 8)

@@ -216,3 +216,20 @@ def test_scale_loss_against_monte_carlo(task, loops, gamma, seed):
     A = gamma * np.linalg.inv(np.asarray(task.sigma_x, float))
     mean, se = monte_carlo_loss(task, A, loops, samples=200_000, seed=seed)
     assert abs(scale_loss(task, loops, gamma) - mean) <= 4 * se
+
+
+@pytest.mark.parametrize("coeffs, roots", [
+    ([0, 0, -3, 1], [0, 2]),              # A' = 3 g (g - 2): roots on both ends of [0, 2]
+    ([0, -1, 1], [Fraction(1, 2)]),      # A' = 2 g - 1: a root exactly on the grid
+    ([0, -6, 0, 1], [math.sqrt(2)]),     # A' = 3 g^2 - 6: an irrational root
+    ([0, 3, -3, 1], [1]),                # A' = 3 (g - 1)^2: a double root, where A' touches 0
+])
+def test_critical_points_finds_every_root_of_the_derivative(coeffs, roots):
+    """The exact root finder behind optimal_scale: every real root of A' in [0, 2] (A given by its
+    integer coefficients, lowest first), each within one step of the grid 2^-bits."""
+    from looptheory import optimum as O
+
+    bits = 20
+    found = O._critical_points(coeffs, 0, 2 << bits, bits)
+    assert len(found) == len(roots)
+    assert all(abs(x / 2**bits - float(r)) <= 2.0**-bits for x, r in zip(found, roots))

@@ -42,7 +42,8 @@ def test_one_loop_closed_form_negative_control():
         return sp.expand(d - 2 * At.trace() + (n + d) / n * sum(a**2 for a in At))
 
     r = one_loop_optimum.check(**OLO, unit_loss=wrong)
-    assert not r.passed and "closed form" in r.detail
+    # caught, and nothing else fails: every other statement of the check holds
+    assert not r.passed and r.detail.split("; failures: ")[1] == "W = I loss differs from the closed form (d = 2)"
 
 
 def test_one_loop_general_minimiser_negative_controls():
@@ -56,6 +57,19 @@ def test_one_loop_general_minimiser_negative_controls():
     assert not r.passed and "gradient does not vanish" in r.detail
 
 
+def test_one_loop_non_symmetric_minimiser_negative_control():
+    """A wrong second moment with an extra tr(M) E_00 / n makes the general-prior loss's stationary
+    point n ((n + 1) W + tr(W) (I + E_00))^{-1} W (by hand: B Q = W with Q = E[S W S]), which does
+    not commute with W: stated as the minimiser, it matches the stationary point, and the check
+    must still report that it is not symmetric."""
+    E00 = sp.Matrix(2, 2, lambda i, j: int(i == j == 0))
+    wrong = lambda M: M + (M.T + M.trace() * sp.eye(2)) / n + M.trace() * E00 / n  # noqa: E731
+    matching = lambda W: n * ((n + 1) * W + W.trace() * (sp.eye(2) + E00)).inv() * W  # noqa: E731
+    r = one_loop_optimum.check(**OLO, second_moment=wrong, minimiser=matching)
+    assert not r.passed and "general-prior minimiser not symmetric (d = 2)" in r.detail
+    assert "stationary point differs from the stated minimiser" not in r.detail
+
+
 def test_one_loop_helpers():
     M, second, sms = one_loop_optimum.derived_second_moment(2)
     assert second == sp.eye(2)
@@ -64,6 +78,19 @@ def test_one_loop_helpers():
     w, x = sp.symbols("w x")
     assert one_loop_optimum._is_zero_matrix(sp.Matrix([[n / (n + w) - 1 + w / (n + w), 0]]))
     assert not one_loop_optimum._is_zero_matrix(sp.Matrix([[0, n / (n + w) - 1 + x / (n + w)]]))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_one_loop_stated_forms_equal_the_derivation(d):
+    """The stated closed forms against the Isserlis derivation, symbolically: the general-prior
+    loss, the engine's L = 1 expansion, the W = I loss, and the minimiser at W = I."""
+    O = one_loop_optimum
+    At, W = O.symbols_matrix("a", d), O.symbols_matrix("w", d, symmetric=True)
+    f = O.derived_loss(At, W)
+    assert sp.expand(f - O.general_loss_formula(At, W)) == 0
+    assert sp.expand(f - O.engine_loss_L1(At, W)) == 0
+    assert sp.expand(O.derived_loss(At, sp.eye(d)) - O.unit_prior_loss(At)) == 0
+    assert all(sp.simplify(e) == 0 for e in O.general_minimiser(sp.eye(d)) - n / (n + d + 1) * sp.eye(d))
 
 
 # --- fixed_point ---------------------------------------------------------------------------------
@@ -88,13 +115,51 @@ def test_fixed_point_wrong_moment_negative_control():
 
 
 def test_fixed_point_wrong_limit_and_root_negative_controls():
+    assert fixed_point.check(**SMALL).passed  # the stated limits and roots, on the small grid
     d = fixed_point.d
     limits = dict(fixed_point.C_LIMIT)
     limits[2] = (3 * d**2 + 8 * d + 8) / (3 * (d + 1))
     r = fixed_point.check(limits=limits, **SMALL)
-    assert not r.passed and "lim n(1 - gamma_L)" in r.detail
+    # the wrong limit at L = 2 is caught, and only it
+    failures = r.detail.split("; failures: ")[1].split("; ")
+    assert not r.passed and len(failures) == 1 and failures[0].startswith("L=2: lim n(1 - gamma_L)")
     r = fixed_point.check(root_shift=1e-6, **SMALL)
     assert not r.passed and "||grad f(gamma_L" in r.detail
+
+
+def test_fixed_point_reports_every_grid_point_without_a_unique_root():
+    """Moments m_1..m_4 = 2/25, 11/50, 1/2, 1 make phi_2'(gamma) / 4 = gamma^3 - 1.5 gamma^2 + 0.66 gamma - 0.08
+    = (gamma - 0.2)(gamma - 0.5)(gamma - 0.8) at every n and d (by hand): three real roots, reported
+    at each grid point, not only at the first."""
+    R = sp.Rational
+    m = list(fixed_point.moments(8))
+    m[1], m[2], m[3], m[4] = R(8, 100), R(22, 100), R(1, 2), sp.Integer(1)
+    r = fixed_point.check(m=m, loops=(1, 2), grid_d=(2,), grid_n=(1, 10), big_d=(10,), symbolic_loops=())
+    assert not r.passed
+    assert "phi_2' has 3 real roots at n=2, d=2" in r.detail and "phi_2' has 3 real roots at n=20, d=2" in r.detail
+
+
+def test_fixed_point_stated_limits_at_three_and_four_loops():
+    """lim n (1 - gamma_L) = C_LIMIT[L] (d symbolic) from the stationarity polynomial, for the two
+    loop counts the small grid of the other tests does not reach."""
+    m = fixed_point.moments(8)
+    for L in (3, 4):
+        ok, c = fixed_point.asymptotic_constant(fixed_point.stationarity(L, m), L)
+        assert ok and sp.cancel(c - fixed_point.C_LIMIT[L]) == 0
+
+
+def test_exact_loss_d2_with_a_general_prior():
+    """The engine-free d = 2 loss (sigma_x = I, a general sigma_w) against the exact engine."""
+    from fractions import Fraction as F
+
+    import looptheory as lt
+
+    sw = np.array([[F(1), F(-1, 3)], [F(-1, 3), F(3, 2)]], dtype=object)
+    A = np.array([[F(1, 2), F(1, 5)], [F(-1, 4), F(2, 3)]], dtype=object)
+    task = lt.Task(2, 5, np.eye(2, dtype=object) * F(1), sw)
+    for L in (1, 2):
+        poly = fixed_point.exact_loss_d2(L, W=gradient_formula.SIGMA_W)
+        assert poly(A[0, 0], A[0, 1], A[1, 0], A[1, 1], 0, 0, sp.Rational(1, 5)) == lt.population_loss(task, A, L, exact=True)
 
 
 def test_fixed_point_symbolic_identity_helper():

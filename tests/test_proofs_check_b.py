@@ -71,6 +71,66 @@ def test_dominance_exact_helpers():
     assert not dominance_infinite_n.tangent_identity_holds(3, h=lambda x, p: x**p - 2 - p * (x - 1))
 
 
+def test_dominance_constant_and_thresholds_fast_parts():
+    """The pieces of the check that decide the 1/16 threshold, on their own: the derived constant
+    equals the stated 4 L^2 d^{-(L-1)/L}; at L = 2 it equals 1/16 at d = (64 L^2)^{L/(L-1)} =
+    256^2 = 65536, so 65537 is the first d below 1/16; for every L = 1 + m > 1 the constant
+    equals 1/16 at the threshold and falls with d."""
+    assert dominance_infinite_n.derived_constant_gap()[1] == 0
+    assert dominance_infinite_n.threshold_failure(2) == (None, 65537)
+    on_boundary, slope = dominance_infinite_n.general_threshold()
+    assert on_boundary == 0 and slope.is_negative
+    # a constant 4 x too small moves the threshold: caught by the solve
+    wrong = lambda L, d: L**2 * d ** (-(L - 1) / sp.sympify(L))  # noqa: E731
+    assert dominance_infinite_n.threshold_failure(2, constant=wrong)[0].startswith("L = 2: solve gives")
+
+
+def test_dominance_sharpness_at_two_by_two():
+    """At d = L = 2: f = 2 t^4 and ||grad f||^2 = 32 t^6 at A = (1 - t) I give the ratio
+    16 / sqrt(2) = 4 L^2 d^{-(L-1)/L}, and a diagonal A off the scalar line goes strictly above;
+    a constant 4 x too small is caught there."""
+    assert dominance_infinite_n.sharpness_failures(cells=((2, 2),)) == []
+    wrong = lambda L, d: L**2 * d ** (-(L - 1) / sp.sympify(L))  # noqa: E731
+    assert dominance_infinite_n.sharpness_failures(wrong, cells=((2, 2),))[0].startswith("ratio at aI, (d, L) = (2, 2)")
+    # strictness: at diag(-3/7, 2/7) (1 - a = 10/7, 5/7) the ratio 16 (10^6 + 5^6) 7^-6 / ((10^4 + 5^4) 7^-4)^{3/2}
+    # = 14.84 lies below a claimed constant 16, which the strictness step must report
+    ratio = 16 * sp.Rational(10**6 + 5**6, 7**6) / sp.Rational(10**4 + 5**4, 7**4) ** sp.Rational(3, 2)
+    assert 14.8 < ratio < 14.9
+    fails = dominance_infinite_n.sharpness_failures(lambda L, d: sp.Integer(16), cells=((2, 2),))
+    assert any(f.startswith("not strictly above the constant at diag(-3/7, 2/7), (2, 2)") for f in fails), fails
+
+
+def test_dominance_convexity_certificate_values():
+    """h(x) = x^p - 1 - p (x - 1) with p = (2L - 1)/L, L = 1 + m: h(1) = h'(1) = 0, h'' > 0, and
+    h(0) = p - 1 = m / (1 + m) (by hand)."""
+    m = sp.Symbol("m", positive=True)
+    h1, dh1, h2pos, h0 = dominance_infinite_n.convexity_certificate()
+    assert h1 == 0 and dh1 == 0 and h2pos is True and sp.simplify(h0 - m / (1 + m)) == 0
+
+
+def test_chen_scalar_chain():
+    """log(1 - x) <= -x on [0, 1), hence (1 - 1/kappa)^L <= exp(-L/kappa) <= exp(-L/(2 kappa)), the
+    reported rate, which is looser by the factor exp(L/(2 kappa))."""
+    L, kappa = sp.symbols("L kappa", positive=True)
+    log_ok, rate_ok, factor = chen_contraction.scalar_chain()
+    assert log_ok and rate_ok and sp.simplify(factor - sp.exp(L / (2 * kappa))) == 0
+    assert not chen_contraction.scalar_chain(log_rhs=lambda x: -2 * x)[0]  # log(1 - x) <= -2x is false
+
+
+def test_dominance_numeric_cross_check():
+    """looptheory.dominance_ratio against the n = inf closed forms (diagonal A, scalar A, and
+    I - 0.7 J_3, whose ratio is 8): every relative error below 1e-9."""
+    bad, errs = dominance_infinite_n.numeric_cross_check()
+    assert bad == [] and len(errs) == 7 and max(e[3] for e in errs) < 1e-9
+
+
+def test_chen_numeric_chain_on_random_prompts():
+    """GD on Gaussian prompts: the tight rate (1 - 1/kappa)^L is attained along v_min and never
+    exceeded, and it lies below exp(-L/kappa) and the reported exp(-L/(2 kappa))."""
+    fails, rows = chen_contraction.numeric_chain()
+    assert fails == [] and len(rows) == 32
+
+
 def test_dominance_d2_certificate_negative():
     assert dominance_infinite_n.d2_certificate(3)
     assert not dominance_infinite_n.d2_certificate(3, d_power=1)  # 2^{L-2}: the inequality is false

@@ -218,6 +218,11 @@ def test_sample_statistics_reject_bad_input():
         T.sample_statistics(lt.Task(2, 4), 0, 0)
     with pytest.raises(ValueError, match="task"):
         T.sample_statistics(lt.Task(2, 10**20), 3, 0)
+    # the chi-square degrees of freedom are floats, exact up to n = 2^53: that n is drawn, one more refused
+    G, _, _ = T.sample_statistics(lt.Task(2, 2**53), 3, 0)
+    assert G.shape == (3, 3, 3) and np.all(np.isfinite(G))
+    with pytest.raises(ValueError, match="^task: sample_statistics needs n <= 2"):
+        T.sample_statistics(lt.Task(2, 2**53 + 1), 3, 0)
     with pytest.raises(ValueError, match="sampling"):
         T.train(lt.Task(2, 4), steps=2, batch=4, sampling="bartlett", progress=False)
 
@@ -385,6 +390,12 @@ def test_fix_scale_recovers_the_sparse_form_and_keeps_predictions():
     np.testing.assert_allclose(T.predict({"P": Pf, "Q": Qf}, "full", Z, 3), T.predict(full, "full", Z, 3), rtol=1e-10)
     with pytest.raises(ValueError, match="P"):
         T.fix_scale(np.zeros((4, 4)), np.eye(4))
+    # d = 1 (2 x 2 weights), by hand: c = 1/4, so P' = P/4 and Q' = 4 Q
+    P2, Q2, parts = T.fix_scale(np.array([[0.0, 0.0], [2.0, 4.0]]), np.array([[0.5, 0.0], [0.0, 0.0]]))
+    assert parts["A"].tolist() == [[2.0]] and parts["u"].tolist() == [0.5] and parts["c"] == 0.25
+    assert P2.tolist() == [[0.0, 0.0], [0.5, 1.0]] and Q2.tolist() == [[2.0, 0.0], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="^P: expected a square"):
+        T.fix_scale(np.ones((1, 1)), np.ones((1, 1)))
 
 
 def test_clip_caps_each_step():
@@ -453,3 +464,113 @@ def test_acceptance_sparse_model_lands_within_1e_2_of_the_exact_optimum():
     assert e.evidence["models"][0]["source"] == "trained in this run"
     assert e.evidence["rel_distance"] <= 1e-2, e.summary
     assert e.evidence["f_trained_exact"] - e.evidence["f_star"] < 1e-3 * e.evidence["f_star"]
+
+
+def test_weights_memory_guard_counts_five_float64_copies(monkeypatch):
+    """The guard on the weights counts 5 copies (weights, two optimizer moments, last iterate,
+    tail average) of 8 bytes per entry: the sparse model at d = 10 has d^2 + d = 110 entries."""
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * 110 * 8))
+    T.init_params("sparse", 10, 3, np.random.default_rng(0))
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * 110 * 8 - 1))
+    with pytest.raises(ValueError, match="^d: the sparse model's weights"):
+        T.init_params("sparse", 10, 3, np.random.default_rng(0))
+    # one layer of the multilayer sparse model fits, three do not: the loop count is to blame
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", str(5 * 110 * 8))
+    with pytest.raises(ValueError, match="^loops: the multilayer_sparse model's weights"):
+        T.init_params("multilayer_sparse", 10, 3, np.random.default_rng(0))
+
+
+def test_gd_route_is_not_refused_for_the_layer_caches_it_does_not_keep(monkeypatch):
+    """The sparse model's GD route keeps d x d statistics per prompt, not the layers' copies of
+    whole prompts that backpropagation through the layers caches: at n = 1000 it runs under a
+    1 MB cap (its traced peak is a small part of it), where method="layers" is refused."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    Z, y_q = rng.standard_normal((4, 3, 1001)), rng.standard_normal(4)
+    params = T.init_params("sparse", 2, 3, rng)
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "1M")
+    tracemalloc.start()
+    try:
+        T.batch_loss_grad(params, "sparse", Z, y_q, 3, method="gd")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20 / 2
+    with pytest.raises(ValueError, match="^(loops|Z):"):
+        T.batch_loss_grad(params, "sparse", Z, y_q, 3, method="layers")
+
+
+def test_method_chooses_the_derivation(monkeypatch):
+    """docs: "auto" is the GD form for the sparse models and the Gram form otherwise; "gram" and
+    "layers" are what they say (the three agree numerically, so the choice is seen by spying)."""
+    calls = []
+    real = T._sparse_loss_grad
+    monkeypatch.setattr(T, "_sparse_loss_grad", lambda *a: calls.append("gd") or real(*a))
+    rng = np.random.default_rng(2)
+    Z, y_q = rng.standard_normal((3, 3, 5)), rng.standard_normal(3)
+    params = T.init_params("sparse", 2, 2, rng)
+    for method, gd in (("auto", True), ("gd", True), ("gram", False), ("layers", False)):
+        calls.clear()
+        T.batch_loss_grad(params, "sparse", Z, y_q, 2, method=method)
+        assert calls == (["gd"] if gd else []), method
+
+
+def test_checkpoint_keeps_the_last_iterate_apart_from_the_tail_average(tmp_path):
+    """With tail averaging the returned weights are an average and training resumes from the
+    last iterate: the checkpoint must give back that iterate, not the average."""
+    r = T.train(lt.Task(2, 4), "sparse", 2, steps=10, batch=16, seed=0, average=0.5, progress=False)
+    back = T.load_checkpoint(T.save_checkpoint(tmp_path / "averaged", r))
+    for k in ("A", "u"):
+        np.testing.assert_array_equal(back.state["last"][k], r.state["last"][k])
+        np.testing.assert_array_equal(back.params[k], r.params[k])
+    assert not np.array_equal(back.state["last"]["A"], back.params["A"])
+
+
+def test_adam_steps_follow_kingma_and_ba():
+    """Adam (Kingma and Ba 2015, Algorithm 1; beta1 = 0.9, beta2 = 0.999, eps = 1e-8), recomputed
+    here on the run's own minibatches (train draws them from default_rng(seed) when init is
+    given): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, and the step lr m^ / (sqrt(v^) + eps)
+    with the bias corrections m^ = m / (1 - b1^t), v^ = v / (1 - b2^t)."""
+    task = lt.Task(2, 5)
+    init = T.init_params("sparse", 2, 2, np.random.default_rng(0), scale=0.5)
+    res = T.train(task, "sparse", 2, steps=3, batch=16, lr=1e-2, seed=7, init=init, sampling="prompts", progress=False)
+    rng = np.random.default_rng(7)
+    p = {k: v.copy() for k, v in init.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(x) for k, x in p.items()}
+    losses = []
+    for t in (1, 2, 3):
+        X, y, x_q, y_q, _ = task.sample(16, rng)
+        loss, g = T.batch_loss_grad(p, "sparse", lt.make_prompt(X, y, x_q), y_q, 2)
+        losses.append(loss)
+        for k in p:
+            m[k] = 0.9 * m[k] + 0.1 * g[k]
+            v[k] = 0.999 * v[k] + 0.001 * g[k] ** 2
+            p[k] = p[k] - 1e-2 * (m[k] / (1 - 0.9**t)) / (np.sqrt(v[k] / (1 - 0.999**t)) + 1e-8)
+    assert np.allclose(res.history, losses, rtol=1e-12, atol=0)
+    for k in p:
+        assert np.allclose(res.params[k], p[k], rtol=1e-12, atol=1e-15), k
+
+
+def test_gd_step_memory_counts_every_loop(monkeypatch):
+    """The GD route caches r_l, a d-vector per prompt, at every loop, and per loop a few small
+    arrays (the layer's weights and gradients: traced, 100 loops at batch 1 and d = 1 take about
+    46 kB). So at 1000 prompts (d = 2) a 600 kB cap holds one loop and not 50, and 100 loops at
+    batch 1 do not fit in 4 kB: refused up front, the loop count blamed."""
+    rng = np.random.default_rng(0)
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "600000")
+    Z, y_q = rng.standard_normal((1000, 3, 4)), rng.standard_normal(1000)
+    T.batch_loss_grad(T.init_params("sparse", 2, 1, rng), "sparse", Z, y_q, 1, method="gd")
+    with pytest.raises(ValueError, match="^loops: a gradient step of the sparse model on 1000 prompts"):
+        T.batch_loss_grad(T.init_params("sparse", 2, 50, rng), "sparse", Z, y_q, 50, method="gd")
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "4000")
+    Z, y_q = rng.standard_normal((1, 2, 4)), rng.standard_normal(1)
+    with pytest.raises(ValueError, match="^loops: a gradient step of the sparse model on 1 prompts"):
+        T.batch_loss_grad(T.init_params("sparse", 1, 100, rng), "sparse", Z, y_q, 100, method="gd")
+
+
+def test_sample_statistics_memory_guard_names_batch(monkeypatch):
+    monkeypatch.setenv("LOOPTHEORY_MEMORY_CAP", "1K")
+    with pytest.raises(ValueError, match="^batch: sample_statistics of 1000 prompts at d = 2"):
+        T.sample_statistics(lt.Task(2, 4), 1000, 0)
