@@ -22,7 +22,7 @@ import numpy as np
 
 from .loss import population_loss
 from .multilayer import multilayer_population_loss, multilayer_population_loss_grad
-from .multilayer_optimum import certified_loss, optimal_multilayer, optimal_schedule, untied_scaling
+from .multilayer_optimum import certainly_above, certified_loss, optimal_multilayer, optimal_schedule, untied_scaling
 from .optimum import CONVERGED_TOL, optimal_preconditioner, optimal_scale, scaled_gradient_norm
 from .record import Outcome
 from .task import Task
@@ -170,10 +170,6 @@ def _untied_region(quick: bool) -> dict:
 _CELLS: dict = {}
 
 
-def _no_worse(f, ref):
-    return bool(f - ref <= f.error + ref.error)
-
-
 def untied_cells(params) -> list:
     """One row per declared cell: the blind looped and untied optima and the exact schedule."""
     key = (tuple(map(tuple, params["cells (d, layers, n)"])), params["starts"])
@@ -185,20 +181,21 @@ def untied_cells(params) -> list:
         inv = np.linalg.inv(np.asarray(task.sigma_x, dtype=float))
         lo = optimal_preconditioner(task, L, starts=params["starts"], seed=k, with_u=False)
         f_scalar = population_loss(task, optimal_scale(task, L) * inv, L)
-        lo_ok = lo.converged and _no_worse(lo.loss, f_scalar)
+        lo_ok = lo.converged and not certainly_above(lo.loss, f_scalar)
         un = optimal_multilayer(task, L, starts=params["starts"], seed=k, inits=[np.stack([lo.A] * L)])
         sch = optimal_schedule(task, L)
         f_sch = certified_loss(sch.loss)
-        un_ok = un.converged and _no_worse(un.loss, lo.loss) and _no_worse(un.loss, f_sch)
+        # converged already means no worse than the schedule (optimal_multilayer checks it)
+        un_ok = un.converged and not certainly_above(un.loss, lo.loss)
         rows.append({
             "d": d, "layers": L, "n": n, "f*_looped": float(lo.loss), "f*_untied": float(un.loss), "f*_schedule": float(sch.loss),
             "f*_looped error": lo.loss.error, "f*_untied error": un.loss.error,
             "looped/untied": float(lo.loss) / float(un.loss),
             "schedule gap (f_sched - f*_untied)/f*_untied": (float(sch.loss) - float(un.loss)) / float(un.loss),
             "schedule beaten by (f_sched - f*_untied)/f_sched": (float(sch.loss) - float(un.loss)) / float(sch.loss),
-            "beaten beyond the error bounds": bool(float(sch.loss) - float(un.loss) > un.loss.error + f_sch.error),
+            "beaten beyond the error bounds": certainly_above(f_sch, un.loss),
             "schedule a": list(sch.a), "looped converged": lo_ok, "untied converged": un_ok,
-            "looped optimiser": lo.status + ("" if _no_worse(lo.loss, f_scalar) else "; worse than γ_L Σx⁻¹"),
+            "looped optimiser": lo.status + ("" if not certainly_above(lo.loss, f_scalar) else "; worse than γ_L Σx⁻¹"),
             "untied optimiser": un.status + ("" if un_ok or not un.converged else "; worse than a feasible candidate"),
             "untied scaled gradient": un.scaled_grad_norm,
         })

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import sympy as sp
 
 import looptheory as lt
 from looptheory.diagnostics import taylor_test
@@ -50,17 +51,11 @@ def _second_derivative_exact(task, A, u, v, loops, degree):
         At = np.array([[A[i][j] + t * v[0][i][j] for j in range(d)] for i in range(d)], dtype=object)
         ut = np.array([u[i] + t * v[1][i] for i in range(d)], dtype=object)
         vals.append(lt.population_loss(task, At, loops, ut, exact=True))
-    # Vandermonde solve in rationals; only the t^2 coefficient is needed
-    k = len(ts)
-    rows = [[t**p for p in range(k)] + [y] for t, y in zip(ts, vals)]
-    for c in range(k):
-        piv = next(r for r in range(c, k) if rows[r][c] != 0)
-        rows[c], rows[piv] = rows[piv], rows[c]
-        for r in range(k):
-            if r != c and rows[r][c] != 0:
-                q = rows[r][c] / rows[c][c]
-                rows[r] = [a - q * b for a, b in zip(rows[r], rows[c])]
-    return 2 * rows[2][k] / rows[2][2]
+    # the Vandermonde system in exact rationals (SymPy); only the t^2 coefficient is needed
+    rat = lambda x: sp.Rational(x.numerator, x.denominator)  # noqa: E731
+    V = sp.Matrix([[rat(t) ** p for p in range(len(ts))] for t in ts])
+    c2 = V.LUsolve(sp.Matrix([rat(F(y)) for y in vals]))[2]
+    return F(int(c2.p), int(c2.q)) * 2
 
 
 def test_hvp_against_exact_rationals():
