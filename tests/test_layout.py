@@ -288,3 +288,50 @@ def test_split_product_is_correctly_bounded(d, cond):
     ex = fr(C) + fr(sign)[:, None] * fr(X).dot(fr(sx))
     assert np.all(np.abs(fr(M) - ex) <= fr(err))
     assert np.all(np.abs(fr(M) - ex) <= F(2.0**-52) * np.abs(ex) + F(1e-300))
+
+
+def walked_additions(comp):
+    """Per word f, the most additions any product meets on its way into df/dt_f, found by
+    walking the sums of CompiledExpansion._poly one by one in their order (rows of the x side,
+    the rest side's columns, children into their parent level by level, the bincounts into the
+    words): a sum of k numbers from zero rounds k - 1 times, the i-th number (i >= 1) k - i
+    times. A slow reference for the count behind each word's gamma (its docstring's rules)."""
+
+    def seq(counts):  # the count of the result of a sequential sum from zero
+        k = len(counts)
+        return max((c + k - max(i, 1) for i, c in enumerate(counts)), default=0)
+
+    nw, nJ = comp.n_words, comp.n_rests
+    ptr = comp._row_ptr
+    rows = [seq([0] * (ptr[r + 1] - ptr[r])) for r in range(len(comp._row_x))]
+    by_word = {}
+    for r, f in enumerate(comp._row_x.tolist()):
+        by_word.setdefault(f, []).append(rows[r])
+    row_part = {f: seq(cs) for f, cs in by_word.items()}
+    adj = [seq([0] * int(k)) for k in np.diff(comp._col_ptr)]  # the column pass, per rest
+    children = {}
+    for j in range(1, nJ):
+        children.setdefault(int(comp._rest_parent[j]), []).append(j)
+    for j in sorted(children, key=lambda j: -comp._rest_depth[j]):  # deepest parents first
+        adj[j] = seq([adj[j], seq([adj[c] for c in children[j]])])
+    rest_in = {}
+    for j in range(1, nJ):
+        rest_in.setdefault(int(comp._rest_x[j]), []).append(adj[j])
+    out = np.zeros(nw, dtype=np.int64)
+    for f in range(nw):
+        parts = [row_part.get(f), seq(rest_in[f]) if f in rest_in else None]
+        parts = [p for p in parts if p is not None]
+        out[f] = seq(parts) if nJ > 1 and f in row_part else max(parts, default=0)
+    return out
+
+
+@pytest.mark.parametrize("loops, form", [(3, "S"), (4, "centred"), (6, "S")])
+def test_path_additions_cover_a_walk_of_the_sums(loops, form):
+    """The rounding count of each word's df/dt bound (_path_additions) covers every product's
+    path, walked sum by sum; and it is the walk's own maximum to one addition (the count adds
+    the final addition of the rests' share for every word), not a loose cover."""
+    comp = LS._compiled(loops, S_PARTS if form == "S" else C_PARTS)
+    walked = walked_additions(comp)
+    counted = comp._path_additions()
+    assert np.all(counted >= walked)
+    assert walked.max() <= counted.max() <= walked.max() + 1
