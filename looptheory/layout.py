@@ -17,8 +17,8 @@ layout evaluates it in three stages.
 2. The polynomial. Each monomial is written t_x Pi_j: one factor x (its rarest word) times the
    product Pi_j of the others, the "rest", a node of a second trie (1 975 rests at loops = 6
    for 73 029 monomials). The sums over monomials and the adjoints are sparse matrix products
-   (scipy.sparse), with rows of at most _CHUNK monomials so that every sum has a known number
-   of roundings; one matrix per side holds |w| with the sign of w in the column index, so the
+   (scipy.sparse), with rows of at most _CHUNK monomials (_COL_CHUNK on the rests' side, whose
+   rows are then summed per rest) so that every sum has a known number of roundings; one matrix per side holds |w| with the sign of w in the column index, so the
    value's pass and the bound's passes read the same matrix (CompiledExpansion._weights). The
    weights, the same on every call for one (n, d, scales), are cached.
 3. Reverse mode. d tr(P Q)/dP = Q^T = R and d/dR = P give the nodes' adjoints, one GEMM per
@@ -60,6 +60,10 @@ from .compensated import gamma
 
 #: Monomials per row of the sparse sums (a sum of at most this many products per row).
 _CHUNK = 8
+#: Monomials per row of the rest side's sums (a rest's monomials are summed in rows of at most
+#: this many, then the rows' sums per rest: about 2 sqrt(c) roundings for c monomials instead of
+#: c, 130 instead of 4 313 for the largest rest at loops = 6; the bound on df/dt counts them).
+_COL_CHUNK = 64
 #: Up to this d the traces are one Frobenius GEMM with inner dimension d^2 (error gamma_{d^2});
 #: above it d GEMMs of inner dimension d and a sum (error gamma_{2d}).
 _FLAT_D = 16
@@ -507,10 +511,20 @@ class CompiledExpansion:
         else:
             self._row_ptr = np.zeros(1, dtype=np.int64)
         self._row_x = lx[self._row_ptr[:-1]]
-        # the rest-side sums: monomials ordered by rest
+        # the rest-side sums: monomials ordered by rest, in rows of at most _COL_CHUNK, and
+        # the rest of each row (its sum is added into the rest's by `_rest_sums`)
         self._jperm = np.lexsort((lx, lj))
-        self._col_ptr = np.concatenate([[0], np.cumsum(np.bincount(lj, minlength=self.n_rests))])
         self._col_x = lx[self._jperm]
+        if nm:
+            js = lj[self._jperm]
+            newrow = np.ones(nm, dtype=bool)
+            newrow[1:] = js[1:] != js[:-1]
+            run_start = np.maximum.accumulate(np.where(newrow, np.arange(nm), 0))
+            newrow |= (np.arange(nm) - run_start) % _COL_CHUNK == 0
+            self._col_ptr = np.append(np.flatnonzero(newrow), nm)
+        else:
+            self._col_ptr = np.zeros(1, dtype=np.int64)
+        self._col_rest = lj[self._jperm][self._col_ptr[:-1]]
         # terms
         self.coef = a["term_coef"]
         self.power = a["term_power"]
@@ -539,19 +553,22 @@ class CompiledExpansion:
         - through the rows of f: at most _CHUNK - 1 in a row, rows_f - 1 in the bincount over
           the rows, 1 for adding the rests' share;
         - through a rest j whose factor is f: D(j) in j's adjoint, n_f - 1 in the bincount over
-          the n_f rests with factor f, 1 for adding it into df/dt_f; where D(j) is c_j - 1 for
-          the c_j monomials of rest j summed by the column pass, + 1 for adding its children's
-          sum, and for a product from below, D(child) + k_j - 1 + 1 (the bincount over j's k_j
+          the n_f rests with factor f, 1 for adding it into df/dt_f; where D(j) is, for the c_j
+          monomials of rest j, min(c_j, _COL_CHUNK) - 1 in a row of the column pass and
+          ceil(c_j / _COL_CHUNK) - 1 in the sum of j's rows, + 1 for adding its children's sum,
+          and for a product from below, D(child) + k_j - 1 + 1 (the bincount over j's k_j
           children, then the addition into j).
         (The count used before was the word's number of uses plus _CHUNK, 62 000 for the most
-        used word at loops = 6; the most additions on one path there are 4 324.)"""
+        used word at loops = 6, with the rests' monomials summed in one row each; the most
+        additions on one path there are now 255.)"""
         nw, nJ = self.n_words, self.n_rests
         rows = np.bincount(self._row_x, minlength=nw + 1)[:nw]
         count = np.where(rows > 0, _CHUNK - 1 + rows, 0)
         if nJ > 1:
             cj = np.bincount(self._leaf_j, minlength=nJ)
             kids = np.bincount(self._rest_parent[1:], minlength=nJ)
-            D = np.maximum(cj - 1, 0) + (kids > 0)
+            rows_j = -(-cj // _COL_CHUNK)
+            D = np.maximum(np.minimum(cj, _COL_CHUNK) - 1, 0) + np.maximum(rows_j - 1, 0) + (kids > 0)
             for _, lo, hi, par, _ in reversed(self._rest_levels):
                 np.maximum.at(D, par, D[lo:hi] + kids[par])
             xs = self._rest_x[1:]
@@ -677,7 +694,7 @@ class CompiledExpansion:
             return sparse.csr_matrix((v, self._leaf_j, self._row_ptr), shape=(len(self._row_x), self.n_rests))
 
         def cols(v):
-            return sparse.csr_matrix((v[self._jperm], self._col_x, self._col_ptr), shape=(self.n_rests, self.n_words + 1))
+            return sparse.csr_matrix((v[self._jperm], self._col_x, self._col_ptr), shape=(len(self._col_rest), self.n_words + 1))
 
         # b = beta a + b' with b' >= 0 (zero when a monomial's term weights share one sign, as
         # in every loss: their float sums of |wt| and of wt are then equal): beta a H joins the
@@ -695,7 +712,7 @@ class CompiledExpansion:
         out = {"w": w, "beta": beta,
                "RA": sparse.csr_matrix((a, 2 * self._leaf_j + neg, self._row_ptr), shape=(len(self._row_x), 2 * self.n_rests)),
                "CA": sparse.csr_matrix((a[self._jperm], 2 * self._col_x + neg[self._jperm], self._col_ptr),
-                                       shape=(self.n_rests, 2 * (self.n_words + 1))),
+                                       shape=(len(self._col_rest), 2 * (self.n_words + 1))),
                "Bp": rows(bp) if mixed else None, "Bpt": cols(bp) if mixed else None}
         self._weights_cache[key] = out
         if len(self._weights_cache) > _WEIGHT_CACHE:
@@ -996,7 +1013,7 @@ class CompiledExpansion:
             if not need_grad:
                 return value, None, None, None
             dt = _bincount(rx, y, nw + 1)
-            APi = W["CA"] @ _signed(t)
+            APi = self._rest_sums(W["CA"] @ _signed(t))
             for plo, lo, hi_, par, x in reversed(self._rest_levels):
                 APi[plo:lo] += _bincount(par - plo, APi[lo:hi_] * t[x], lo - plo)
             if nJ > 1:
@@ -1032,12 +1049,12 @@ class CompiledExpansion:
         # At e + Bt hi + R At hi, carried up the rests' trie together
         A3 = np.empty((3, nJ))  # value, absolute polynomial, bound
         CA = W["CA"]
-        A3[0] = CA @ _signed(t)
-        A3[1] = CA @ np.repeat(hi, 2)
-        A3[2] = CA @ np.repeat(et, 2)
+        A3[0] = self._rest_sums(CA @ _signed(t))
+        A3[1] = self._rest_sums(CA @ np.repeat(hi, 2))
+        A3[2] = self._rest_sums(CA @ np.repeat(et, 2))
         A3[2] += (R + beta) * A3[1]
         if W["Bpt"] is not None:
-            A3[2] += W["Bpt"] @ hi
+            A3[2] += self._rest_sums(W["Bpt"] @ hi)
         if nJ > 1:
             T3 = np.stack([t, hi, hi])
             for plo, lo, hi_, idx3, x, m in self._rest_back:
@@ -1049,6 +1066,10 @@ class CompiledExpansion:
         # edt is a bound computed in float: its own rounding (relative 1e-12 or less, all terms
         # non-negative) is covered by the factor 1.01 on the letters' bounds (_backward)
         return value, err, dt, edt
+
+    def _rest_sums(self, rows):
+        """Per rest, the sum of its rows' sums (the rest side's rows of _COL_CHUNK monomials)."""
+        return _bincount(self._col_rest, rows, self.n_rests)
 
     # --- stage 3: reverse mode -------------------------------------------------------------------
 

@@ -293,7 +293,7 @@ def test_split_product_is_correctly_bounded(d, cond):
 def walked_additions(comp):
     """Per word f, the most additions any product meets on its way into df/dt_f, found by
     walking the sums of CompiledExpansion._poly one by one in their order (rows of the x side,
-    the rest side's columns, children into their parent level by level, the bincounts into the
+    the rest side's rows and their sums per rest, children into their parent level by level, the bincounts into the
     words): a sum of k numbers from zero rounds k - 1 times, the i-th number (i >= 1) k - i
     times. A slow reference for the count behind each word's gamma (its docstring's rules)."""
 
@@ -308,7 +308,12 @@ def walked_additions(comp):
     for r, f in enumerate(comp._row_x.tolist()):
         by_word.setdefault(f, []).append(rows[r])
     row_part = {f: seq(cs) for f, cs in by_word.items()}
-    adj = [seq([0] * int(k)) for k in np.diff(comp._col_ptr)]  # the column pass, per rest
+    adj = [0] * nJ  # the column pass: rows of the rests' monomials, then per rest its rows
+    rest_rows = {}
+    for r, j in enumerate(comp._col_rest.tolist()):
+        rest_rows.setdefault(j, []).append(seq([0] * int(comp._col_ptr[r + 1] - comp._col_ptr[r])))
+    for j, cs in rest_rows.items():
+        adj[j] = seq(cs)
     children = {}
     for j in range(1, nJ):
         children.setdefault(int(comp._rest_parent[j]), []).append(j)
