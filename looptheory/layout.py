@@ -95,6 +95,18 @@ def _bincount(idx, weights, minlength):
     return np.bincount(idx, weights=weights, minlength=minlength)
 
 
+def _cut_rows(keys, chunk):
+    """Row pointers of a sorted key sequence: runs of equal keys, cut every `chunk` items."""
+    m = len(keys)
+    if not m:
+        return np.zeros(1, dtype=np.int64)
+    newrow = np.ones(m, dtype=bool)
+    newrow[1:] = keys[1:] != keys[:-1]
+    run_start = np.maximum.accumulate(np.where(newrow, np.arange(m), 0))
+    newrow |= (np.arange(m) - run_start) % chunk == 0
+    return np.append(np.flatnonzero(newrow), m)
+
+
 # --- building --------------------------------------------------------------------------------
 
 
@@ -502,28 +514,13 @@ class CompiledExpansion:
         self.n_monomials = nm = len(lx)
         self._leaf_x, self._leaf_j = lx, lj
         # rows of the x-side sums: runs of equal x, cut every _CHUNK monomials
-        if nm:
-            newrow = np.ones(nm, dtype=bool)
-            newrow[1:] = lx[1:] != lx[:-1]
-            run_start = np.maximum.accumulate(np.where(newrow, np.arange(nm), 0))
-            newrow |= (np.arange(nm) - run_start) % _CHUNK == 0
-            self._row_ptr = np.append(np.flatnonzero(newrow), nm)
-        else:
-            self._row_ptr = np.zeros(1, dtype=np.int64)
+        self._row_ptr = _cut_rows(lx, _CHUNK)
         self._row_x = lx[self._row_ptr[:-1]]
         # the rest-side sums: monomials ordered by rest, in rows of at most _COL_CHUNK, and
         # the rest of each row (its sum is added into the rest's by `_rest_sums`)
         self._jperm = np.lexsort((lx, lj))
         self._col_x = lx[self._jperm]
-        if nm:
-            js = lj[self._jperm]
-            newrow = np.ones(nm, dtype=bool)
-            newrow[1:] = js[1:] != js[:-1]
-            run_start = np.maximum.accumulate(np.where(newrow, np.arange(nm), 0))
-            newrow |= (np.arange(nm) - run_start) % _COL_CHUNK == 0
-            self._col_ptr = np.append(np.flatnonzero(newrow), nm)
-        else:
-            self._col_ptr = np.zeros(1, dtype=np.int64)
+        self._col_ptr = _cut_rows(lj[self._jperm], _COL_CHUNK)
         self._col_rest = lj[self._jperm][self._col_ptr[:-1]]
         # terms
         self.coef = a["term_coef"]
