@@ -541,6 +541,7 @@ class CompiledExpansion:
         self._weights_cache = OrderedDict()
         self._exact_cache = None
         self._inc = None
+        self._hpairs = None
         self._work = threading.local()
         self._setup_fast()
 
@@ -710,7 +711,8 @@ class CompiledExpansion:
                "RA": sparse.csr_matrix((a, 2 * self._leaf_j + neg, self._row_ptr), shape=(len(self._row_x), 2 * self.n_rests)),
                "CA": sparse.csr_matrix((a[self._jperm], 2 * self._col_x + neg[self._jperm], self._col_ptr),
                                        shape=(len(self._col_rest), 2 * (self.n_words + 1))),
-               "Bp": rows(bp) if mixed else None, "Bpt": cols(bp) if mixed else None}
+               "Bp": rows(bp) if mixed else None, "Bpt": cols(bp) if mixed else None,
+               "bp": bp if mixed else None}
         self._weights_cache[key] = out
         if len(self._weights_cache) > _WEIGHT_CACHE:
             self._weights_cache.popitem(last=False)
@@ -991,7 +993,7 @@ class CompiledExpansion:
         weight (1), the row sum (_CHUNK - 1), the factor x (1), the pairwise additions."""
         return gamma(self._max_factors + _CHUNK + self._pair_levels(len(self._row_x)) + 1)
 
-    def _poly(self, t, et, W, need_grad, bound):
+    def _poly(self, t, et, W, need_grad, bound, refine=False):
         """value, error bound, df/dt, bounds on df/dt (None without bound).
 
         Per monomial m = w_m t_x Pi_j (x its chosen factor, j its rest): the value is
@@ -1000,7 +1002,8 @@ class CompiledExpansion:
         error bound, the error is at most sum_m [a (q_x + R_j + g) + b] hi_x H_j (module
         docstring), that is sum over rows of (e_x + g hi_x) (A H)_row
         + hi_x (A ((R + beta) H) + B' H)_row. The bounds on df/dt are the gradient of the same
-        bound polynomial with respect to hi."""
+        bound polynomial with respect to hi; with refine, the traces' errors enter them through
+        the signed Hessian instead (`_hessian_bound`)."""
         nw, nJ = self.n_words, self.n_rests
         rx = self._row_x
         if not bound:
@@ -1041,6 +1044,13 @@ class CompiledExpansion:
         # g_f times that of sum_m a hi_x H_j, g_f = gamma for word f's own count of roundings
         gg = self._grad_gamma
         dt = np.bincount(rx, weights=y, minlength=nw + 1)
+        if refine:
+            # the rounding and the weights' errors as before; the traces' errors below
+            q = np.zeros_like(q)
+            R = np.zeros_like(R)
+            u2 = RA @ np.repeat(beta * H, 2)
+            if W["Bp"] is not None:
+                u2 += W["Bp"] @ H
         edt = np.bincount(rx, weights=(q + gg)[rx] * u1 + u2, minlength=nw + 1)
         # rest adjoints of the value, the absolute polynomial and the bound: Ct t, At hi and
         # At e + Bt hi + R At hi, carried up the rests' trie together
@@ -1048,7 +1058,7 @@ class CompiledExpansion:
         CA = W["CA"]
         A3[0] = self._rest_sums(CA @ _signed(t))
         A3[1] = self._rest_sums(CA @ np.repeat(hi, 2))
-        A3[2] = self._rest_sums(CA @ np.repeat(et, 2))
+        A3[2] = 0.0 if refine else self._rest_sums(CA @ np.repeat(et, 2))
         A3[2] += (R + beta) * A3[1]
         if W["Bpt"] is not None:
             A3[2] += self._rest_sums(W["Bpt"] @ hi)
@@ -1060,9 +1070,77 @@ class CompiledExpansion:
             rp, rxs = self._rest_parent[1:], self._rest_x[1:]
             dt += np.bincount(rxs, weights=A3[0, 1:] * Pi[rp], minlength=nw + 1)
             edt += np.bincount(rxs, weights=(A3[2, 1:] + gg[rxs] * A3[1, 1:]) * H[rp], minlength=nw + 1)
+        if refine:
+            edt += self._hessian_bound(t, hi, et, W)
         # edt is a bound computed in float: its own rounding (relative 1e-12 or less, all terms
         # non-negative) is covered by the factor 1.01 on the letters' bounds (_backward)
         return value, err, dt, edt
+
+    def _hessian_pairs(self):
+        """The pattern of the polynomial's Hessian in the traces, built once: the monomials with
+        k >= 2 word factors grouped by k (their indices and factors, n_k x k, and for each
+        unordered pair of positions the k - 2 other positions), each entry's cell (f, v) of
+        the Hessian (an entry per monomial, pair and orientation), the cells' words, the
+        rounding count of one cell (k - 1 multiplications, the additions of the most entries
+        one cell sums), and every monomial's factors (padded with the word "1")."""
+        if self._hpairs is None:
+            nw = self.n_words
+            F = np.concatenate([self._leaf_x[None, :], self._rest_chain[:, self._leaf_j]]).T
+            real = F < nw
+            k = real.sum(axis=1)
+            groups, codes = [], []
+            for kk in range(2, int(k.max(initial=0)) + 1):
+                ms = np.flatnonzero(k == kk)
+                if not len(ms):
+                    continue
+                Fk = F[ms][real[ms]].reshape(len(ms), kk)
+                pairs = np.array([(i, j) for i in range(kk) for j in range(i + 1, kk)])
+                others = np.array([[m for m in range(kk) if m != i and m != j] for i, j in pairs],
+                                  dtype=np.int64).reshape(len(pairs), kk - 2)
+                groups.append((ms, Fk, others))
+                fa, fb = Fk[:, pairs[:, 0]].ravel(), Fk[:, pairs[:, 1]].ravel()
+                codes += [fa * (nw + 1) + fb, fb * (nw + 1) + fa]
+            codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+            cells, inv = np.unique(codes, return_inverse=True)
+            adds = int(np.bincount(inv).max(initial=0)) if len(inv) else 0
+            self._hpairs = (groups, inv, cells // (nw + 1), cells % (nw + 1), int(k.max(initial=0)) + adds, F)
+        return self._hpairs
+
+    def _hessian_bound(self, t, hi, et, W):
+        """Per word f, a bound on |df/dt_f(exact traces) - df/dt_f(computed traces)|, both with
+        the exact weights, through the Hessian H of the polynomial in the traces:
+        sum_v e_v (|fl(H_fv)| + Hc_fv). fl(H_fv) is H_fv at the computed traces and the float
+        weights, computed in float; Hc_fv sums over the cell's entries c_m prod(hi of the
+        others), with c_m = gamma_K a_m + b_m + Q (a_m + b_m) / 2 covering fl(H)'s rounding (K
+        its multiplications and additions), the weights' errors b_m (a_m = |w_m|) and the
+        terms of second and higher order in the errors: for one term of df/dt_f with factors
+        l, prod(t + delta) - prod(t) - sum_k delta_k prod_{l != k} t is at most
+        sum_{k < k'} e_k e_k' prod_{l != k, k'} hi <= Q / 2 sum_k e_k prod_{l != k} hi, Q the
+        largest sum of e / hi over one monomial's factors. The absolute form of `_poly` takes
+        absolute values before the sum over monomials; this one after it, where monomials
+        sharing a pair (f, v) cancel (docs/engine.md, "5. Numerical accuracy")."""
+        groups, inv, cf, cv, count, F = self._hessian_pairs()
+        nw = self.n_words
+        if not len(inv):
+            return np.zeros(nw + 1)
+        q = np.divide(et, hi, out=np.zeros_like(et), where=hi > 0)
+        q[nw] = 0.0
+        Q = float(q[F].sum(axis=1).max(initial=0.0))
+        w = W["w"]
+        a = np.abs(w)
+        b = W["beta"] * a + (0.0 if W["bp"] is None else W["bp"])
+        c = gamma(count) * a + b + 0.5 * Q * (a + b)
+        vals, cvals = [], []
+        for ms, Fk, others in groups:
+            pt = np.multiply.reduce(t[Fk][:, others], axis=2)
+            ph = np.multiply.reduce(hi[Fk][:, others], axis=2)
+            v = (w[ms][:, None] * pt).ravel()
+            vc = (c[ms][:, None] * ph).ravel()
+            vals += [v, v]
+            cvals += [vc, vc]
+        Hv = np.bincount(inv, weights=np.concatenate(vals), minlength=len(cf))
+        Hc = np.bincount(inv, weights=np.concatenate(cvals), minlength=len(cf))
+        return np.bincount(cf, weights=(np.abs(Hv) + Hc) * et[cv], minlength=nw + 1)
 
     def _rest_sums(self, rows):
         """Per rest, the sum of its rows' sums (the rest side's rows of _COL_CHUNK monomials)."""
@@ -1276,7 +1354,7 @@ class CompiledExpansion:
 
     # --- public evaluation -----------------------------------------------------------------------
 
-    def evaluate(self, mats, n, d, need_grad=True, scales=None, errs=None):
+    def evaluate(self, mats, n, d, need_grad=True, scales=None, errs=None, refine=False):
         """Float evaluation with a rigorous error bound.
 
         mats: array (letters, d, d) indexed by letter code; scales: one weight per part;
@@ -1290,7 +1368,7 @@ class CompiledExpansion:
         M, lb = self._letter_stacks(mats, errs, d, True)
         X, aux = self._forward(M, lb, d, True)
         t, et = self._traces(X, aux, d, True)
-        value, err, dt, edt = self._poly(t, et, W, need_grad, True)
+        value, err, dt, edt = self._poly(t, et, W, need_grad, True, refine)
         if not need_grad:
             return value, {}, err, {}
         grads, egrads = self._backward(X, aux, M, lb, dt, edt, d, True)
