@@ -81,7 +81,7 @@ def _positive_rational(name, x, allow_zero=False):
     v = V.real_scalar(name, x)
     f = v if isinstance(v, Fraction) else Fraction(v)
     if f < 0 or (f == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected a number {'>= 0' if allow_zero else '> 0'}, got {x!r}")
+        raise ValueError(f"{name}: expected a number {'>= 0' if allow_zero else '> 0'}, got {V.number_text(x)}")
     return f
 
 

@@ -38,6 +38,7 @@ import gzip
 import json
 import math
 import os
+import sys
 import warnings
 from collections import defaultdict
 from fractions import Fraction
@@ -344,6 +345,12 @@ RTOL = 1e-8
 #: minutes, and the function raises instead (loops 5 and 6 at d <= 4 stay well inside).
 EXACT_FALLBACK_LIMIT = 5e8
 
+#: Above this many (terms x d^3) the exact fallback says so (RuntimeWarning): measured at 0.4 to
+#: 4 CPU-microseconds per counted operation (loops 3 to 6, d = 2 and 3, the gradient about 3x
+#: the loss alone), so a warned call takes from half a second (loops 5, d = 3, the loss) to
+#: minutes (docs/engine.md, "5. Numerical accuracy").
+EXACT_FALLBACK_WARN = 1e6
+
 
 class Certified(float):
     """A float that carries a rigorous bound on its error.
@@ -646,7 +653,7 @@ def _certified(task, A, loops, u, need_grad, fallback=True):
     A = np.asarray(A, dtype=float)
     uf = None if u is None else np.asarray(u, dtype=float)
     if _EXACT_ROUTE.get():
-        return _exact_fallback(task, A, loops, uf, need_grad, ["float routes skipped: exact_route()"])
+        return _exact_fallback(task, A, loops, uf, need_grad, ["float routes skipped: exact_route()"], call=None)
     mats, errs = _float_letters(A, uf, sx, sw, d)
     parts, scales = _parts_needed(task.n, task.noise, uf)
     scales = [float(x) for x in scales]
@@ -654,7 +661,8 @@ def _certified(task, A, loops, u, need_grad, fallback=True):
         _routes(loops, parts, scales), lambda ps: _compiled(loops, ps), mats, errs, task.n, d, need_grad, fallback,
         chain=lambda G: _chain(G, sx, uf, d), chain_error=lambda G, Gerr: _chain_error(G, Gerr, sx, uf, d),
         e_norm=float(np.linalg.norm(mats[_E])),
-        exact=lambda tried: _exact_fallback(task, A, loops, uf, need_grad, tried))
+        exact=lambda tried: _exact_fallback(task, A, loops, uf, need_grad, tried,
+                                            call="population_loss_grad" if need_grad else "population_loss"))
 
 
 def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback, chain, chain_error, e_norm, exact):
@@ -732,29 +740,38 @@ def _chain_error(G, Gerr, sx, u, d):
     return float(np.linalg.norm(eA)), float(np.linalg.norm(eu))
 
 
-def _exact_fallback(task, A, loops, u, need_grad, tried):
-    """The loss (and gradient) of the float inputs in exact rationals, rounded once."""
+def _exact_fallback(task, A, loops, u, need_grad, tried, call=None):
+    """The loss (and gradient) of the float inputs in exact rationals, rounded once; call: the
+    public function that fell back (exact_evaluation's warning), None when the exact route was
+    asked for."""
     d = task.d
     fr = lambda M: np.vectorize(Fraction, otypes=[object])(np.asarray(M, dtype=float))  # noqa: E731
     mats = _letters(fr(A), None if u is None else fr(u), fr(task.sigma_x), fr(task.sigma_w), d, Fraction(1))
     parts, scales = _parts_needed(task.n, Fraction(float(task.noise)), u)
     sxe, ue = fr(task.sigma_x), None if u is None else fr(u)
     return exact_evaluation(_compiled(loops, parts), mats, task.n, d, scales, need_grad,
-                            lambda G: _chain(G, sxe, ue, d), tried, "loops", f"loops = {loops}", "or fewer loops")
+                            lambda G: _chain(G, sxe, ue, d), tried, "loops", f"loops = {loops}", "or fewer loops", call)
 
 
-def exact_evaluation(comp, mats, n, d, scales, need_grad, chain, tried, name, where, advice):
+def exact_evaluation(comp, mats, n, d, scales, need_grad, chain, tried, name, where, advice, call=None):
     """The exact-rational route: `comp` evaluated on the exact letters `mats`, the value
     rounded once, the gradients chain(G) rounded once each (a Certified with error and
     grad_error of one rounding). Refused (ValueError naming `name`, stating `where` and the
-    float routes `tried`) above EXACT_FALLBACK_LIMIT rational operations (terms x d^3)."""
+    float routes `tried`) above EXACT_FALLBACK_LIMIT rational operations (terms x d^3); above
+    EXACT_FALLBACK_WARN a RuntimeWarning naming `call` (the public function that fell back; None:
+    the exact route was asked for, no warning) says why the call is slow."""
     cost = len(comp) * d**3
+    at = f"at {where}, d = {d}, n = {n} no float route reaches relative accuracy {RTOL:g}"
     if cost > EXACT_FALLBACK_LIMIT:
         raise ValueError(
-            f"{name}: at {where}, d = {d}, n = {n} no float route reaches relative accuracy "
-            f"{RTOL:g} ({'; '.join(tried)}) and exact evaluation would cost about {cost:.1e} rational "
+            f"{name}: {at} ({'; '.join(tried)}) and exact evaluation would cost about {cost:.1e} rational "
             f"operations (limit {EXACT_FALLBACK_LIMIT:.0e}); use exact=True with rational inputs, {advice}"
         )
+    if call is not None and cost > EXACT_FALLBACK_WARN:
+        # the per-route bounds are left out so that the text, and the default filter's
+        # once-per-location display, does not change from one evaluation to the next
+        warnings.warn(f"{call}: {at}; falling back to exact rational arithmetic, about {cost:.1e} rational "
+                      f"operations (0.4 to 4 CPU-seconds per million measured)", RuntimeWarning, stacklevel=_caller_level())
     value, G = comp.value_and_grad_exact(mats, n, d, scales=scales, need_grad=need_grad)
     # one rounding of the exact value
     f = Certified(float(value), U_ROUND * abs(float(value)), "exact")
@@ -764,6 +781,16 @@ def exact_evaluation(comp, mats, n, d, scales, need_grad, chain, tried, name, wh
     g1, g2 = (np.asarray(g, dtype=object).astype(float) for g in chain(G))
     f.grad_error = (U_ROUND * float(np.linalg.norm(g1)), U_ROUND * float(np.linalg.norm(g2)))
     return f, g1, g2
+
+
+def _caller_level() -> int:
+    """The warnings.warn stacklevel, for its caller, of the first frame outside this package
+    (the public call is reached through different depths of private helpers)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _exact_loss(task, A, loops, u):

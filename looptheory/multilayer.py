@@ -494,7 +494,8 @@ def _certified(task, As, us, need_grad, fallback=True):
         mats_e = _exact_letters(K, fr(As), ue, sxe, fr(sw), d)
         ps, sc = _parts(task.n, Fraction(float(task.noise)), uf)
         return exact_evaluation(compiled(L, ps), mats_e, task.n, d, sc, need_grad, lambda G: _chain(K, G, sxe, ue, d),
-                                tried, "As", f"{L} layers", "or fewer layers")
+                                tried, "As", f"{L} layers", "or fewer layers",
+                                "multilayer_population_loss_grad" if need_grad else "multilayer_population_loss")
 
     return certified_evaluation(
         _routes(L, parts, scales), lambda ps: compiled(L, ps), mats, errs, task.n, d, need_grad, fallback,

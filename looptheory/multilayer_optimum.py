@@ -61,18 +61,22 @@ class ScheduleResult:
     is the best real schedule a local search from several starts found (not proved global),
     loss is the exact loss of exactly that a (attained) and coefficients are its q's.
     lower_bound: the loss of q*, a Fraction no real schedule goes below (equal to loss when
-    real). Fractions are exact in the task's float inputs (or its exact inputs)."""
+    real). Fractions are exact in the task's float inputs (or its exact inputs).
+    d: the dimension of the task the schedule was computed for (`As` refuses a task of another d)."""
 
     a: tuple
     loss: Fraction
     coefficients: tuple
     real: bool
     lower_bound: Fraction
+    d: int
 
     def As(self, task: Task) -> np.ndarray:
         """The schedule's matrices a_l sigma_x^{-1}, stacked (L, d, d)."""
         if not isinstance(task, Task):
             raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
+        if task.d != self.d:
+            raise ValueError(f"task: expected a Task of dimension d = {self.d} (the schedule's), got d = {task.d}")
         inv = np.linalg.inv(np.asarray(task.sigma_x, dtype=float))
         return np.stack([a * inv for a in self.a])
 
@@ -115,7 +119,7 @@ def optimal_schedule(task: Task, layers: int) -> ScheduleResult:
     noise = _exact_scalar("noise", task.noise)
     if V.is_infinite(task.n):
         c = tuple(Fraction(0) for _ in range(L - 1)) + (Fraction(-1),)
-        return ScheduleResult((1.0,) * L, Fraction(0), c, True, Fraction(0))
+        return ScheduleResult((1.0,) * L, Fraction(0), c, True, Fraction(0), d)
     m = trace_moments(2 * L, task.n, d)
     s = noise / task.n
     Mat = [[w * m[j + k] + s * m[j + k - 1] for k in range(1, L + 1)] for j in range(1, L + 1)]
@@ -131,10 +135,10 @@ def optimal_schedule(task: Task, layers: int) -> ScheduleResult:
     best = loss_of(c)
     a, real = _schedule_from(c)
     if real:
-        return ScheduleResult(a, best, tuple(c), True, best)
+        return ScheduleResult(a, best, tuple(c), True, best, d)
     a = _best_real_schedule(L, [float(x) for x in m], [[float(x) for x in row] for row in Mat], float(w), a)
     c_a = _q_coefficients([Fraction(x) for x in a], Fraction(1))[1:]
-    return ScheduleResult(a, loss_of(c_a), tuple(c_a), False, best)
+    return ScheduleResult(a, loss_of(c_a), tuple(c_a), False, best, d)
 
 
 def _q_coefficients(a, one):

@@ -5,6 +5,7 @@ routes and their error bounds, held against exact rational evaluation of the sam
 import itertools
 import math
 import re
+import warnings
 from fractions import Fraction as F
 
 import numpy as np
@@ -317,6 +318,33 @@ def test_exact_fallback_cost_is_terms_times_d_cubed(monkeypatch):
     monkeypatch.setattr(LS, "EXACT_FALLBACK_LIMIT", terms * 2**3 - 1)
     with LS.exact_route(), pytest.raises(ValueError, match=re.escape(f"about {terms * 8:.1e} rational operations")):
         lt.population_loss(task, A, 1)
+
+
+def test_slow_exact_fallback_warns_naming_the_call(monkeypatch):
+    """Above EXACT_FALLBACK_WARN (terms x d^3) rational operations the fallback says why the call
+    is slow: a RuntimeWarning naming the public call and the estimated cost, pointing at the
+    caller's line. RTOL = 0 makes every float route fail to vouch, so that the cheap loops = 1,
+    d = 2 case (3 terms, 24 operations) takes the fallback; its value is the Isserlis reference's.
+    At the threshold, and under exact_route() (the exact route asked for), no warning."""
+    task, A = lt.Task(2, 5), np.array([[0.5, 0.1], [-0.2, 0.7]])
+    ref = float(isserlis_loss(task, fr(A), 1))
+    assert len(LS._compiled(1, ("main0", "main"))) * 2**3 == 24
+    monkeypatch.setattr(LS, "RTOL", 0.0)
+    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 23)
+    for call, fn in (("population_loss", lambda: lt.population_loss(task, A, 1)),
+                     ("population_loss_grad", lambda: lt.population_loss_grad(task, A, 1)[0])):
+        with pytest.warns(RuntimeWarning, match=f"^{call}: at loops = 1, d = 2, n = 5 no float route reaches "
+                          r"relative accuracy 0; .*exact rational arithmetic, about 2\.4e\+01 rational operations") as rec:
+            f = fn()
+        assert f.route == "exact" and f == pytest.approx(ref, rel=1e-15)
+        assert [w.filename for w in rec] == [__file__]
+    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert lt.population_loss_grad(task, A, 1)[0].route == "exact"
+        monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 0)
+        with LS.exact_route():
+            assert lt.population_loss(task, A, 1).route == "exact"
 
 
 def test_chain_error_bound_is_attained_by_the_worst_letter_errors():

@@ -540,6 +540,8 @@ CASES += [
     ("optimal_multilayer-inits-shape", lambda: lt.optimal_multilayer(_t(), 2, inits=[np.zeros((3, 2, 2))]), ValueError, "inits"),
     ("optimal_schedule-layers-zero", lambda: lt.optimal_schedule(_t(), 0), ValueError, "layers"),
     ("optimal_schedule-task-str", lambda: lt.optimal_schedule("task", 2), TypeError, "task"),
+    ("ScheduleResult.As-task-other-d", lambda: lt.optimal_schedule(_t(2), 2).As(_t(3)), ValueError, "task"),
+    ("ScheduleResult.As-task-str", lambda: lt.optimal_schedule(_t(2), 2).As("task"), TypeError, "task"),
     ("multilayer_gradient_flow-As0-too-many", lambda: lt.multilayer_gradient_flow(_t(), np.zeros((5, 2, 2))), ValueError, "As0"),
     ("multilayer_gradient_flow-us0-length", lambda: lt.multilayer_gradient_flow(_t(), _AS, us0=np.zeros((1, 2))), ValueError, "us0"),
     ("multilayer_gradient_flow-t_max-negative", lambda: lt.multilayer_gradient_flow(_t(), _AS, t_max=-1.0), ValueError, "t_max"),

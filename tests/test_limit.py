@@ -109,3 +109,13 @@ def test_bad_input_names_the_parameter():
         lt.scalar_family_convergence(F(1, 3), 2, ds=(4, 8))
     with pytest.raises(ValueError, match="^ds"):
         lt.scalar_family_convergence(2, 2, ds=(4,))
+
+
+def test_bad_scalar_is_printed_as_a_plain_number():
+    # the value as a user writes it, not Fraction(-3, 7)
+    with pytest.raises(ValueError, match=r"^alpha: expected a number > 0, got -3/7$"):
+        lt.scalar_family_convergence(F(-3, 7), 2, ds=(7, 14))
+    with pytest.raises(ValueError, match=r"^rho: expected a number >= 0, got -1/2$"):
+        lt.scalar_family_convergence(1, 2, rho=F(-1, 2), ds=(4, 8))
+    with pytest.raises(ValueError, match=r"^alpha: expected a number > 0, got -0.25$"):
+        lt.scalar_family_limit(-0.25, 2)

@@ -63,6 +63,11 @@ def test_schedule_at_infinite_n_and_bad_input():
         lt.optimal_schedule(lt.Task(2, 5), 0)
     with pytest.raises(TypeError, match="^task"):
         lt.optimal_schedule("task", 2)
+    # a schedule's matrices are d x d for the d it was computed at: another d is refused
+    sch = lt.optimal_schedule(lt.Task(2, 5), 2)
+    assert sch.d == 2 and sch.As(lt.Task(2, 9)).shape == (2, 2, 2)
+    with pytest.raises(ValueError, match="^task: expected a Task of dimension d = 2 .*got d = 3"):
+        sch.As(lt.Task(3, 5))
     with pytest.raises(ValueError, match="^layers: .*MAX_LAYERS = 4"):
         lt.optimal_multilayer(lt.Task(2, 5), 5)
     with pytest.raises(ValueError, match=r"^inits\[0\]"):

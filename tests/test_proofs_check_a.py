@@ -139,6 +139,21 @@ def test_fixed_point_reports_every_grid_point_without_a_unique_root():
     assert "phi_2' has 3 real roots at n=2, d=2" in r.detail and "phi_2' has 3 real roots at n=20, d=2" in r.detail
 
 
+def test_fixed_point_reports_no_real_critical_point_instead_of_crashing():
+    """m_4 = 0 leaves phi_2'(gamma) = -4 m_1 + 12 m_2 gamma - 12 m_3 gamma^2 (by hand), whose
+    discriminant 48 (3 m_2^2 - 4 m_1 m_3) = -48 d^2 (1 + 6(d+1)/n + (d^2+6d+13)/n^2) is negative
+    at every n, d (m_1 = d, m_2 = d + d(d+1)/n, m_3 = d + 3d(d+1)/n + d(d^2+3d+4)/n^2): no real
+    root at (n, d) = (7, 3) either, where the gradient check places gamma_2. A failed check
+    naming it, not an IndexError."""
+    m = list(fixed_point.moments(8))
+    m[4] = sp.Integer(0)
+    r = fixed_point.check(m=m, loops=(1, 2), grid_d=(2,), grid_n=(10,), big_d=(10,), symbolic_loops=())
+    assert not r.passed
+    assert "phi_2' has 0 real roots at n=20, d=2" in r.detail
+    assert "L=2: phi_2' has no real root at n=7, d=3 (no real critical point" in r.detail
+    assert "L=1: ||grad f" not in r.detail  # L = 1 does not involve m_4 and still passes
+
+
 def test_fixed_point_stated_limits_at_three_and_four_loops():
     """lim n (1 - gamma_L) = C_LIMIT[L] (d symbolic) from the stationarity polynomial, for the two
     loop counts the small grid of the other tests does not reach."""
