@@ -8,6 +8,8 @@ they are measured against.
   the same batched calls): three products per trie node (the node, its adjoint, its letter
   gradient) and three Frobenius pairing passes (the traces and the two halves' adjoints);
   "floor with bound" adds the products the running error bounds need;
+- the default call at loops = 6 (fallback=True), which adds the gradient bound's second stage
+  where the first cannot vouch (docs/engine.md, "5. Numerical accuracy");
 - the first loss at loops = 6 in a fresh process, and `import looptheory`;
 - memory: peak RSS of one loss + gradient at d = 200, loops = 6 (u and noise);
 - optionally (--mc) the same value by Monte Carlo: time for 1e-3 relative standard error.
@@ -185,6 +187,18 @@ def main():
             unit, k = ("ms", 1e3)
             print(f"{d:>4} {L:>5} | {t_cert * k:>7.2f} {unit} | {t_plain * k:>6.2f} {unit} | {t_floor * k:>6.2f} {unit} | "
                   f"{t_floor_b * k:>11.2f} {unit} | {comp.n_nodes:>5} | {f.route}, {f.rel_error:.1e}")
+    if 6 <= args.max_loops:
+        print("\nThe default call at loops = 6 (fallback=True: where the first bound cannot vouch for the "
+              "gradient, its second stage, then the exact route):")
+        for d in dims:
+            task, A, u = task_point(d)
+            first = lt.population_loss_grad(task, A, 6, u, fallback=False)[0]
+            f = lt.population_loss_grad(task, A, 6, u)[0]
+            rep, calls = (3, 20) if d <= 10 else (3, 1)
+            t_def = cpu_best(lambda: lt.population_loss_grad(task, A, 6, u), rep, calls)
+            stage = "second stage" if f.grad_error != first.grad_error else "first stage"
+            print(f"  d = {d:>3}: {t_def * 1e3:.1f} ms, route {f.route}, gradient certified by the {stage} "
+                  f"(bound {np.hypot(*f.grad_error):.1e}; first stage {np.hypot(*first.grad_error):.1e})")
     if args.reference and 6 <= args.max_loops:
         ref = reference_package(args.reference)
         print(f"\nThe certified call against {args.reference}, timed in alternation (loops = 6):")
