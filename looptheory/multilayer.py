@@ -122,6 +122,11 @@ class Letters:
 # --- the expansions ------------------------------------------------------------------------------
 
 
+
+def _layers_text(L):
+    """'1 layer', '3 layers': the layer count in messages."""
+    return f"{L} layer{'' if L == 1 else 's'}"
+
 def _products(letters, layers, factors):
     """H_{max} ... H_{min} over `layers` (highest first) as [(sign, word)], each H_l written as
     the sum of the words factors(l) (with their signs): the sum over every choice of one word
@@ -258,7 +263,7 @@ def _check(task, As, us, exact, grad=False):
         us = V.as_real_array("us", us, 2, allow_exact=exact)
         if us.shape != (L, d):
             raise ValueError(f"us: expected shape (L, d) = ({L}, {d}), one vector per layer of As, got {us.shape}")
-    check_layout_memory(d, TRIE_NODES[L][us is not None], exact, grad, "multilayer_population_loss", f"{L} layers")
+    check_layout_memory(d, TRIE_NODES[L][us is not None], exact, grad, "multilayer_population_loss", _layers_text(L))
     if not exact and not V.is_infinite(task.n) and task.n > HUGE_N:
         task = task.with_n(math.inf)
     return task, As, us
@@ -437,7 +442,7 @@ def multilayer_loss_hvp(task: Task, As, dAs, us=None, dus=None, route: str = "ex
         if dus.shape != (L, d):
             raise ValueError(f"dus: expected shape (L, d) = ({L}, {d}), got {dus.shape}")
         # a direction in u brings in the u part
-        check_layout_memory(d, TRIE_NODES[L][True], False, True, "multilayer_loss_hvp", f"{L} layers")
+        check_layout_memory(d, TRIE_NODES[L][True], False, True, "multilayer_loss_hvp", _layers_text(L))
     us = np.zeros((L, d)) if us is None else np.asarray(us, dtype=float)
     dus = np.zeros((L, d)) if dus is None else dus
     scale = math.hypot(np.linalg.norm(dAs), np.linalg.norm(dus))
@@ -473,7 +478,7 @@ def _route(L, parts, scales, route):
     for name, ps, sc in _routes(L, parts, scales):
         if name == route:
             return compiled(L, ps), sc
-    raise ValueError(f"route: expected one of {multilayer_float_routes(L)} at {L} layers, got {route!r}")
+    raise ValueError(f"route: expected one of {multilayer_float_routes(L)} at {_layers_text(L)}, got {route!r}")
 
 
 def _certified(task, As, us, need_grad, fallback=True):
@@ -494,7 +499,7 @@ def _certified(task, As, us, need_grad, fallback=True):
         mats_e = _exact_letters(K, fr(As), ue, sxe, fr(sw), d)
         ps, sc = _parts(task.n, Fraction(float(task.noise)), uf)
         return exact_evaluation(compiled(L, ps), mats_e, task.n, d, sc, need_grad, lambda G: _chain(K, G, sxe, ue, d),
-                                tried, "As", f"{L} layers", "or fewer layers",
+                                tried, "As", _layers_text(L), "or fewer layers",
                                 "multilayer_population_loss_grad" if need_grad else "multilayer_population_loss")
 
     return certified_evaluation(

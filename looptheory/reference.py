@@ -152,9 +152,9 @@ def _check_n(n):
     if isinstance(n, numbers.Real) or _is_sympy(n):
         v = float(n)
         if not math.isfinite(v):
-            raise ValueError(f"n: must be finite, got {n!r}")
+            raise ValueError(f"n: must be finite, got {V.number_text(n)}")
         if v <= 0:
-            raise ValueError(f"n: must be positive, got {n!r}")
+            raise ValueError(f"n: must be positive, got {V.number_text(n)}")
         return v, "float"
     raise TypeError(f"n: expected a positive number or a SymPy expression, got {type(n).__name__}")
 
