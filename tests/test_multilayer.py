@@ -345,7 +345,7 @@ def test_slow_exact_fallback_warns_naming_the_call(monkeypatch):
     monkeypatch.setattr(LS, "RTOL", 0.0)
     monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 23)
     for call, fn in (("multilayer_population_loss", lambda: mpl(task, As)), ("multilayer_population_loss_grad", lambda: mplg(task, As)[0])):
-        with pytest.warns(RuntimeWarning, match=f"^{call}: at 1 layers, d = 2, n = 5 .*about 2\\.4e\\+01 rational operations") as rec:
+        with pytest.warns(RuntimeWarning, match=f"^{call}: at 1 layer, d = 2, n = 5 .*about 2\\.4e\\+01 rational operations") as rec:
             f = fn()
         assert f.route == "exact" and f == pytest.approx(ref, rel=1e-15)
         assert [w.filename for w in rec] == [__file__]
