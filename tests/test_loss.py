@@ -234,17 +234,12 @@ def test_bad_input(args, kwargs, exc, match):
 @pytest.mark.parametrize("n", [10, 1000, 10**6])
 def test_large_n_against_wick_pairings(loops, n):
     """Loops 1-3 (at most 6 copies of S, within the brute-force Wick reference's reach) at large
-    n, random non-symmetric A, general sigma_x = R^2, sigma_w, u and noise: exact equality."""
-    rng = np.random.default_rng(7 * loops + n % 97)
-    R = np.array([[F(1), F(1, 3)], [F(1, 3), F(3, 4)]], dtype=object)
-    Sw = np.array([[F(1), F(1, 5)], [F(1, 5), F(1, 2)]], dtype=object)
-    A = rational_matrix(rng, 2)
-    u = np.array([F(1, 2), F(-1, 3)], dtype=object)
-    noise = F(1, 4)
-    task = lt.Task(2, n, R.dot(R), Sw, noise=noise)
-    from test_reference import wick_closed_form
+    n, non-symmetric A, general sigma_x = R^2, sigma_w, u and noise: exact equality. The task is
+    test_reference's WICK_* task, whose Wick reference is enumerated once with n symbolic."""
+    from test_reference import WICK_A, WICK_NOISE, WICK_R, WICK_SW, WICK_U, wick_loss
 
-    assert population_loss(task, A, loops, u, exact=True) == wick_closed_form(loops, n, R, Sw, A, u, noise)
+    task = lt.Task(2, n, WICK_R.dot(WICK_R), WICK_SW, noise=WICK_NOISE)
+    assert population_loss(task, WICK_A, loops, WICK_U, exact=True) == wick_loss(loops, n)
 
 
 @pytest.mark.parametrize("loops", [1, 2, 3, 4, 5])

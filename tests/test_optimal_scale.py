@@ -12,15 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from looptheory import Task, monte_carlo_loss
-from looptheory.reference import partition_trace_moments
 from looptheory.moments import trace_moments
 from looptheory.optimum import optimal_scale, scale_loss
+from test_moments import partition_moments  # partition_trace_moments, shared with test_moments
 
 SX = np.array([[1.0, 0.3], [0.3, 2.0]])
 SW = np.array([[1.5, -0.2], [-0.2, 0.5]])
 
 
-def independent_loss_coefficients(n, d, loops, noise, trace_xw, moments_fn=partition_trace_moments):
+def independent_loss_coefficients(n, d, loops, noise, trace_xw, moments_fn=partition_moments):
     """Coefficients of f(gamma), built without looptheory.optimum: SymPy expands the matrix
     polynomials in a commuting letter x standing for S~, and x^j is replaced by E tr S~^j."""
     g, x = sympy.symbols("g x")

@@ -3,6 +3,7 @@ fail. The default tier runs every module on its quick parameters (a few CPU-seco
 full run is in the slow tier."""
 
 import json
+import runpy
 import subprocess
 import sys
 
@@ -100,5 +101,12 @@ def test_command_line():
     (res,) = json.loads(r.stdout)
     assert res["name"] == "wishart_moments" and res["passed"] and res["mode"] == "quick"
     assert res["detail"].startswith(f"k <= {QUICK['wishart_moments']['kmax']}:")
-    r = subprocess.run([sys.executable, "-m", "proofs_check", "--only", "nope"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--only" in r.stderr
+
+
+def test_command_line_refuses_an_unknown_check(monkeypatch, capsys):
+    # `python -m proofs_check` in this process (runpy, as -m does): a second interpreter would cost
+    # about 2 CPU-s of imports, and test_command_line has already run the module as a program.
+    monkeypatch.setattr(sys, "argv", ["proofs_check", "--only", "nope"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("proofs_check", run_name="__main__", alter_sys=True)
+    assert exit_.value.code == 2 and "--only" in capsys.readouterr().err
