@@ -142,15 +142,21 @@ def build_arrays(expansions, parts=None) -> dict:
     """The layout of `expansions` (one per part) as a dict of arrays (see CompiledExpansion)."""
     al = expansions[0].alphabet
     L = len(al.names)
-    seen = {}
+    # words that are rotations of each other are one trace and must be one word: cut the same
+    # way, they would share a prefix and a suffix, and the pairing adjoints' scatter of df/dt
+    # (one entry per (prefix, suffix)) would keep only one of their df/dt. The engine's words
+    # are canonical; a hand-written expansion's need not be. Each word stands for the first
+    # word seen with its least rotation (canonical words: themselves, the layout unchanged).
+    rep, first = {}, {}
     for e in expansions:
         for _, ws in e:
             for w in ws:
-                if w:
-                    seen.setdefault(w, None)
-    words = sorted(seen, key=lambda w: (len(w), w))
+                if w and w not in rep:
+                    rep[w] = first.setdefault(min(w[i:] + w[:i] for i in range(len(w))), w)
+    words = sorted(first.values(), key=lambda w: (len(w), w))
     nw = len(words)
     widx = {w: i for i, w in enumerate(words)}
+    widx.update((w, widx[r]) for w, r in rep.items())
     # stage 1: the split, one trie over letters c (prefixes) and c + L (reversed suffixes, transposed)
     count = defaultdict(int)
     for w in words:
