@@ -84,6 +84,9 @@ _SPARSE_RATIO = 8
 _SPARSE_MIN = 256
 #: Gathered node pairs per piece of the sparse path (doubles per gathered array, 8 MB).
 _GATHER = 1 << 20
+#: The smallest normal float: below it a product's error is absolute (gradual underflow), not the
+#: relative u of the running bounds' model.
+_NORMAL_MIN = 2.0**-1022
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
 LAYOUT_FORMAT = 1
 
@@ -685,12 +688,21 @@ class CompiledExpansion:
             nn = np.array([float(inv**p) for p in range(pmax + 1)])
         table = s[:, None, None] * dn[None, :, None] * nn[None, None, :]
         wt = self.coef_float * table[self.part, self.dpow, self.power]
+        # a term weight that is not zero exactly but near or below float's underflow (n^-p below
+        # 2^-1022 at n = 10^170, say): each of its three products may lose up to 2^-1075 in
+        # absolute terms, amplified by the later factors, so its error is also bounded
+        # absolutely, by 2^-1072 max(1, |c|) max(1, |s|) max(1, d^q) (added to b below)
+        exact_nonzero = (self.coef != 0) & (s[self.part] != 0) & ((self.power == 0) | (n != float("inf")))
+        near = exact_nonzero & (np.abs(wt) < 2 * _NORMAL_MIN)
         nm = self.n_monomials
         w = np.bincount(self._term_mono, weights=wt, minlength=nm)
         # six roundings per term weight (seven if a coefficient is not exact in float), then
         # the sum over the terms sharing a monomial
         rounds = 6 + (0 if self._coef_exact else 1) + self._max_share
         b = gamma(rounds) * np.bincount(self._term_mono, weights=np.abs(wt), minlength=nm)
+        if near.any():
+            lost = 2.0**-1072 * np.maximum(1.0, np.abs(self.coef_float[near])) * np.maximum(1.0, np.abs(s[self.part[near]]))
+            b += np.bincount(self._term_mono[near], weights=lost * np.maximum(1.0, dn[self.dpow[near]]), minlength=nm)
         a = np.abs(w)
         from scipy import sparse
 

@@ -689,6 +689,14 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
             # reports it (population_loss returns inf with a warning)
             f = Certified(value, math.inf, "overflow")
             return (f, None, None) if not need_grad else (f, *chain(G))
+        if _subnormal(mats) or 0 < abs(value) < SAFE_MIN:
+            # the running bounds model every rounding as relative; near float's underflow it is
+            # absolute: this route cannot vouch, and its bound says nothing
+            tried.append(f"{route}: values near float underflow (below {SAFE_MIN:.1e}), not covered by its bound")
+            if not fallback and best is None:
+                best = ((Certified(value, math.inf, route, (math.inf, math.inf)), *chain(G)) if need_grad
+                        else (Certified(value, math.inf, route), None, None))
+            continue
         ok = value_ok = err <= RTOL * (value - err)
         better = not fallback and (best is None or err < best[0].error)
         if need_grad and (ok or better):
@@ -720,6 +728,17 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
     if not fallback:
         return best
     return exact(tried)
+
+
+#: 2^53 times the smallest normal float: a float route's value must be above it (or zero), so that
+#: its bound of u |f| and the bound's own arithmetic stay in the normal range.
+SAFE_MIN = 2.0**-969
+
+
+def _subnormal(mats) -> bool:
+    """Whether a letter has a subnormal entry (its products' errors are then not relative)."""
+    a = np.abs(mats)
+    return bool(np.any((a > 0) & (a < 2.0**-1022)))
 
 
 def _chain(G, sx, u, d):
@@ -761,7 +780,7 @@ def exact_evaluation(comp, mats, n, d, scales, need_grad, chain, tried, name, wh
     EXACT_FALLBACK_WARN a RuntimeWarning naming `call` (the public function that fell back; None:
     the exact route was asked for, no warning) says why the call is slow."""
     cost = len(comp) * d**3
-    at = f"at {where}, d = {d}, n = {n} no float route reaches relative accuracy {RTOL:g}"
+    at = f"at {where}, d = {d}, n = {V.number_text(n)} no float route reaches relative accuracy {RTOL:g}"
     if cost > EXACT_FALLBACK_LIMIT:
         raise ValueError(
             f"{name}: {at} ({'; '.join(tried)}) and exact evaluation would cost about {cost:.1e} rational "
@@ -773,14 +792,36 @@ def exact_evaluation(comp, mats, n, d, scales, need_grad, chain, tried, name, wh
         warnings.warn(f"{call}: {at}; falling back to exact rational arithmetic, about {cost:.1e} rational "
                       f"operations (0.4 to 4 CPU-seconds per million measured)", RuntimeWarning, stacklevel=_caller_level())
     value, G = comp.value_and_grad_exact(mats, n, d, scales=scales, need_grad=need_grad)
-    # one rounding of the exact value
-    f = Certified(float(value), U_ROUND * abs(float(value)), "exact")
+    # one rounding of the exact value, its error computed exactly (u |f| is not a bound where
+    # the value is subnormal or underflows to zero)
+    f = Certified(float(value), rounding_error(value, float(value)), "exact")
     if not need_grad:
         return f, None, None
     G = {c: np.vectorize(lambda x: x, otypes=[object])(g) for c, g in G.items()}
-    g1, g2 = (np.asarray(g, dtype=object).astype(float) for g in chain(G))
-    f.grad_error = (U_ROUND * float(np.linalg.norm(g1)), U_ROUND * float(np.linalg.norm(g2)))
+    e1, e2 = (np.asarray(g, dtype=object) for g in chain(G))
+    g1, g2 = e1.astype(float), e2.astype(float)
+    f.grad_error = (rounding_error(e1, g1), rounding_error(e2, g2))
     return f, g1, g2
+
+
+def _up(x: Fraction) -> float:
+    """The least float >= the non-negative rational x."""
+    v = float(x)
+    return v if Fraction(v) >= x else math.nextafter(v, math.inf)
+
+
+def rounding_error(exact, rounded) -> float:
+    """A float bound, rounded up, on |rounded - exact| for an exact number, or on the Frobenius
+    norm of the difference for arrays: computed in exact rationals (the exact route's one
+    rounding, including where the result is subnormal or underflows to zero)."""
+    diffs = [abs(Fraction(float(r)) - Fraction(x)) for x, r in zip(np.ravel(np.asarray(exact, dtype=object)),
+                                                                np.ravel(np.asarray(rounded, dtype=float)))]
+    m = max(diffs, default=Fraction(0))
+    if m == 0:
+        return 0.0
+    # the norm as m sqrt(sum (e / m)^2), so that no square underflows
+    s = sum((e / m) ** 2 for e in diffs)
+    return math.nextafter(_up(m) * math.nextafter(math.sqrt(_up(s)), math.inf), math.inf)
 
 
 def _caller_level() -> int:

@@ -30,7 +30,8 @@ import numpy as np
 from . import _validate as V
 from .compensated import U as U_ROUND
 from .compensated import gamma
-from .loss import _B, _BT, _E, _ET, _U, CENTRED_MAX_LOOPS, MAX_LOOPS, RTOL, Certified, main0_expansion, part_expansion
+from .loss import (_B, _BT, _E, _ET, _U, CENTRED_MAX_LOOPS, MAX_LOOPS, RTOL, Certified, main0_expansion, part_expansion,
+                   rounding_error)
 
 
 def _type(word):
@@ -172,8 +173,11 @@ def spectral_loss_grad(a, n, loops: int, noise=0.0, multiplicity=None):
         tried.append(route)
     items, types = _polynomial(loops, with_noise, False)
     f, grad = _evaluate(items, types, a, mult, n, d, noise, exact=True)
-    grad = np.array([float(g) for g in grad])
-    return Certified(float(f), U_ROUND * abs(float(f)), "exact", (U_ROUND * float(np.linalg.norm(grad)), 0.0)), grad
+    gf = np.array([float(g) for g in grad])
+    # the one rounding's error computed exactly (u |f| is not a bound where f is subnormal)
+    # (the gradient's norm is over all d copies: at most sqrt(max multiplicity) times the vector's)
+    gerr = math.nextafter(rounding_error(grad, gf) * math.sqrt(float(np.max(mult))), math.inf)
+    return Certified(float(f), rounding_error(f, float(f)), "exact", (gerr, 0.0)), gf
 
 
 def spectral_loss(a, n, loops: int, noise=0.0, multiplicity=None) -> float:

@@ -386,7 +386,7 @@ def test_without_fallback_the_route_with_the_smaller_bound_is_kept():
             err = errors[parts[0]]
             return type("Route", (), {"evaluate": lambda self, *a: (1.0, None, err, None)})()
 
-        f, _, _ = LS.certified_evaluation(routes, compile, None, None, 5, 2, False, False, chain=None, chain_error=None,
+        f, _, _ = LS.certified_evaluation(routes, compile, np.zeros((1, 2, 2)), None, 5, 2, False, False, chain=None, chain_error=None,
                                           e_norm=1.0, exact=None)
         return f.route, f.error
 
@@ -503,3 +503,38 @@ def test_loops6_float_gradient_is_within_its_bound_of_the_exact_one():
     assert abs(float(f) - float(fe)) <= f.error
     assert np.linalg.norm(gA - gAe) <= f.grad_error[0]
     assert np.linalg.norm(gu - gue) <= f.grad_error[1]
+
+
+def test_near_float_underflow_the_exact_route_answers_with_its_true_rounding():
+    """Where values fall below float's normal range the running bounds' relative model of
+    rounding fails (a product then loses up to 2^-1075 absolutely): a subnormal letter (sigma_w
+    of 1e-320) or a value below loss.SAFE_MIN sends the call to the exact route, whose one
+    rounding is bounded exactly, not by u |f| (a subnormal result has far fewer digits; a
+    result that rounds to zero would otherwise claim error 0). Found by a reviewer: the float
+    route returned 5.025e-321 with error 0, relative error 6e-4."""
+    task = lt.Task(2, 10, [[2.0, 0.3], [0.3, 1.0]], [[3e-321, 0.0], [0.0, 1e-320]])
+    A = [[0.31, 0.05], [-0.02, 0.47]]
+    f = lt.population_loss(task, A, 1)
+    exact = exact_loss(task, np.array(A), 1)
+    assert f.route == "exact"
+    assert 0 < abs(F(float(f)) - exact) <= F(f.error)
+    # E = 0 at n = 10^170: the loss is of order n^-2 = 1e-340, below every float but 0
+    big = lt.Task(2, 10**170)
+    f, gA, gu = lt.population_loss_grad(big, np.eye(2), 2)
+    exact = exact_loss(big, np.eye(2), 2)
+    assert exact > 0 and float(f) == 0.0 and f.route == "exact"
+    assert F(f.error) >= exact and f.error > 0
+
+
+def test_weights_below_the_float_range_are_bounded_absolutely():
+    """At n = 10^170 the weights n^-p for p >= 2 underflow to zero; the bound then covers them
+    absolutely (CompiledExpansion._weights), so a loss of ordinary size stays in float and
+    within its bound of the exact value."""
+    task = lt.Task(2, 10**170, [[2.0, 0.3], [0.3, 1.0]], np.eye(2), noise=0.5)
+    A = np.array([[0.31, 0.05], [-0.02, 0.47]])
+    u = np.array([0.1, -0.2])
+    for loops in (2, 4):
+        f = lt.population_loss(task, A, loops, u)
+        exact = exact_loss(task, A, loops, u)
+        assert f.route in LS.float_routes(loops)
+        assert abs(F(float(f)) - exact) <= F(f.error)
