@@ -755,7 +755,9 @@ def _chain_error(G, Gerr, sx, u, d):
     if u is None:
         return float(np.linalg.norm(eA)), 0.0
     au = np.abs(u)
-    eu = g(_U) @ ax @ au + ax @ g(_U).T @ au
+    # grad_u: two products of inner dimension d each, then one addition
+    gu = Gerr[_U] + gamma(2 * d + 2) * np.abs(G[_U])
+    eu = gu @ ax @ au + ax @ gu.T @ au
     return float(np.linalg.norm(eA)), float(np.linalg.norm(eu))
 
 

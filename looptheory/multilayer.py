@@ -352,6 +352,8 @@ def _chain_error(K, G, Gerr, sx, us, d):
     if us is None:
         return math.sqrt(eA), 0.0
     au = np.abs(us)
+    # grad_u of a layer: 2 L terms of two products of inner dimension d each, summed
+    g = lambda c: Gerr[c] + gamma(2 * d + 2 * L + 1) * np.abs(G[c])  # noqa: E731
     eu = sum(float(np.linalg.norm(sum(g(K.U(l, m)) @ ax @ au[m - 1] + ax @ g(K.U(m, l)).T @ au[m - 1]
                                       for m in range(1, L + 1)))) ** 2 for l in range(1, L + 1))
     return math.sqrt(eA), math.sqrt(eu)
