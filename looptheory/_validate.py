@@ -150,7 +150,7 @@ def positive_int(name: str, value, *, minimum: int = 1) -> int:
 
 def context_length(name: str, value):
     """n: an integer >= 1 or math.inf. Any integer is accepted (10**400 too): the loss at such
-    an n is its n = inf limit to float precision, see `is_infinite` and `inverse_power`."""
+    an n keeps its 1/n^p terms where float can hold them, see `is_infinite` and `inverse_power`."""
     if isinstance(value, float) and math.isinf(value) and value > 0:
         return math.inf
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float)):

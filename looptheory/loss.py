@@ -239,11 +239,6 @@ _TRIE_NODES = {1: (9, 11), 2: (25, 32), 3: (55, 70), 4: (111, 142), 5: (152, 215
 _FLOAT_COPIES = (4, 6)
 # Bytes per exact entry (a Fraction with its two ints) in exact mode: a rough, generous figure.
 _FRACTION_BYTES = 200
-# Above this n the float evaluation uses the n = inf limit: the terms in 1/n^p it drops are
-# below 2^-1000 (1e-301) times the expansion's terms, and float(n) would overflow at 2^1024.
-HUGE_N = 2**1000
-
-
 def _check(task, A, loops, u, exact, grad=False):
     """Validated (task, loops, A, u); refuses up front what would not fit in memory."""
     if not isinstance(task, Task):
@@ -258,8 +253,6 @@ def _check(task, A, loops, u, exact, grad=False):
     check_loss_memory(task.d, loops, u is not None, exact, grad)
     A = V.square_matrix("A", A, task.d, allow_exact=exact)
     u = None if u is None else V.vector("u", u, task.d, allow_exact=exact)
-    if not exact and not V.is_infinite(task.n) and task.n > HUGE_N:
-        task = task.with_n(math.inf)
     return task, loops, A, u
 
 
@@ -497,9 +490,9 @@ def population_loss(task: Task, A, loops: int, u=None, exact: bool = False):
     1 ... 6 (11, 32, 70, 142, 215, 418 with a non-zero u: 0.6 GB at d = 200, loops = 6), and
     about 200 bytes per entry in exact mode; a call above the memory cap (4 GiB by default,
     LOOPTHEORY_MEMORY_CAP) is refused before anything is allocated (ValueError naming task),
-    e.g. d = 2000 at loops = 6. An n
-    above 2^1000 (10**400, say) is evaluated in float mode as its n = inf limit, the dropped
-    terms being below 1e-301 of the expansion's; exact mode keeps it exact. A loss that
+    e.g. d = 2000 at loops = 6. Any n
+    is evaluated as it is (10**400 too: its weights n^-p below float's range are bounded
+    absolutely, docs/engine.md, "8. Limits"). A loss that
     overflows float64 (A = 1e200 I) is returned as inf with a RuntimeWarning, never NaN.
     """
     task, loops, A, u = _check(task, A, loops, u, exact)
@@ -526,11 +519,14 @@ def population_loss_grad(task: Task, A, loops: int, u=None, fallback: bool = Tru
     possibly less than RTOL.
 
     Memory is about 6 x (trie nodes) x d^2 x 8 bytes (0.8 GB at d = 200, loops = 6 with u),
-    checked against the memory cap as in `population_loss`; an n above 2^1000 is evaluated as
-    its n = inf limit.
+    checked against the memory cap as in `population_loss`; any n is evaluated as it is (its
+    weights n^-p below the float range bounded absolutely).
     """
     task, loops, A, u = _check(task, A, loops, u, exact=False, grad=True)
-    return _certified(task, A, loops, u, need_grad=True, fallback=V.boolean("fallback", fallback))
+    fallback = V.boolean("fallback", fallback)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported once, below
+        f, gA, gu = _certified(task, A, loops, u, need_grad=True, fallback=fallback)
+    return inf_on_overflow(f, "population_loss_grad"), gA, gu
 
 
 def float_routes(loops: int) -> tuple:
@@ -681,6 +677,7 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
     """
     tried = []
     best = None
+    mats, errs = _normal_letters(mats, errs)
     for route, ps, sc in routes:
         comp = compile(ps)
         value, G, err, Gerr = comp.evaluate(mats, n, d, need_grad, sc, errs)
@@ -689,10 +686,10 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
             # reports it (population_loss returns inf with a warning)
             f = Certified(value, math.inf, "overflow")
             return (f, None, None) if not need_grad else (f, *chain(G))
-        if _subnormal(mats) or 0 < abs(value) < SAFE_MIN:
+        if 0 < abs(value) < SAFE_MIN:
             # the running bounds model every rounding as relative; near float's underflow it is
             # absolute: this route cannot vouch, and its bound says nothing
-            tried.append(f"{route}: values near float underflow (below {SAFE_MIN:.1e}), not covered by its bound")
+            tried.append(f"{route}: the value {abs(value):.1e} is near float underflow (below {SAFE_MIN:.1e}), where its bound does not hold")
             if not fallback and best is None:
                 best = ((Certified(value, math.inf, route, (math.inf, math.inf)), *chain(G)) if need_grad
                         else (Certified(value, math.inf, route), None, None))
@@ -735,10 +732,15 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
 SAFE_MIN = 2.0**-969
 
 
-def _subnormal(mats) -> bool:
-    """Whether a letter has a subnormal entry (its products' errors are then not relative)."""
-    a = np.abs(mats)
-    return bool(np.any((a > 0) & (a < 2.0**-1022)))
+def _normal_letters(mats, errs):
+    """The letters with every subnormal entry replaced by zero, its magnitude added to the entry's
+    error bound, and 2^-1074 added to every bound: the running bounds' relative model of
+    rounding needs normal operands, and a letter formed by a product that underflowed (u u^T
+    sigma_x at u = 1e-200 is zero in float) is off by up to that much absolutely."""
+    mats = np.asarray(mats, dtype=float)
+    errs = np.zeros_like(mats) if errs is None else np.asarray(errs, dtype=float)
+    tiny = np.abs(mats) < 2.0**-1022
+    return np.where(tiny, 0.0, mats), errs + np.where(tiny, np.abs(mats), 0.0) + 2.0**-1074
 
 
 def _chain(G, sx, u, d):
@@ -796,14 +798,22 @@ def exact_evaluation(comp, mats, n, d, scales, need_grad, chain, tried, name, wh
     value, G = comp.value_and_grad_exact(mats, n, d, scales=scales, need_grad=need_grad)
     # one rounding of the exact value, its error computed exactly (u |f| is not a bound where
     # the value is subnormal or underflows to zero)
-    f = Certified(float(value), rounding_error(value, float(value)), "exact")
+    f = Certified(_float_or_inf(value), rounding_error(value, _float_or_inf(value)), "exact")
     if not need_grad:
         return f, None, None
     G = {c: np.vectorize(lambda x: x, otypes=[object])(g) for c, g in G.items()}
     e1, e2 = (np.asarray(g, dtype=object) for g in chain(G))
-    g1, g2 = e1.astype(float), e2.astype(float)
+    g1, g2 = (np.array([_float_or_inf(x) for x in e.ravel()]).reshape(e.shape) for e in (e1, e2))
     f.grad_error = (rounding_error(e1, g1), rounding_error(e2, g2))
     return f, g1, g2
+
+
+def _float_or_inf(x) -> float:
+    """float(x), or +-inf where x is beyond the float range (float() raises OverflowError)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
 
 
 def _up(x: Fraction) -> float:
@@ -816,14 +826,21 @@ def rounding_error(exact, rounded) -> float:
     """A float bound, rounded up, on |rounded - exact| for an exact number, or on the Frobenius
     norm of the difference for arrays: computed in exact rationals (the exact route's one
     rounding, including where the result is subnormal or underflows to zero)."""
-    diffs = [abs(Fraction(float(r)) - Fraction(x)) for x, r in zip(np.ravel(np.asarray(exact, dtype=object)),
-                                                                np.ravel(np.asarray(rounded, dtype=float)))]
+    ex, ro = np.ravel(np.asarray(exact, dtype=object)), np.ravel(np.asarray(rounded, dtype=float))
+    if ex.shape != ro.shape:
+        raise ValueError(f"rounded: expected {ex.size} numbers, one per exact number, got {ro.size}")
+    if not np.all(np.isfinite(ro)):
+        return math.inf
+    diffs = [abs(Fraction(float(r)) - Fraction(x)) for x, r in zip(ex, ro)]
     m = max(diffs, default=Fraction(0))
     if m == 0:
         return 0.0
     # the norm as m sqrt(sum (e / m)^2), so that no square underflows
     s = sum((e / m) ** 2 for e in diffs)
-    return math.nextafter(_up(m) * math.nextafter(math.sqrt(_up(s)), math.inf), math.inf)
+    try:
+        return math.nextafter(_up(m) * math.nextafter(math.sqrt(_up(s)), math.inf), math.inf)
+    except OverflowError:  # a difference beyond the float range
+        return math.inf
 
 
 def _caller_level() -> int:

@@ -47,7 +47,6 @@ from .layout import CompiledExpansion, build_arrays, select_arrays
 from .loss import (
     COMPLEX_STEP,
     DATA_DIR,
-    HUGE_N,
     LAYOUT_PARTS,
     certified_evaluation,
     check_layout_memory,
@@ -264,8 +263,6 @@ def _check(task, As, us, exact, grad=False):
         if us.shape != (L, d):
             raise ValueError(f"us: expected shape (L, d) = ({L}, {d}), one vector per layer of As, got {us.shape}")
     check_layout_memory(d, TRIE_NODES[L][us is not None], exact, grad, "multilayer_population_loss", _layers_text(L))
-    if not exact and not V.is_infinite(task.n) and task.n > HUGE_N:
-        task = task.with_n(math.inf)
     return task, As, us
 
 
@@ -396,8 +393,10 @@ def multilayer_population_loss_grad(task: Task, As, us=None, fallback: bool = Tr
     optimiser's inner steps). Inputs as in `multilayer_population_loss`.
     """
     task, As, us = _check(task, As, us, exact=False, grad=True)
-    f, gA, gu = _certified(task, As, us, need_grad=True, fallback=V.boolean("fallback", fallback))
-    return f, gA, (None if us is None else gu)
+    fallback = V.boolean("fallback", fallback)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported once, below
+        f, gA, gu = _certified(task, As, us, need_grad=True, fallback=fallback)
+    return inf_on_overflow(f, "multilayer_population_loss_grad"), gA, (None if us is None else gu)
 
 
 def multilayer_loss_grad_uncertified(task: Task, As, us=None, route: str = "expansion"):

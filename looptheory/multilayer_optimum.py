@@ -72,7 +72,10 @@ class ScheduleResult:
     d: int
 
     def As(self, task: Task) -> np.ndarray:
-        """The schedule's matrices a_l sigma_x^{-1}, stacked (L, d, d)."""
+        """The schedule's matrices a_l sigma_x^{-1}, stacked (L, d, d), for a task of the schedule's
+        d. The scalars a_l are optimal for the (n, noise) they were computed at; a task with
+        another n or noise is accepted (to evaluate the same schedule there), and the loss of
+        these matrices is then not that task's optimum."""
         if not isinstance(task, Task):
             raise TypeError(f"task: expected a looptheory.Task, got {type(task).__name__}")
         if task.d != self.d:

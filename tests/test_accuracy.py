@@ -538,3 +538,56 @@ def test_weights_below_the_float_range_are_bounded_absolutely():
         exact = exact_loss(task, A, loops, u)
         assert f.route in LS.float_routes(loops)
         assert abs(F(float(f)) - exact) <= F(f.error)
+
+
+# --- a new user's review (2026-11-27): underflow, huge n, rounding_error --------------------------
+
+
+def test_one_subnormal_entry_in_A_does_not_make_the_call_refuse():
+    """A = the engine benchmark's loops = 6, d = 10 point (which the float route certifies) with
+    one entry 1e-320 and sigma_x = I, so that the letter B keeps a subnormal entry: the entry
+    changes the loss by about 1e-320, the float route once declined for it and
+    the call raised ValueError (exact route over the cost limit); now the entry is taken as
+    zero with its magnitude as error (loss._normal_letters) and the call stays in float."""
+    d = 10
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((d, d))
+    A = 0.05 * rng.standard_normal((d, d)) + 0.5 * np.linalg.inv(M @ M.T / d + np.eye(d))
+    A[0, 1] = 1e-320
+    task = lt.Task(d, 20, np.eye(d), np.eye(d), noise=0.1)
+    f = lt.population_loss(task, A, 6, 0.1 * rng.standard_normal(d))
+    assert f.route in LS.float_routes(6)
+
+
+def test_a_letter_that_underflows_to_zero_is_not_certified_exact():
+    """sigma_w = 0, noise 0, u = (1e-200, 1e-200): the letter U = u (sigma_x u)^T is 1e-400 and
+    underflows to exact zeros (not subnormals, so `_subnormal` does not see it); the loss is
+    |u|^2-sized, 3.2e-400 > 0 exactly, but the float route returns 0.0 with error 0.0 (route
+    "expansion") before every letter carried an absolute error of 2^-1074: a positive loss
+    returned as 0 with error 0. Now the bound covers the exact loss."""
+    task = lt.Task(2, 5, np.eye(2), np.zeros((2, 2)))
+    u = np.array([1e-200, 1e-200])
+    exact = lt.population_loss(lt.Task(2, 5, fr(np.eye(2)), fr(np.zeros((2, 2)))), fr(np.eye(2)), 1, fr(u), exact=True)
+    assert exact > 0
+    f = lt.population_loss(task, np.eye(2), 1, u)
+    assert abs(F(float(f)) - exact) <= F(f.error)
+
+
+def test_an_n_above_huge_n_is_not_certified_with_error_zero():
+    """n = 10^302 > 2^1000 was evaluated as n = inf. At A = sigma_x^{-1} = I (E = 0),
+    loops = 1, d = 2 the loss is, by hand, sigma_w E tr (I - S)^2 = sigma_w d (d + 1) / n
+    = 1e300 x 6 / 1e302 = 0.06, which came back as 0.0 with error 0.0. Now any n is evaluated as it
+    is, its weights below the float range bounded absolutely."""
+    task = lt.Task(2, 10**302, np.eye(2), 1e300 * np.eye(2))
+    exact = F(1e300) * 6 / 10**302
+    f = lt.population_loss(task, np.eye(2), 1)
+    assert abs(F(float(f)) - exact) <= F(f.error)
+
+
+def test_rounding_error_refuses_arrays_of_different_sizes():
+    """loss.rounding_error (public, docs/api.md) zipped the two arrays: a rounded array shorter
+    than the exact one silently dropped the rest (here the second entry's error 1). Now a
+    ValueError names the parameter; a rounded inf gives an infinite bound."""
+    with pytest.raises(ValueError, match="rounded|exact"):
+        LS.rounding_error(np.array([F(1), F(3)], dtype=object), np.array([1.0]))
+    assert LS.rounding_error(F(10) ** 400, math.inf) == math.inf
