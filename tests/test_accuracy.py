@@ -527,9 +527,12 @@ def test_near_float_underflow_the_exact_route_answers_with_its_true_rounding():
 
 
 def test_weights_below_the_float_range_are_bounded_absolutely():
-    """At n = 10^170 the weights n^-p for p >= 2 underflow to zero; the bound then covers them
-    absolutely (CompiledExpansion._weights), so a loss of ordinary size stays in float and
-    within its bound of the exact value."""
+    """At n = 10^170 the weights n^-p for p >= 2 underflow to zero; a loss of ordinary size
+    stays in float and within its bound of the exact value. (The weights' absolute bound in
+    CompiledExpansion._weights is not what decides here: the dropped terms are far below the
+    rounding bound. A reviewer found no case where it decides, as the letters' absolute errors
+    and SAFE_MIN send the near-underflow cases to the exact route first; it is kept as the
+    bound's own account of those weights.)"""
     task = lt.Task(2, 10**170, [[2.0, 0.3], [0.3, 1.0]], np.eye(2), noise=0.5)
     A = np.array([[0.31, 0.05], [-0.02, 0.47]])
     u = np.array([0.1, -0.2])
