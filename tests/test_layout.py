@@ -342,7 +342,7 @@ def test_path_additions_cover_a_walk_of_the_sums(loops, form):
     assert walked.max() <= counted.max() <= walked.max() + 1
 
 
-@pytest.mark.parametrize("loops", [2, 3])
+@pytest.mark.parametrize("loops", [2, 3, pytest.param(5, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow)])
 def test_hessian_refined_bounds_cover_the_exact_error(loops):
     """The second stage's bound on df/dt (_hessian_bound: the traces' errors through the signed
     Hessian, plus the second-order term) against exact rationals, with letter errors of 1 to
