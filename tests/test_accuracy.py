@@ -320,6 +320,24 @@ def test_exact_fallback_cost_is_terms_times_d_cubed(monkeypatch):
         lt.population_loss(task, A, 1)
 
 
+def fallback_warns(monkeypatch, calls, text, ref, filename):
+    """With RTOL = 0 (no float route vouches) and the warning's threshold just below the cost of
+    a case of 24 rational operations: each call in `calls` ({public name: function}) warns once,
+    naming itself and `text`, at the caller's line (`filename`), and returns `ref` by the exact
+    route; at the threshold (24) the first call no longer warns."""
+    monkeypatch.setattr(LS, "RTOL", 0.0)
+    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 23)
+    for call, fn in calls.items():
+        with pytest.warns(RuntimeWarning, match=f"^{call}: {text}") as rec:
+            f = fn()
+        assert f.route == "exact" and f == pytest.approx(ref, rel=1e-15)
+        assert [w.filename for w in rec] == [filename]
+    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert next(iter(calls.values()))().route == "exact"
+
+
 def test_slow_exact_fallback_warns_naming_the_call(monkeypatch):
     """Above EXACT_FALLBACK_WARN (terms x d^3) rational operations the fallback says why the call
     is slow: a RuntimeWarning naming the public call and the estimated cost, pointing at the
@@ -329,19 +347,12 @@ def test_slow_exact_fallback_warns_naming_the_call(monkeypatch):
     task, A = lt.Task(2, 5), np.array([[0.5, 0.1], [-0.2, 0.7]])
     ref = float(isserlis_loss(task, fr(A), 1))
     assert len(LS._compiled(1, ("main0", "main"))) * 2**3 == 24
-    monkeypatch.setattr(LS, "RTOL", 0.0)
-    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 23)
-    for call, fn in (("population_loss", lambda: lt.population_loss(task, A, 1)),
-                     ("population_loss_grad", lambda: lt.population_loss_grad(task, A, 1)[0])):
-        with pytest.warns(RuntimeWarning, match=f"^{call}: at loops = 1, d = 2, n = 5 no float route reaches "
-                          r"relative accuracy 0; .*exact rational arithmetic, about 2\.4e\+01 rational operations") as rec:
-            f = fn()
-        assert f.route == "exact" and f == pytest.approx(ref, rel=1e-15)
-        assert [w.filename for w in rec] == [__file__]
-    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 24)
+    fallback_warns(monkeypatch, {"population_loss_grad": lambda: lt.population_loss_grad(task, A, 1)[0],
+                                 "population_loss": lambda: lt.population_loss(task, A, 1)},
+                   "at loops = 1, d = 2, n = 5 no float route reaches relative accuracy 0; .*exact rational "
+                   "arithmetic, about 2\\.4e\\+01 rational operations", ref, __file__)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert lt.population_loss_grad(task, A, 1)[0].route == "exact"
         monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 0)
         with LS.exact_route():
             assert lt.population_loss(task, A, 1).route == "exact"

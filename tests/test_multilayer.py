@@ -5,7 +5,6 @@ Carlo of the real forward pass, and the Taylor / finite-difference tests."""
 
 import math
 import os
-import warnings
 from fractions import Fraction as F
 
 import numpy as np
@@ -338,21 +337,13 @@ def test_slow_exact_fallback_warns_naming_the_call(monkeypatch):
     """The multi-layer functions share the loss's exact fallback and its warning (above
     loss.EXACT_FALLBACK_WARN operations): forced here by RTOL = 0 at one layer, d = 2 (3 terms,
     24 operations), the value the Isserlis reference's; at the threshold no warning."""
-    from looptheory import loss as LS
+    from test_accuracy import fallback_warns
 
     task, As = lt.Task(2, 5), np.array([[[0.5, 0.1], [-0.2, 0.7]]])
     ref = float(isserlis_multilayer_loss(task, np.vectorize(F, otypes=[object])(As)))
-    monkeypatch.setattr(LS, "RTOL", 0.0)
-    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 23)
-    for call, fn in (("multilayer_population_loss", lambda: mpl(task, As)), ("multilayer_population_loss_grad", lambda: mplg(task, As)[0])):
-        with pytest.warns(RuntimeWarning, match=f"^{call}: at 1 layer, d = 2, n = 5 .*about 2\\.4e\\+01 rational operations") as rec:
-            f = fn()
-        assert f.route == "exact" and f == pytest.approx(ref, rel=1e-15)
-        assert [w.filename for w in rec] == [__file__]
-    monkeypatch.setattr(LS, "EXACT_FALLBACK_WARN", 24)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert mplg(task, As)[0].route == "exact"
+    fallback_warns(monkeypatch, {"multilayer_population_loss_grad": lambda: mplg(task, As)[0],
+                                 "multilayer_population_loss": lambda: mpl(task, As)},
+                   "at 1 layer, d = 2, n = 5 .*about 2\\.4e\\+01 rational operations", ref, __file__)
 
 
 def test_bad_input_names_the_parameter_and_the_limit():
