@@ -35,6 +35,9 @@ from __future__ import annotations
 import numpy as np
 
 U = 2.0**-53
+#: The smallest normal float: below it a product's rounding error is absolute (up to 2^-1075,
+#: gradual underflow), not relative.
+NORMAL_MIN = 2.0**-1022
 _SPLIT = 134217729.0  # 2^27 + 1
 #: Products with at most this many scalar products (rows x k x m) use Dot2.
 _DOT2_MAX = 1 << 17

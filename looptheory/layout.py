@@ -18,9 +18,10 @@ layout evaluates it in three stages.
    product Pi_j of the others, the "rest", a node of a second trie (1 975 rests at loops = 6
    for 73 029 monomials). The sums over monomials and the adjoints are sparse matrix products
    (scipy.sparse), with rows of at most _CHUNK monomials (_COL_CHUNK on the rests' side, whose
-   rows are then summed per rest) so that every sum has a known number of roundings; one matrix per side holds |w| with the sign of w in the column index, so the
-   value's pass and the bound's passes read the same matrix (CompiledExpansion._weights). The
-   weights, the same on every call for one (n, d, scales), are cached.
+   rows are then summed per rest) so that every sum has a known number of roundings; one
+   matrix per side holds |w| with the sign of w in the column index, so the value's pass and
+   the bound's passes read the same matrix (CompiledExpansion._weights). The weights, the same
+   on every call for one (n, d, scales), are cached.
 3. Reverse mode. d tr(P Q)/dP = Q^T = R and d/dR = P give the nodes' adjoints, one GEMM per
    group; they flow back through the trie (G_parent += G_node M^T; df/dM_c += P_parent^T G_node,
    transposed for a suffix letter). The adjoints are added into the parents directly, round by
@@ -55,6 +56,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .compensated import NORMAL_MIN
 from .compensated import U as _U
 from .compensated import gamma
 
@@ -84,9 +86,6 @@ _SPARSE_RATIO = 8
 _SPARSE_MIN = 256
 #: Gathered node pairs per piece of the sparse path (doubles per gathered array, 8 MB).
 _GATHER = 1 << 20
-#: The smallest normal float: below it a product's error is absolute (gradual underflow), not the
-#: relative u of the running bounds' model.
-_NORMAL_MIN = 2.0**-1022
 #: The version of the array layout (`to_arrays`, the shipped .npz files).
 LAYOUT_FORMAT = 1
 
@@ -520,7 +519,7 @@ class CompiledExpansion:
                              for plo, lo, hi in zip(ro[:-2], ro[1:-1], ro[2:])]
         self._rest_depth = np.searchsorted(ro, np.arange(self.n_rests), side="right") - 1
         lx, lj = a["leaf_x"], a["leaf_j"]
-        self.n_monomials = nm = len(lx)
+        self.n_monomials = len(lx)
         self._leaf_x, self._leaf_j = lx, lj
         # rows of the x-side sums: runs of equal x, cut every _CHUNK monomials
         self._row_ptr = _cut_rows(lx, _CHUNK)
@@ -693,7 +692,7 @@ class CompiledExpansion:
         # absolute terms, amplified by the later factors, so its error is also bounded
         # absolutely, by 2^-1072 max(1, |c|) max(1, |s|) max(1, d^q) (added to b below)
         exact_nonzero = (self.coef != 0) & (s[self.part] != 0) & ((self.power == 0) | (n != float("inf")))
-        near = exact_nonzero & (np.abs(wt) < 2 * _NORMAL_MIN)
+        near = exact_nonzero & (np.abs(wt) < 2 * NORMAL_MIN)
         nm = self.n_monomials
         w = np.bincount(self._term_mono, weights=wt, minlength=nm)
         # six roundings per term weight (seven if a coefficient is not exact in float), then

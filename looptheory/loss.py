@@ -48,6 +48,7 @@ from math import comb
 import numpy as np
 
 from . import _validate as V
+from .compensated import NORMAL_MIN
 from .compensated import U as U_ROUND
 from .compensated import gamma, product
 from .expectations import Alphabet, Engine, Expansion
@@ -729,7 +730,7 @@ def certified_evaluation(routes, compile, mats, errs, n, d, need_grad, fallback,
 
 #: 2^53 times the smallest normal float: a float route's value must be above it (or zero), so that
 #: its bound of u |f| and the bound's own arithmetic stay in the normal range.
-SAFE_MIN = 2.0**-969
+SAFE_MIN = NORMAL_MIN / U_ROUND
 
 
 def _normal_letters(mats, errs):
@@ -739,7 +740,7 @@ def _normal_letters(mats, errs):
     sigma_x at u = 1e-200 is zero in float) is off by up to that much absolutely."""
     mats = np.asarray(mats, dtype=float)
     errs = np.zeros_like(mats) if errs is None else np.asarray(errs, dtype=float)
-    tiny = np.abs(mats) < 2.0**-1022
+    tiny = np.abs(mats) < NORMAL_MIN
     return np.where(tiny, 0.0, mats), errs + np.where(tiny, np.abs(mats), 0.0) + 2.0**-1074
 
 

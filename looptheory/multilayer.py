@@ -121,10 +121,10 @@ class Letters:
 # --- the expansions ------------------------------------------------------------------------------
 
 
-
 def _layers_text(L):
     """'1 layer', '3 layers': the layer count in messages."""
     return f"{L} layer{'' if L == 1 else 's'}"
+
 
 def _products(letters, layers, factors):
     """H_{max} ... H_{min} over `layers` (highest first) as [(sign, word)], each H_l written as
@@ -350,8 +350,8 @@ def _chain_error(K, G, Gerr, sx, us, d):
         return math.sqrt(eA), 0.0
     au = np.abs(us)
     # grad_u of a layer: 2 L terms of two products of inner dimension d each, summed
-    g = lambda c: Gerr[c] + gamma(2 * d + 2 * L + 1) * np.abs(G[c])  # noqa: E731
-    eu = sum(float(np.linalg.norm(sum(g(K.U(l, m)) @ ax @ au[m - 1] + ax @ g(K.U(m, l)).T @ au[m - 1]
+    gu = lambda c: Gerr[c] + gamma(2 * d + 2 * L + 1) * np.abs(G[c])  # noqa: E731
+    eu = sum(float(np.linalg.norm(sum(gu(K.U(l, m)) @ ax @ au[m - 1] + ax @ gu(K.U(m, l)).T @ au[m - 1]
                                       for m in range(1, L + 1)))) ** 2 for l in range(1, L + 1))
     return math.sqrt(eA), math.sqrt(eu)
 

@@ -537,13 +537,10 @@ def test_near_float_underflow_the_exact_route_answers_with_its_true_rounding():
     assert F(f.error) >= exact and f.error > 0
 
 
-def test_weights_below_the_float_range_are_bounded_absolutely():
-    """At n = 10^170 the weights n^-p for p >= 2 underflow to zero; a loss of ordinary size
-    stays in float and within its bound of the exact value. (The weights' absolute bound in
-    CompiledExpansion._weights is not what decides here: the dropped terms are far below the
-    rounding bound. A reviewer found no case where it decides, as the letters' absolute errors
-    and SAFE_MIN send the near-underflow cases to the exact route first; it is kept as the
-    bound's own account of those weights.)"""
+def test_a_loss_at_n_10_170_stays_in_float_within_its_bound():
+    """At n = 10^170 (taken as it is; an n above 2^1000 used to be replaced by infinity) the
+    weights n^-p for p >= 2 underflow to zero; a loss of ordinary size stays in float and
+    within its bound of the exact value."""
     task = lt.Task(2, 10**170, [[2.0, 0.3], [0.3, 1.0]], np.eye(2), noise=0.5)
     A = np.array([[0.31, 0.05], [-0.02, 0.47]])
     u = np.array([0.1, -0.2])
@@ -552,6 +549,60 @@ def test_weights_below_the_float_range_are_bounded_absolutely():
         exact = exact_loss(task, A, loops, u)
         assert f.route in LS.float_routes(loops)
         assert abs(F(float(f)) - exact) <= F(f.error)
+
+
+@pytest.mark.parametrize("n", [20, 10**170], ids=["n=20", "n=1e170"])
+def test_every_float_weight_is_within_its_bound_of_the_exact_weight(n):
+    """Each monomial's float weight sum_t c_t s d^q n^-p against the same sum in exact rationals:
+    within its bound b = beta |w| + b' (CompiledExpansion._weights), also where n^-p is below
+    the float range and the float weight is 0 (n = 10^170: only the absolute part of b covers
+    those)."""
+    comp = LS._compiled(2, LS.LAYOUT_PARTS["S"])
+    d, scales = 3, [1.0, 1.0, 1.0, 0.25]
+    W = comp._weights(n, d, scales)
+    b = W["beta"] * np.abs(W["w"]) + (0.0 if W["bp"] is None else W["bp"])
+    exact = [F(0)] * comp.n_monomials
+    for m, c, part, q, p in zip(comp._term_mono.tolist(), comp.coef.tolist(), comp.part.tolist(),
+                                comp.dpow.tolist(), comp.power.tolist()):
+        exact[m] += F(int(c)) * F(scales[part]) * d**q / F(n) ** p
+    assert any(x != 0 and w == 0 for x, w in zip(exact, W["w"])) == (n > 10**100)
+    for x, w, bm in zip(exact, W["w"].tolist(), b.tolist()):
+        assert abs(F(w) - x) <= F(bm)
+
+
+def test_a_value_below_safe_min_takes_the_exact_route():
+    """sigma_w = 1e-300 I with letters of ordinary size elsewhere: the loss (about 1e-300) is below
+    loss.SAFE_MIN = 2^-969, where the float route's bound arithmetic is no longer relative, so
+    the exact route answers (within its one rounding)."""
+    task = lt.Task(2, 10, [[2.0, 0.3], [0.3, 1.0]], 1e-300 * np.eye(2))
+    A = np.array([[0.31, 0.05], [-0.02, 0.47]])
+    f = lt.population_loss(task, A, 2)
+    exact = exact_loss(task, A, 2)
+    assert 0 < exact < LS.SAFE_MIN and f.route == "exact"
+    assert abs(F(float(f)) - exact) <= F(f.error) <= F(2.0**-52) * exact
+
+
+def test_exact_route_gradient_error_covers_a_gradient_below_the_float_range():
+    """At n = 10^170, A = sigma_x^{-1} = I (E = 0), loops = 2 the loss is a polynomial of degree 4
+    in the scale g of A = g I with every coefficient of order n^-2 = 1e-340: the gradient
+    rounds to zero, and its bound must still cover it. ||grad_A|| >= |df/dg| / ||I||_F, with
+    df/dg at g = 1 exact from the loss at five scales (Lagrange), in exact rationals."""
+    big = lt.Task(2, 10**170)
+    etask = exact_task(big)
+    gs = [F(k, 4) for k in range(2, 7)]
+    fs = [lt.population_loss(etask, fr(float(g) * np.eye(2)), 2, exact=True) for g in gs]
+    # the derivative at g = 1 of the interpolating quartic (exact: f is that quartic)
+    deriv = F(0)
+    for i, gi in enumerate(gs):
+        others = [gj for j, gj in enumerate(gs) if j != i]
+        denom = math.prod((gi - gj for gj in others), start=F(1))
+        # d/dg prod_j (g - g_j) at g = 1
+        dnum = sum((math.prod((F(1) - gk for gk in others if gk != gj), start=F(1)) for gj in others), start=F(0))
+        deriv += fs[i] * dnum / denom
+    assert deriv != 0
+    f, gA, _ = lt.population_loss_grad(big, np.eye(2), 2)
+    assert f.route == "exact" and not gA.any()
+    assert F(f.grad_error[0]) ** 2 >= deriv**2 / 2  # ||grad_A||^2 >= (df/dg)^2 / ||I||_F^2
 
 
 # --- a new user's review (2026-11-27): underflow, huge n, rounding_error --------------------------
